@@ -1,0 +1,454 @@
+/*
+ * etcd — typed calls to etcd's v3 API (see etcd.h).
+ *
+ * Requests are built on the stack from the generated protobuf-c structs and
+ * borrow the caller's buffers; responses are unpacked, converted to
+ * struct ef_kv copies and freed before returning, so nothing generated leaks
+ * out of this file.
+ */
+#include "etcd.h"
+
+#include <errno.h>
+
+#include "grpc.h"
+#include "keymap.h"
+#include "revclock.h"
+#include "rpc.pb-c.h"
+
+struct ef_etcd {
+	struct ef_h2 *h2;       /* borrowed */
+	int timeout_ms;
+	bool serializable;
+};
+
+#define KV_PATH(m) "/etcdserverpb.KV/" m
+
+void ef_kv_free(struct ef_kv *kv)
+{
+	if (!kv)
+		return;
+	g_bytes_unref(kv->key);
+	if (kv->value)
+		g_bytes_unref(kv->value);
+	g_free(kv);
+}
+
+struct ef_etcd *etcd_new(struct ef_h2 *h, int timeout_ms, bool serializable)
+{
+	struct ef_etcd *e = g_new0(struct ef_etcd, 1);
+
+	e->h2 = h;
+	e->timeout_ms = timeout_ms;
+	e->serializable = serializable;
+	return e;
+}
+
+void etcd_free(struct ef_etcd *e)
+{
+	g_free(e);
+}
+
+static ProtobufCBinaryData bin(const void *p, size_t len)
+{
+	return (ProtobufCBinaryData){ .len = len, .data = (uint8_t *)p };
+}
+
+static ProtobufCBinaryData bin_bytes(GBytes *b)
+{
+	gsize len = 0;
+	const void *p = b ? g_bytes_get_data(b, &len) : NULL;
+
+	return bin(p, len);
+}
+
+static void observe(const Etcdserverpb__ResponseHeader *h)
+{
+	if (h)
+		revclock_observe(h->revision);
+}
+
+/* Packs req, calls path, unpacks the response as rd. Returns 0 or -errno. */
+static int call(struct ef_etcd *e, const char *path, const ProtobufCMessage *req,
+		const ProtobufCMessageDescriptor *rd, ProtobufCMessage **resp)
+{
+	size_t len = protobuf_c_message_get_packed_size(req);
+	g_autofree uint8_t *buf = g_malloc(len ? len : 1);
+	g_autoptr(GBytes) out = NULL;
+	struct ef_grpc_status st = { 0 };
+	const uint8_t *data;
+	gsize n;
+	int rc;
+
+	protobuf_c_message_pack(req, buf);
+	rc = grpc_unary(e->h2, path, buf, len, e->timeout_ms, &out, &st);
+	if (rc < 0) {
+		g_debug("%s: %s (grpc %d: %s)", path, g_strerror(-rc), st.code,
+			st.message ? st.message : "");
+		grpc_status_clear(&st);
+		return rc;
+	}
+	grpc_status_clear(&st);
+	data = g_bytes_get_data(out, &n);
+	*resp = protobuf_c_message_unpack(rd, NULL, n, data);
+	return *resp ? 0 : -EPROTO;
+}
+
+static struct ef_kv *kv_from_pb(const Mvccpb__KeyValue *p, bool keys_only)
+{
+	struct ef_kv *kv = g_new0(struct ef_kv, 1);
+
+	kv->key = g_bytes_new(p->key.data, p->key.len);
+	if (!keys_only)
+		kv->value = g_bytes_new(p->value.data, p->value.len);
+	kv->create_revision = p->create_revision;
+	kv->mod_revision = p->mod_revision;
+	kv->version = p->version;
+	kv->lease = p->lease;
+	return kv;
+}
+
+static void range_init(Etcdserverpb__RangeRequest *rr, const struct ef_etcd *e)
+{
+	etcdserverpb__range_request__init(rr);
+	rr->serializable = e->serializable;
+}
+
+int etcd_range(struct ef_etcd *e, const void *key, size_t klen, const void *end, size_t elen,
+	       int64_t limit, bool keys_only, GPtrArray **kvs, bool *more, int64_t *rev)
+{
+	Etcdserverpb__RangeRequest rr;
+	Etcdserverpb__RangeResponse *resp = NULL;
+	int rc;
+
+	range_init(&rr, e);
+	rr.key = bin(key, klen);
+	rr.range_end = bin(end, elen);
+	rr.limit = limit;
+	rr.keys_only = keys_only;
+	rc = call(e, KV_PATH("Range"), &rr.base, &etcdserverpb__range_response__descriptor,
+		  (ProtobufCMessage **)&resp);
+	if (rc < 0)
+		return rc;
+	observe(resp->header);
+	*kvs = g_ptr_array_new_full(resp->n_kvs, (GDestroyNotify)ef_kv_free);
+	for (size_t i = 0; i < resp->n_kvs; i++)
+		g_ptr_array_add(*kvs, kv_from_pb(resp->kvs[i], keys_only));
+	if (more)
+		*more = resp->more;
+	if (rev)
+		*rev = resp->header ? resp->header->revision : 0;
+	etcdserverpb__range_response__free_unpacked(resp, NULL);
+	return 0;
+}
+
+int etcd_get(struct ef_etcd *e, GBytes *key, struct ef_kv **kv)
+{
+	g_autoptr(GPtrArray) kvs = NULL;
+	gsize klen;
+	const void *k = g_bytes_get_data(key, &klen);
+	int rc = etcd_range(e, k, klen, NULL, 0, 1, false, &kvs, NULL, NULL);
+
+	if (rc < 0)
+		return rc;
+	*kv = kvs->len ? g_ptr_array_steal_index(kvs, 0) : NULL;
+	return 0;
+}
+
+static int txn(struct ef_etcd *e, Etcdserverpb__TxnRequest *req, Etcdserverpb__TxnResponse **resp)
+{
+	int rc = call(e, KV_PATH("Txn"), &req->base, &etcdserverpb__txn_response__descriptor,
+		      (ProtobufCMessage **)resp);
+
+	if (rc == 0)
+		observe((*resp)->header);
+	return rc;
+}
+
+/* The Range response of op i, or NULL if the server sent something else. */
+static Etcdserverpb__RangeResponse *txn_range(const Etcdserverpb__TxnResponse *r, size_t i)
+{
+	if (i >= r->n_responses ||
+	    r->responses[i]->response_case != ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_RANGE)
+		return NULL;
+	return r->responses[i]->response_range;
+}
+
+int etcd_lookup(struct ef_etcd *e, GBytes *file_key, GBytes *dir_prefix, struct ef_kv **kv,
+		bool *has_children)
+{
+	Etcdserverpb__RangeRequest rf, rd;
+	Etcdserverpb__RequestOp of = ETCDSERVERPB__REQUEST_OP__INIT;
+	Etcdserverpb__RequestOp od = ETCDSERVERPB__REQUEST_OP__INIT;
+	Etcdserverpb__RequestOp *ops[] = { &of, &od };
+	Etcdserverpb__TxnRequest req = ETCDSERVERPB__TXN_REQUEST__INIT;
+	Etcdserverpb__TxnResponse *resp = NULL;
+	Etcdserverpb__RangeResponse *a, *b;
+	gsize plen;
+	const char *p = g_bytes_get_data(dir_prefix, &plen);
+	g_autoptr(GBytes) end = NULL;
+	int rc;
+
+	range_init(&rf, e);
+	rf.key = bin_bytes(file_key);
+	range_init(&rd, e);
+	rd.key = bin(p, plen);
+	end = keymap_prefix_end(p, plen);
+	rd.range_end = bin_bytes(end);
+	rd.limit = 1;
+	rd.keys_only = true;
+	of.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
+	of.request_range = &rf;
+	od.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
+	od.request_range = &rd;
+	req.n_success = 2;
+	req.success = ops;
+	rc = txn(e, &req, &resp);
+	if (rc < 0)
+		return rc;
+	a = txn_range(resp, 0);
+	b = txn_range(resp, 1);
+	if (!a || !b) {
+		rc = -EPROTO;
+		goto out;
+	}
+	*kv = a->n_kvs ? kv_from_pb(a->kvs[0], false) : NULL;
+	*has_children = b->n_kvs > 0;
+out:
+	etcdserverpb__txn_response__free_unpacked(resp, NULL);
+	return rc;
+}
+
+int etcd_put(struct ef_etcd *e, GBytes *key, const void *val, size_t vlen, int64_t lease,
+	     int64_t expect_mod, int64_t *mod)
+{
+	Etcdserverpb__PutRequest put = ETCDSERVERPB__PUT_REQUEST__INIT;
+	Etcdserverpb__Compare cmp = ETCDSERVERPB__COMPARE__INIT;
+	Etcdserverpb__Compare *cmps[] = { &cmp };
+	Etcdserverpb__RequestOp op = ETCDSERVERPB__REQUEST_OP__INIT;
+	Etcdserverpb__RequestOp *ops[] = { &op };
+	Etcdserverpb__TxnRequest req = ETCDSERVERPB__TXN_REQUEST__INIT;
+	Etcdserverpb__TxnResponse *resp = NULL;
+	int rc;
+
+	put.key = bin_bytes(key);
+	put.value = bin(val, vlen);
+	put.lease = lease;
+	op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
+	op.request_put = &put;
+	req.n_success = 1;
+	req.success = ops;
+	if (expect_mod >= 0) {
+		/* An absent key compares as mod_revision 0. */
+		cmp.key = put.key;
+		cmp.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__MOD;
+		cmp.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
+		cmp.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION;
+		cmp.mod_revision = expect_mod;
+		req.n_compare = 1;
+		req.compare = cmps;
+	}
+	rc = txn(e, &req, &resp);
+	if (rc < 0)
+		return rc;
+	if (!resp->succeeded)
+		rc = -ESTALE;
+	else if (mod)
+		*mod = resp->header ? resp->header->revision : 0;
+	etcdserverpb__txn_response__free_unpacked(resp, NULL);
+	return rc;
+}
+
+int etcd_delete(struct ef_etcd *e, GBytes *key, GBytes *end, int64_t *deleted)
+{
+	Etcdserverpb__DeleteRangeRequest req = ETCDSERVERPB__DELETE_RANGE_REQUEST__INIT;
+	Etcdserverpb__DeleteRangeResponse *resp = NULL;
+	int rc;
+
+	req.key = bin_bytes(key);
+	req.range_end = bin_bytes(end);
+	rc = call(e, KV_PATH("DeleteRange"), &req.base,
+		  &etcdserverpb__delete_range_response__descriptor, (ProtobufCMessage **)&resp);
+	if (rc < 0)
+		return rc;
+	observe(resp->header);
+	if (deleted)
+		*deleted = resp->deleted;
+	etcdserverpb__delete_range_response__free_unpacked(resp, NULL);
+	return 0;
+}
+
+/* ---- rename ---- */
+
+/* Storage for one rename Txn's request structs, so building it needs no
+ * per-op allocation bookkeeping beyond a few arrays. */
+struct txn_build {
+	Etcdserverpb__Compare *cmp;
+	Etcdserverpb__Compare **cmps;
+	size_t n_cmp;
+	Etcdserverpb__PutRequest *puts;
+	Etcdserverpb__DeleteRangeRequest *dels;
+	size_t n_dels;
+	Etcdserverpb__RequestOp *ops;
+	Etcdserverpb__RequestOp **opp;
+	size_t n_ops;
+};
+
+static Etcdserverpb__Compare *add_cmp(struct txn_build *t, GBytes *key, GBytes *end,
+				      Etcdserverpb__Compare__CompareTarget target,
+				      Etcdserverpb__Compare__CompareResult result, int64_t v)
+{
+	Etcdserverpb__Compare *c = &t->cmp[t->n_cmp];
+
+	etcdserverpb__compare__init(c);
+	c->key = bin_bytes(key);
+	c->range_end = bin_bytes(end);
+	c->target = target;
+	c->result = result;
+	if (target == ETCDSERVERPB__COMPARE__COMPARE_TARGET__MOD) {
+		c->target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION;
+		c->mod_revision = v;
+	} else {
+		c->target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_VERSION;
+		c->version = v;
+	}
+	t->cmps[t->n_cmp++] = c;
+	return c;
+}
+
+static void add_del(struct txn_build *t, GBytes *key, GBytes *end)
+{
+	Etcdserverpb__DeleteRangeRequest *d = &t->dels[t->n_dels++];
+	Etcdserverpb__RequestOp *op = &t->ops[t->n_ops];
+
+	etcdserverpb__delete_range_request__init(d);
+	d->key = bin_bytes(key);
+	d->range_end = bin_bytes(end);
+	etcdserverpb__request_op__init(op);
+	op->request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE;
+	op->request_delete_range = d;
+	t->opp[t->n_ops++] = op;
+}
+
+static bool in_range(GBytes *k, GBytes *start, GBytes *end)
+{
+	return g_bytes_compare(k, start) >= 0 && g_bytes_compare(k, end) < 0;
+}
+
+static void build_rename(struct txn_build *t, const struct ef_rename *r)
+{
+	for (size_t i = 0; i < r->n_moves; i++) {
+		const struct ef_move *m = &r->moves[i];
+		Etcdserverpb__PutRequest *p = &t->puts[i];
+		Etcdserverpb__RequestOp *op = &t->ops[t->n_ops];
+
+		add_cmp(t, m->src->key, NULL, ETCDSERVERPB__COMPARE__COMPARE_TARGET__MOD,
+			ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL, m->src->mod_revision);
+		etcdserverpb__put_request__init(p);
+		p->key = bin_bytes(m->dst);
+		p->value = bin_bytes(m->src->value);
+		p->lease = m->src->lease;
+		etcdserverpb__request_op__init(op);
+		op->request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
+		op->request_put = p;
+		t->opp[t->n_ops++] = op;
+	}
+	if (r->del_key)
+		add_del(t, r->del_key, r->del_end);
+	for (size_t i = 0; i < r->n_moves; i++)
+		if (!r->del_key || !in_range(r->moves[i].src->key, r->del_key, r->del_end))
+			add_del(t, r->moves[i].src->key, NULL);
+	/* A key created or changed under the source after guard_rev has
+	 * mod_revision > guard_rev; an unchanged one has <= guard_rev. */
+	if (r->guard_key)
+		add_cmp(t, r->guard_key, r->guard_end, ETCDSERVERPB__COMPARE__COMPARE_TARGET__MOD,
+			ETCDSERVERPB__COMPARE__COMPARE_RESULT__LESS, r->guard_rev + 1);
+	/* Over a range with no keys, etcd compares against a zero KeyValue,
+	 * so "version == 0" holds exactly when the range is empty. */
+	if (r->empty_key)
+		add_cmp(t, r->empty_key, r->empty_end, ETCDSERVERPB__COMPARE__COMPARE_TARGET__VERSION,
+			ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL, 0);
+	if (r->absent_key)
+		add_cmp(t, r->absent_key, NULL, ETCDSERVERPB__COMPARE__COMPARE_TARGET__VERSION,
+			ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL, 0);
+}
+
+/* After a failed rename Txn: which guard failed, read in the failure branch. */
+static int rename_failure(const Etcdserverpb__TxnResponse *resp, const struct ef_rename *r)
+{
+	size_t i = 0;
+	Etcdserverpb__RangeResponse *rr;
+
+	if (r->empty_key) {
+		rr = txn_range(resp, i++);
+		if (rr && rr->n_kvs)
+			return -ENOTEMPTY;
+	}
+	if (r->absent_key) {
+		rr = txn_range(resp, i++);
+		if (rr && rr->n_kvs)
+			return -EEXIST;
+	}
+	return -ESTALE;
+}
+
+int etcd_rename(struct ef_etcd *e, const struct ef_rename *r)
+{
+	size_t max_ops = 2 * r->n_moves + 1, max_cmp = r->n_moves + 3;
+	struct txn_build t = {
+		.cmp = g_new(Etcdserverpb__Compare, max_cmp),
+		.cmps = g_new(Etcdserverpb__Compare *, max_cmp),
+		.puts = g_new(Etcdserverpb__PutRequest, r->n_moves ? r->n_moves : 1),
+		.dels = g_new(Etcdserverpb__DeleteRangeRequest, r->n_moves + 1),
+		.ops = g_new(Etcdserverpb__RequestOp, max_ops),
+		.opp = g_new(Etcdserverpb__RequestOp *, max_ops),
+	};
+	Etcdserverpb__RangeRequest probe[2];
+	Etcdserverpb__RequestOp fops[2];
+	Etcdserverpb__RequestOp *fopp[2];
+	Etcdserverpb__TxnRequest req = ETCDSERVERPB__TXN_REQUEST__INIT;
+	Etcdserverpb__TxnResponse *resp = NULL;
+	size_t nf = 0;
+	int rc;
+
+	build_rename(&t, r);
+	/* The failure branch reads what the error needs to name. */
+	if (r->empty_key) {
+		range_init(&probe[nf], e);
+		probe[nf].key = bin_bytes(r->empty_key);
+		probe[nf].range_end = bin_bytes(r->empty_end);
+		probe[nf].limit = 1;
+		probe[nf].keys_only = true;
+		nf++;
+	}
+	if (r->absent_key) {
+		range_init(&probe[nf], e);
+		probe[nf].key = bin_bytes(r->absent_key);
+		probe[nf].keys_only = true;
+		nf++;
+	}
+	for (size_t i = 0; i < nf; i++) {
+		etcdserverpb__request_op__init(&fops[i]);
+		fops[i].request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
+		fops[i].request_range = &probe[i];
+		fopp[i] = &fops[i];
+	}
+	req.n_compare = t.n_cmp;
+	req.compare = t.cmps;
+	req.n_success = t.n_ops;
+	req.success = t.opp;
+	req.n_failure = nf;
+	req.failure = fopp;
+	rc = txn(e, &req, &resp);
+	if (rc == 0) {
+		if (!resp->succeeded)
+			rc = rename_failure(resp, r);
+		etcdserverpb__txn_response__free_unpacked(resp, NULL);
+	}
+	g_free(t.cmp);
+	g_free(t.cmps);
+	g_free(t.puts);
+	g_free(t.dels);
+	g_free(t.ops);
+	g_free(t.opp);
+	return rc;
+}

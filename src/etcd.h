@@ -1,0 +1,98 @@
+/*
+ * etcd — typed calls to etcd's v3 API (KV today; Watch, Lease, Lock,
+ * Maintenance and Cluster as later issues need them).
+ *
+ * The only module that includes the protobuf-c generated headers: callers see
+ * struct ef_kv and plain byte buffers. Every call is bounded by the command
+ * timeout and returns 0 or -errno (gRPC status mapped by grpc's table, with
+ * operation-specific meanings applied here: a failed compare is -ESTALE).
+ * Every response header's revision is fed to revclock.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <glib.h>
+
+struct ef_h2;
+struct ef_etcd;
+
+/* One key-value pair; every field owned by the struct. value is NULL when
+ * the call asked for keys only. */
+struct ef_kv {
+	GBytes *key;
+	GBytes *value;
+	int64_t create_revision;
+	int64_t mod_revision;
+	int64_t version;
+	int64_t lease;
+};
+
+void ef_kv_free(struct ef_kv *kv);
+
+/* Borrows h until etcd_free. timeout_ms bounds every call. serializable
+ * makes reads go to the nearest member instead of through the leader. */
+struct ef_etcd *etcd_new(struct ef_h2 *h, int timeout_ms, bool serializable);
+void etcd_free(struct ef_etcd *e);
+
+/* The key, if present: *kv is new (NULL when absent). */
+int etcd_get(struct ef_etcd *e, GBytes *key, struct ef_kv **kv);
+
+/*
+ * One page of [key, end) in key order, at most limit keys (0: no limit).
+ * *kvs is a new array of struct ef_kv (free func set); *more as etcd's
+ * RangeResponse.more. rev, if non-NULL, receives the header revision.
+ */
+int etcd_range(struct ef_etcd *e, const void *key, size_t klen, const void *end, size_t elen,
+	       int64_t limit, bool keys_only, GPtrArray **kvs, bool *more, int64_t *rev);
+
+/*
+ * Resolves a directory entry in one round trip (a read-only Txn): the file
+ * key, if present, into *kv (new or NULL), and whether any key starts with
+ * dir_prefix (file key + "/") into *has_children.
+ */
+int etcd_lookup(struct ef_etcd *e, GBytes *file_key, GBytes *dir_prefix, struct ef_kv **kv,
+		bool *has_children);
+
+/*
+ * Puts value under key, keeping the key's lease. If expect_mod >= 0 the Put
+ * only happens while the key's mod_revision is still expect_mod (0: the key
+ * must not exist); otherwise -ESTALE. On success *mod (if non-NULL) is the
+ * new mod_revision.
+ */
+int etcd_put(struct ef_etcd *e, GBytes *key, const void *val, size_t vlen, int64_t lease,
+	     int64_t expect_mod, int64_t *mod);
+
+/* Deletes [key, end) (end NULL: the single key). *deleted may be NULL. */
+int etcd_delete(struct ef_etcd *e, GBytes *key, GBytes *end, int64_t *deleted);
+
+/* Renames in one Txn. See etcd.c for the guards. */
+struct ef_move {
+	struct ef_kv *src;   /* borrowed; value must be set */
+	GBytes *dst;         /* borrowed */
+};
+
+/*
+ * Atomically: for each move, put dst = src's value (same lease) and delete
+ * src; delete [del_key, del_end) too when del_key is non-NULL. Guards: each
+ * src still has the mod_revision it was read with; when guard_key is
+ * non-NULL, no key in [guard_key, guard_end) was modified after
+ * guard_rev; when empty_key is non-NULL, no key exists in
+ * [empty_key, empty_end) (rename onto a non-empty directory). A failed guard
+ * returns -ESTALE, or -ENOTEMPTY when only the emptiness guard failed.
+ */
+struct ef_rename {
+	struct ef_move *moves;
+	size_t n_moves;
+	GBytes *del_key, *del_end;
+	GBytes *guard_key, *guard_end;
+	int64_t guard_rev;
+	GBytes *empty_key, *empty_end;
+	GBytes *absent_key;  /* RENAME_NOREPLACE: this key must not exist (-EEXIST) */
+};
+
+int etcd_rename(struct ef_etcd *e, const struct ef_rename *r);
+
+/* etcd's default --max-txn-ops. */
+#define ETCD_MAX_TXN_OPS 128

@@ -1,0 +1,1106 @@
+/*
+ * fsops — the fuse_lowlevel_ops handlers (see fsops.h).
+ *
+ * Write model: all handles open for writing on one inode share its write
+ * buffer. The buffer starts as the value read at open (guarded by that
+ * mod_revision) or empty for O_TRUNC/create (unguarded: the caller replaces
+ * the value), and is Put on flush/fsync of a writing handle only, so a
+ * read-only open never writes and `echo x > f` is exactly one Put. A guarded
+ * Put that finds the key changed fails with ESTALE instead of overwriting.
+ *
+ * Until the watch-driven cache lands, attributes and entries are not cached
+ * by the kernel (timeouts 0): every stat and lookup asks etcd, and reads are
+ * served from the value the last getattr/open fetched, so size and content
+ * stay consistent with each other.
+ */
+#include "fsops.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <linux/fs.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+
+#include "dirlist.h"
+#include "etcd.h"
+#include "inode.h"
+#include "keymap.h"
+#include "localdir.h"
+#include "revclock.h"
+
+#define DIR_PAGE 1000
+/* Keys one directory rename may move: each needs a Put and a Compare in
+ * one Txn, within etcd's default --max-txn-ops. */
+#define RENAME_MAX_KEYS (ETCD_MAX_TXN_OPS - 8)
+
+static struct ef_fs_config fs;
+static struct timespec mount_time;
+
+struct ef_handle {
+	struct ef_inode *in;   /* reference held while open */
+	bool writer;
+};
+
+void fsops_init(const struct ef_fs_config *cfg)
+{
+	fs = *cfg;
+	fs.root = g_bytes_ref(cfg->root);
+	clock_gettime(CLOCK_REALTIME, &mount_time);
+	inode_table_init(fs.root);
+	localdir_init();
+}
+
+void fsops_set_etcd(struct ef_etcd *etcd)
+{
+	fs.etcd = etcd;
+}
+
+void fsops_fini(void)
+{
+	localdir_fini();
+	inode_table_fini();
+	g_bytes_unref(fs.root);
+}
+
+/* ---- attributes ---- */
+
+static void fill_attr(struct stat *st, struct ef_inode *in)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = in->ino;
+	st->st_uid = fs.uid;
+	st->st_gid = fs.gid;
+	st->st_blksize = 4096;
+	if (in->kind == EF_DIR) {
+		st->st_mode = S_IFDIR | (0777 & ~fs.umask);
+		st->st_nlink = 2;
+		st->st_mtim = st->st_ctim = st->st_atim = mount_time;
+		return;
+	}
+	st->st_mode = S_IFREG | (0666 & ~fs.umask);
+	st->st_nlink = 1;
+	g_mutex_lock(&in->lock);
+	if (in->wbuf && in->writers)
+		st->st_size = in->wbuf->len;
+	else if (in->kv && in->kv->value)
+		st->st_size = g_bytes_get_size(in->kv->value);
+	st->st_mtim = in->kv ? revclock_time(in->kv->mod_revision) : mount_time;
+	g_mutex_unlock(&in->lock);
+	st->st_ctim = st->st_atim = st->st_mtim;
+	st->st_blocks = (st->st_size + 511) / 512;
+}
+
+/* Keeps the newer of in's kv and kv (takes ownership of kv): a slow read
+ * must not replace what a later read or our own Put already stored. */
+static void inode_store_kv(struct ef_inode *in, struct ef_kv *kv)
+{
+	g_mutex_lock(&in->lock);
+	if (!in->kv || kv->mod_revision >= in->kv->mod_revision) {
+		ef_kv_free(in->kv);
+		in->kv = kv;
+		kv = NULL;
+	}
+	g_mutex_unlock(&in->lock);
+	ef_kv_free(kv);
+}
+
+/* A file created or opened here whose first Put has not happened yet
+ * exists for this mount even though etcd has no key. */
+static bool inode_pending(struct ef_inode *in)
+{
+	bool pending;
+
+	g_mutex_lock(&in->lock);
+	pending = in->writers > 0 && !in->unlinked;
+	g_mutex_unlock(&in->lock);
+	return pending;
+}
+
+/* Re-reads a file's key. Returns 0, or -ENOENT if it is gone. */
+static int file_refresh(struct ef_inode *in)
+{
+	g_autoptr(GBytes) key = inode_key(in);
+	struct ef_kv *kv = NULL;
+	int rc = etcd_get(fs.etcd, key, &kv);
+
+	if (rc < 0)
+		return rc;
+	if (!kv)
+		return inode_pending(in) ? 0 : -ENOENT;
+	inode_store_kv(in, kv);
+	return 0;
+}
+
+/* ---- names ---- */
+
+/*
+ * The keys behind entry `name` of directory prefix dir: *file_key always,
+ * *dir_prefix unless the name is the directory's own value (KEYMAP_SELF_NAME),
+ * which cannot be a directory. Returns 0 or -errno (-ENOENT for a name that
+ * is not a canonical encoding; creating one maps that to -EINVAL).
+ */
+static int entry_keys(GBytes *dir, const char *name, GBytes **file_key, GBytes **dir_prefix)
+{
+	gsize dlen;
+	const char *d = g_bytes_get_data(dir, &dlen);
+	g_autofree char *comp = NULL;
+	size_t clen, self;
+	int rc;
+
+	*dir_prefix = NULL;
+	if (strcmp(name, KEYMAP_SELF_NAME) == 0) {
+		self = keymap_self_len(d, dlen);
+		if (!self)
+			return -ENOENT;
+		*file_key = g_bytes_new(d, self);
+		return 0;
+	}
+	rc = keymap_component_from_name(name, &comp, &clen);
+	if (rc < 0)
+		return rc == -EINVAL ? -ENOENT : rc;
+	*file_key = keymap_child_key(dir, comp, clen, false);
+	*dir_prefix = keymap_child_key(dir, comp, clen, true);
+	return 0;
+}
+
+/* Looks up parent's directory key; -ENOTDIR if parent is a file. */
+static int parent_dir(fuse_ino_t parent, struct ef_inode **out, GBytes **dir)
+{
+	struct ef_inode *p = inode_get(parent);
+
+	if (!p)
+		return -ESTALE;
+	if (p->kind != EF_DIR) {
+		inode_unref(p);
+		return -ENOTDIR;
+	}
+	*out = p;
+	*dir = inode_key(p);
+	return 0;
+}
+
+static void reply_entry(fuse_req_t req, struct ef_inode *in)
+{
+	struct fuse_entry_param e = { .ino = in->ino };
+
+	fill_attr(&e.attr, in);
+	if (fuse_reply_entry(req, &e) != 0)
+		inode_unlookup(in);
+	inode_unref(in);
+}
+
+/* What an entry currently is: on success *out is a new reference with one
+ * kernel lookup counted (a pending local file, a directory or a file). */
+static int resolve_entry(GBytes *fk, GBytes *dp, struct ef_inode **out)
+{
+	struct ef_inode *pending = inode_find(EF_FILE, fk);
+	struct ef_kv *kv = NULL;
+	bool children = false;
+	int rc;
+
+	if (pending && inode_pending(pending)) {
+		inode_unref(pending);
+		*out = inode_lookup(EF_FILE, fk);
+		return 0;
+	}
+	inode_unref(pending);
+	rc = dp ? etcd_lookup(fs.etcd, fk, dp, &kv, &children) : etcd_get(fs.etcd, fk, &kv);
+	if (rc < 0)
+		return rc;
+	if (children || (!kv && dp && localdir_has(dp))) {
+		ef_kv_free(kv);
+		*out = inode_lookup(EF_DIR, dp);
+		return 0;
+	}
+	if (!kv)
+		return -ENOENT;
+	*out = inode_lookup(EF_FILE, fk);
+	inode_store_kv(*out, kv);
+	return 0;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct ef_inode *p = NULL, *in = NULL;
+	g_autoptr(GBytes) dir = NULL, fk = NULL, dp = NULL;
+	int rc = parent_dir(parent, &p, &dir);
+
+	if (rc == 0)
+		rc = entry_keys(dir, name, &fk, &dp);
+	if (rc == 0)
+		rc = resolve_entry(fk, dp, &in);
+	inode_unref(p);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		reply_entry(req, in);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	inode_forget(ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		inode_forget(forgets[i].ino, forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct ef_inode *in = inode_get(ino);
+	struct stat st;
+	int rc = in ? 0 : -ESTALE;
+
+	if (rc == 0 && in->kind == EF_FILE)
+		rc = file_refresh(in);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+	} else {
+		fill_attr(&st, in);
+		fuse_reply_attr(req, &st, 0);
+	}
+	inode_unref(in);
+}
+
+/* ---- writing ---- */
+
+/* Publishes in's write buffer if dirty. Returns 0 or -errno. */
+static int publish(struct ef_inode *in)
+{
+	g_autoptr(GBytes) key = NULL, snap = NULL;
+	int64_t base, lease, mod = 0;
+	uint64_t gen;
+	int rc;
+
+	g_mutex_lock(&in->lock);
+	/* One Put per inode at a time: two concurrent Puts of one buffer
+	 * would make the second fail its own guard. */
+	while (in->flushing)
+		g_cond_wait(&in->cond, &in->lock);
+	if (!in->dirty || in->unlinked) {
+		g_mutex_unlock(&in->lock);
+		return 0;
+	}
+	in->flushing = true;
+	snap = g_bytes_new(in->wbuf->data, in->wbuf->len);
+	base = in->base_mod;
+	lease = in->lease;
+	gen = in->wgen;
+	g_mutex_unlock(&in->lock);
+
+	key = inode_key(in);
+	rc = etcd_put(fs.etcd, key, g_bytes_get_data(snap, NULL), g_bytes_get_size(snap), lease,
+		      base, &mod);
+
+	g_mutex_lock(&in->lock);
+	in->flushing = false;
+	if (rc == 0) {
+		struct ef_kv *kv = g_new0(struct ef_kv, 1);
+
+		kv->key = g_bytes_ref(key);
+		kv->value = g_bytes_ref(snap);
+		kv->mod_revision = mod;
+		kv->create_revision = in->kv ? in->kv->create_revision : mod;
+		kv->version = in->kv ? in->kv->version + 1 : 1;
+		kv->lease = lease;
+		ef_kv_free(in->kv);
+		in->kv = kv;
+		in->base_mod = mod;
+		if (in->wgen == gen)
+			in->dirty = false;
+	}
+	g_cond_broadcast(&in->cond);
+	g_mutex_unlock(&in->lock);
+	if (rc == 0)
+		localdir_backed(key);
+	return rc;
+}
+
+/* Gives in a write buffer (if it has none) and counts one more writer. */
+static int writer_open(struct ef_inode *in, bool trunc, int64_t create_guard)
+{
+	struct ef_kv *kv = NULL;
+	int rc;
+
+	g_mutex_lock(&in->lock);
+	if (!in->wbuf && !trunc) {
+		g_mutex_unlock(&in->lock);
+		g_autoptr(GBytes) key = inode_key(in);
+		rc = etcd_get(fs.etcd, key, &kv);
+		if (rc < 0)
+			return rc;
+		g_mutex_lock(&in->lock);
+	}
+	if (!in->wbuf) {
+		in->wbuf = g_byte_array_new();
+		if (kv && !trunc)
+			g_byte_array_append(in->wbuf, g_bytes_get_data(kv->value, NULL),
+					    g_bytes_get_size(kv->value));
+		/* Without O_TRUNC the buffer builds on what was read, so the
+		 * Put must find it unchanged; 0 means "still absent". */
+		in->base_mod = trunc ? create_guard : (kv ? kv->mod_revision : 0);
+		in->lease = kv ? kv->lease : (in->kv ? in->kv->lease : 0);
+		in->dirty = trunc;
+	} else if (trunc) {
+		g_byte_array_set_size(in->wbuf, 0);
+		in->base_mod = create_guard;
+		in->dirty = true;
+	}
+	in->unlinked = false;
+	in->wgen++;
+	in->writers++;
+	if (kv && (!in->kv || kv->mod_revision >= in->kv->mod_revision)) {
+		ef_kv_free(in->kv);
+		in->kv = g_steal_pointer(&kv);
+	}
+	g_mutex_unlock(&in->lock);
+	ef_kv_free(kv);
+	return 0;
+}
+
+static void writer_close(struct ef_inode *in)
+{
+	g_mutex_lock(&in->lock);
+	if (--in->writers == 0) {
+		/* A buffer still dirty here failed its Put, and close or
+		 * fsync already reported that. */
+		g_byte_array_unref(in->wbuf);
+		in->wbuf = NULL;
+		in->dirty = false;
+	}
+	g_mutex_unlock(&in->lock);
+}
+
+static struct ef_handle *handle_new(struct ef_inode *in, bool writer)
+{
+	struct ef_handle *h = g_new0(struct ef_handle, 1);
+
+	h->in = in;
+	h->writer = writer;
+	return h;
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct ef_inode *in = inode_get(ino);
+	bool writer = (fi->flags & O_ACCMODE) != O_RDONLY;
+	int rc = in ? 0 : -ESTALE;
+
+	if (rc == 0 && in->kind == EF_DIR)
+		rc = -EISDIR;
+	if (rc == 0)
+		rc = writer ? writer_open(in, fi->flags & O_TRUNC, -1) : file_refresh(in);
+	if (rc < 0) {
+		inode_unref(in);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fi->fh = (uintptr_t)handle_new(in, writer);
+	if (fuse_reply_open(req, fi) != 0) {
+		if (writer)
+			writer_close(in);
+		g_free((void *)(uintptr_t)fi->fh);
+		inode_unref(in);
+	}
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	struct ef_inode *p = NULL, *in;
+	g_autoptr(GBytes) dir = NULL, fk = NULL, dp = NULL;
+	struct fuse_entry_param e = { 0 };
+	int rc = parent_dir(parent, &p, &dir);
+
+	if (rc == 0)
+		rc = entry_keys(dir, name, &fk, &dp);
+	inode_unref(p);
+	if (rc < 0) {
+		fuse_reply_err(req, rc == -ENOENT ? EINVAL : -rc);
+		return;
+	}
+	in = inode_lookup(EF_FILE, fk);
+	/* O_EXCL: the Put must still find no key, else another client won. */
+	writer_open(in, true, (fi->flags & O_EXCL) ? 0 : -1);
+	fi->fh = (uintptr_t)handle_new(in, true);
+	e.ino = in->ino;
+	fill_attr(&e.attr, in);
+	/* The handle keeps the reference inode_lookup returned. */
+	if (fuse_reply_create(req, &e, fi) != 0) {
+		writer_close(in);
+		g_free((void *)(uintptr_t)fi->fh);
+		inode_unlookup(in);
+		inode_unref(in);
+	}
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct ef_handle *h = (struct ef_handle *)(uintptr_t)fi->fh;
+	struct ef_inode *in = h->in;
+	g_autoptr(GBytes) val = NULL;
+	gsize len;
+	const char *p;
+
+	g_mutex_lock(&in->lock);
+	if (in->wbuf)
+		val = g_bytes_new(in->wbuf->data, in->wbuf->len);
+	else if (in->kv && in->kv->value)
+		val = g_bytes_ref(in->kv->value);
+	g_mutex_unlock(&in->lock);
+	if (!val) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	p = g_bytes_get_data(val, &len);
+	if ((size_t)off >= len)
+		fuse_reply_buf(req, NULL, 0);
+	else
+		fuse_reply_buf(req, p + off, MIN(size, len - (size_t)off));
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	struct ef_handle *h = (struct ef_handle *)(uintptr_t)fi->fh;
+	struct ef_inode *in = h->in;
+	size_t end = (size_t)off + size;
+
+	if (off < 0 || end > EF_MAX_VALUE) {
+		fuse_reply_err(req, EFBIG);
+		return;
+	}
+	g_mutex_lock(&in->lock);
+	if (end > in->wbuf->len) {
+		size_t old = in->wbuf->len;
+
+		/* A write past the end leaves a hole that reads as zeros. */
+		g_byte_array_set_size(in->wbuf, end);
+		memset(in->wbuf->data + old, 0, end - old);
+	}
+	memcpy(in->wbuf->data + off, buf, size);
+	in->dirty = true;
+	in->wgen++;
+	g_mutex_unlock(&in->lock);
+	fuse_reply_write(req, size);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct ef_handle *h = (struct ef_handle *)(uintptr_t)fi->fh;
+
+	fuse_reply_err(req, h->writer ? -publish(h->in) : 0);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	op_flush(req, ino, fi);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct ef_handle *h = (struct ef_handle *)(uintptr_t)fi->fh;
+
+	if (h->writer)
+		writer_close(h->in);
+	inode_unref(h->in);
+	g_free(h);
+	fuse_reply_err(req, 0);
+}
+
+/* Resizes a file: in the shared buffer when writers have it open (they
+ * publish it), else as one guarded read-modify-Put. */
+static int file_truncate(struct ef_inode *in, off_t size, bool via_writer)
+{
+	g_autoptr(GBytes) key = NULL;
+	g_autoptr(GByteArray) val = NULL;
+	struct ef_kv *kv = NULL;
+	gsize old;
+	int rc;
+
+	if (size < 0 || size > EF_MAX_VALUE)
+		return -EFBIG;
+	g_mutex_lock(&in->lock);
+	if (in->wbuf) {
+		old = in->wbuf->len;
+		g_byte_array_set_size(in->wbuf, size);
+		if ((gsize)size > old)
+			memset(in->wbuf->data + old, 0, size - old);
+		in->dirty = true;
+		in->wgen++;
+		g_mutex_unlock(&in->lock);
+		return via_writer ? 0 : publish(in);
+	}
+	g_mutex_unlock(&in->lock);
+	key = inode_key(in);
+	rc = etcd_get(fs.etcd, key, &kv);
+	if (rc < 0)
+		return rc;
+	if (!kv)
+		return -ENOENT;
+	val = g_byte_array_new();
+	g_byte_array_append(val, g_bytes_get_data(kv->value, NULL), g_bytes_get_size(kv->value));
+	old = val->len;
+	g_byte_array_set_size(val, size);
+	if ((gsize)size > old)
+		memset(val->data + old, 0, size - old);
+	rc = etcd_put(fs.etcd, key, val->data, val->len, kv->lease, kv->mod_revision, NULL);
+	ef_kv_free(kv);
+	return rc < 0 ? rc : file_refresh(in);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	struct ef_inode *in = inode_get(ino);
+	struct stat st;
+	int rc = in ? 0 : -ESTALE;
+
+	if (rc == 0)
+		fill_attr(&st, in);
+	/* etcd stores no owner or mode: changing them is refused, setting
+	 * what is already shown succeeds (cp -p, tar). Times derive from
+	 * revisions, so setting them is accepted and has no effect. */
+	if (rc == 0 && (to_set & FUSE_SET_ATTR_MODE) &&
+	    (attr->st_mode & 07777) != (st.st_mode & 07777))
+		rc = -EPERM;
+	if (rc == 0 && (to_set & FUSE_SET_ATTR_UID) && attr->st_uid != st.st_uid)
+		rc = -EPERM;
+	if (rc == 0 && (to_set & FUSE_SET_ATTR_GID) && attr->st_gid != st.st_gid)
+		rc = -EPERM;
+	if (rc == 0 && (to_set & FUSE_SET_ATTR_SIZE)) {
+		if (in->kind == EF_DIR)
+			rc = -EISDIR;
+		else
+			rc = file_truncate(in, attr->st_size,
+					   fi && ((struct ef_handle *)(uintptr_t)fi->fh)->writer);
+	}
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+	} else {
+		fill_attr(&st, in);
+		fuse_reply_attr(req, &st, 0);
+	}
+	inode_unref(in);
+}
+
+/* ---- namespace changes ---- */
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct ef_inode *p = NULL, *in;
+	g_autoptr(GBytes) dir = NULL, fk = NULL, dp = NULL;
+	int64_t deleted = 0;
+	bool pending = false;
+	int rc = parent_dir(parent, &p, &dir);
+
+	if (rc == 0)
+		rc = entry_keys(dir, name, &fk, &dp);
+	inode_unref(p);
+	if (rc == 0)
+		rc = etcd_delete(fs.etcd, fk, NULL, &deleted);
+	if (rc == 0 && (in = inode_find(EF_FILE, fk))) {
+		pending = inode_pending(in);
+		/* Open writers must not resurrect the key on close. */
+		g_mutex_lock(&in->lock);
+		in->unlinked = true;
+		g_mutex_unlock(&in->lock);
+		inode_detach(in);
+		inode_unref(in);
+	}
+	if (rc == 0 && !deleted && !pending)
+		rc = -ENOENT;
+	fuse_reply_err(req, -rc);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	struct ef_inode *p = NULL, *in = NULL;
+	g_autoptr(GBytes) dir = NULL, fk = NULL, dp = NULL;
+	int rc = parent_dir(parent, &p, &dir);
+
+	if (rc == 0)
+		rc = entry_keys(dir, name, &fk, &dp);
+	inode_unref(p);
+	if (rc == -ENOENT || (rc == 0 && !dp))
+		rc = -EINVAL;
+	if (rc == 0) {
+		rc = resolve_entry(fk, dp, &in);
+		if (rc == 0) {
+			inode_unlookup(in);
+			inode_unref(in);
+			rc = -EEXIST;
+		} else if (rc == -ENOENT) {
+			rc = 0;
+		}
+	}
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	localdir_add(dp);
+	reply_entry(req, inode_lookup(EF_DIR, dp));
+}
+
+/* True if any key lies under prefix. */
+static int prefix_has_keys(GBytes *prefix, bool *any)
+{
+	gsize len;
+	const char *p = g_bytes_get_data(prefix, &len);
+	g_autoptr(GBytes) end = keymap_prefix_end(p, len);
+	g_autoptr(GPtrArray) kvs = NULL;
+	int rc = etcd_range(fs.etcd, p, len, g_bytes_get_data(end, NULL), g_bytes_get_size(end),
+			    1, true, &kvs, NULL, NULL);
+
+	if (rc == 0)
+		*any = kvs->len > 0;
+	return rc;
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct ef_inode *p = NULL;
+	g_autoptr(GBytes) dir = NULL, fk = NULL, dp = NULL;
+	bool any = false;
+	int rc = parent_dir(parent, &p, &dir);
+
+	if (rc == 0)
+		rc = entry_keys(dir, name, &fk, &dp);
+	inode_unref(p);
+	if (rc == 0 && !dp)
+		rc = -ENOTDIR;
+	if (rc == 0)
+		rc = prefix_has_keys(dp, &any);
+	if (rc == 0 && (any || localdir_has_below(dp)))
+		rc = -ENOTEMPTY;
+	if (rc == 0)
+		localdir_remove(dp);
+	fuse_reply_err(req, -rc);
+}
+
+static int rename_file(GBytes *sfk, struct ef_kv *src, GBytes *dfk, unsigned int flags)
+{
+	struct ef_move mv = { .src = src, .dst = dfk };
+	struct ef_rename r = {
+		.moves = &mv, .n_moves = 1,
+		.absent_key = (flags & RENAME_NOREPLACE) ? dfk : NULL,
+	};
+	int rc = etcd_rename(fs.etcd, &r);
+
+	if (rc == 0)
+		inode_rename(EF_FILE, sfk, dfk);
+	return rc;
+}
+
+/* Moves every key under sdp (and the directory's own value self, if any)
+ * to ddp in one Txn; EXDEV when that is more than one Txn can carry, so
+ * mv(1) falls back to copying. */
+static int rename_dir(GBytes *sdp, struct ef_kv *self, GBytes *dfk, GBytes *ddp)
+{
+	gsize slen, dlen;
+	const char *s = g_bytes_get_data(sdp, &slen);
+	const char *d = g_bytes_get_data(ddp, &dlen);
+	g_autoptr(GBytes) send = keymap_prefix_end(s, slen), dend = keymap_prefix_end(d, dlen);
+	g_autoptr(GPtrArray) kvs = NULL, dsts = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
+	g_autofree struct ef_move *moves = NULL;
+	struct ef_rename r = { 0 };
+	bool more = false;
+	int64_t rev = 0;
+	size_t n;
+	int rc;
+
+	rc = etcd_range(fs.etcd, s, slen, g_bytes_get_data(send, NULL), g_bytes_get_size(send),
+			RENAME_MAX_KEYS + 1, false, &kvs, &more, &rev);
+	if (rc < 0)
+		return rc;
+	n = kvs->len + (self ? 1 : 0);
+	if (more || n > RENAME_MAX_KEYS)
+		return -EXDEV;
+	moves = g_new0(struct ef_move, n + 1);
+	for (guint i = 0; i < kvs->len; i++) {
+		struct ef_kv *kv = kvs->pdata[i];
+		gsize klen;
+		const char *k = g_bytes_get_data(kv->key, &klen);
+		GByteArray *nk = g_byte_array_sized_new(dlen + klen - slen);
+
+		g_byte_array_append(nk, (const guint8 *)d, dlen);
+		g_byte_array_append(nk, (const guint8 *)k + slen, klen - slen);
+		g_ptr_array_add(dsts, g_byte_array_free_to_bytes(nk));
+		moves[i] = (struct ef_move){ .src = kv, .dst = dsts->pdata[i] };
+	}
+	if (self)
+		moves[kvs->len] = (struct ef_move){ .src = self, .dst = dfk };
+	r = (struct ef_rename){
+		.moves = moves, .n_moves = n,
+		.del_key = kvs->len ? sdp : NULL, .del_end = send,
+		.guard_key = sdp, .guard_end = send, .guard_rev = rev,
+		.empty_key = ddp, .empty_end = dend,
+	};
+	if (n || !localdir_has(sdp))
+		rc = etcd_rename(fs.etcd, &r);
+	if (rc == -EFBIG)
+		return -EXDEV;
+	if (rc < 0)
+		return rc;
+	localdir_rename(sdp, ddp);
+	inode_rename(EF_DIR, sdp, ddp);
+	if (self)
+		inode_rename(EF_FILE, self->key, dfk);
+	return 0;
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		      const char *newname, unsigned int flags)
+{
+	struct ef_inode *p = NULL, *np = NULL, *pend;
+	g_autoptr(GBytes) sdir = NULL, ddir = NULL, sfk = NULL, sdp = NULL, dfk = NULL, ddp = NULL;
+	struct ef_kv *kv = NULL;
+	bool children = false;
+	int rc = (flags & RENAME_EXCHANGE) ? -EINVAL : 0;
+
+	if (rc == 0)
+		rc = parent_dir(parent, &p, &sdir);
+	if (rc == 0)
+		rc = parent_dir(newparent, &np, &ddir);
+	if (rc == 0)
+		rc = entry_keys(sdir, name, &sfk, &sdp);
+	if (rc == 0)
+		rc = entry_keys(ddir, newname, &dfk, &ddp);
+	inode_unref(p);
+	inode_unref(np);
+	if (rc == -ENOENT)
+		rc = -EINVAL;
+	/* A file still being written here has to reach etcd before it can
+	 * move there. */
+	if (rc == 0 && (pend = inode_find(EF_FILE, sfk))) {
+		rc = publish(pend);
+		inode_unref(pend);
+	}
+	if (rc == 0)
+		rc = sdp ? etcd_lookup(fs.etcd, sfk, sdp, &kv, &children)
+			 : etcd_get(fs.etcd, sfk, &kv);
+	if (rc == 0) {
+		if (children || (sdp && localdir_has(sdp)))
+			rc = ddp ? rename_dir(sdp, kv, dfk, ddp) : -ENOTDIR;
+		else if (kv)
+			rc = rename_file(sfk, kv, dfk, flags);
+		else
+			rc = -ENOENT;
+	}
+	ef_kv_free(kv);
+	fuse_reply_err(req, -rc);
+}
+
+/* ---- directories ---- */
+
+struct ef_diritem {
+	char *name;
+	bool is_dir;
+	fuse_ino_t ino;
+};
+
+struct ef_dirh {
+	GBytes *dir;               /* the directory's prefix */
+	struct ef_dirlist *list;
+	size_t consumed;           /* dirlist entries copied into items */
+	GPtrArray *items;          /* struct ef_diritem, in offset order */
+	bool complete;
+};
+
+static void diritem_free(struct ef_diritem *it)
+{
+	g_free(it->name);
+	g_free(it);
+}
+
+static void dirh_add(struct ef_dirh *dh, const char *name, bool is_dir, fuse_ino_t ino)
+{
+	struct ef_diritem *it = g_new(struct ef_diritem, 1);
+
+	it->name = g_strdup(name);
+	it->is_dir = is_dir;
+	it->ino = ino;
+	g_ptr_array_add(dh->items, it);
+}
+
+static bool dirh_has_name(struct ef_dirh *dh, const char *name)
+{
+	for (guint i = 0; i < dh->items->len; i++)
+		if (strcmp(((struct ef_diritem *)dh->items->pdata[i])->name, name) == 0)
+			return true;
+	return false;
+}
+
+/* Appends the mkdir'd directories etcd cannot know about. */
+static void dirh_add_local(struct ef_dirh *dh)
+{
+	g_autoptr(GPtrArray) kids = localdir_children(dh->dir);
+	gsize dlen = g_bytes_get_size(dh->dir);
+
+	for (guint i = 0; i < kids->len; i++) {
+		gsize len;
+		const char *k = g_bytes_get_data(kids->pdata[i], &len);
+		g_autofree char *name = keymap_name_from_component(k + dlen, len - dlen - 1);
+
+		if (name && !dirh_has_name(dh, name))
+			dirh_add(dh, name, true, inode_number(EF_DIR, kids->pdata[i]));
+	}
+}
+
+/* Fetches one more page of the listing. */
+static int dirh_fetch(struct ef_dirh *dh)
+{
+	const char *start, *end;
+	size_t slen, elen;
+	g_autoptr(GPtrArray) kvs = NULL;
+	g_autofree const char **keys = NULL;
+	g_autofree size_t *lens = NULL;
+	bool more = false;
+	int rc;
+
+	if (!dirlist_range(dh->list, &start, &slen, &end, &elen)) {
+		dh->complete = true;
+	} else {
+		rc = etcd_range(fs.etcd, start, slen, end, elen, DIR_PAGE, true, &kvs, &more, NULL);
+		if (rc < 0)
+			return rc;
+		keys = g_new(const char *, kvs->len + 1);
+		lens = g_new(size_t, kvs->len + 1);
+		for (guint i = 0; i < kvs->len; i++) {
+			gsize len;
+			keys[i] = g_bytes_get_data(((struct ef_kv *)kvs->pdata[i])->key, &len);
+			lens[i] = len;
+		}
+		dirlist_feed(dh->list, keys, lens, kvs->len, more);
+		dh->complete = dirlist_done(dh->list);
+	}
+	for (; dh->consumed < dirlist_count(dh->list); dh->consumed++) {
+		const struct ef_dirent *d = dirlist_get(dh->list, dh->consumed);
+
+		dirh_add(dh, d->name, d->is_dir, inode_number(d->is_dir ? EF_DIR : EF_FILE, d->key));
+	}
+	if (dh->complete)
+		dirh_add_local(dh);
+	return 0;
+}
+
+static void dirh_free(struct ef_dirh *dh)
+{
+	g_bytes_unref(dh->dir);
+	dirlist_free(dh->list);
+	g_ptr_array_unref(dh->items);
+	g_free(dh);
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct ef_inode *in = inode_get(ino);
+	struct ef_dirh *dh;
+	gsize dlen;
+	const char *d;
+	size_t self;
+	g_autoptr(GPtrArray) kvs = NULL;
+	int rc = 0;
+
+	if (!in) {
+		fuse_reply_err(req, ESTALE);
+		return;
+	}
+	dh = g_new0(struct ef_dirh, 1);
+	dh->dir = inode_key(in);
+	d = g_bytes_get_data(dh->dir, &dlen);
+	dh->list = dirlist_new(d, dlen);
+	dh->items = g_ptr_array_new_with_free_func((GDestroyNotify)diritem_free);
+	dirh_add(dh, ".", true, in->ino);
+	dirh_add(dh, "..", true, FUSE_ROOT_ID);
+	self = keymap_self_len(d, dlen);
+	/* The directory's own value lies in the parent's range, so ask. */
+	if (self && in->ino != FUSE_ROOT_ID)
+		rc = etcd_range(fs.etcd, d, self, NULL, 0, 1, true, &kvs, NULL, NULL);
+	if (rc == 0 && kvs && kvs->len) {
+		g_autoptr(GBytes) sk = g_bytes_new(d, self);
+		dirh_add(dh, KEYMAP_SELF_NAME, false, inode_number(EF_FILE, sk));
+	}
+	inode_unref(in);
+	if (rc < 0) {
+		dirh_free(dh);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fi->fh = (uintptr_t)dh;
+	if (fuse_reply_open(req, fi) != 0)
+		dirh_free(dh);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	struct ef_dirh *dh = (struct ef_dirh *)(uintptr_t)fi->fh;
+	g_autofree char *buf = g_malloc(size);
+	size_t pos = 0;
+	int rc = 0;
+
+	/* The kernel serialises readdir on one open directory, so dh needs
+	 * no lock. */
+	while (rc == 0 && !dh->complete && dh->items->len <= (size_t)off)
+		rc = dirh_fetch(dh);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	for (size_t i = off; i < dh->items->len; i++) {
+		struct ef_diritem *it = dh->items->pdata[i];
+		struct stat st = { .st_ino = it->ino, .st_mode = it->is_dir ? S_IFDIR : S_IFREG };
+		size_t n = fuse_add_direntry(req, buf + pos, size - pos, it->name, &st, i + 1);
+
+		if (n > size - pos)
+			break;
+		pos += n;
+	}
+	fuse_reply_buf(req, buf, pos);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	dirh_free((struct ef_dirh *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+/* ---- extended attributes ---- */
+
+#define XATTR_PREFIX "user.etcd."
+static const char *const xattr_names[] = {
+	XATTR_PREFIX "create_revision", XATTR_PREFIX "mod_revision",
+	XATTR_PREFIX "version", XATTR_PREFIX "lease",
+};
+
+static void reply_xattr_data(fuse_req_t req, const char *data, size_t len, size_t size)
+{
+	if (size == 0)
+		fuse_reply_xattr(req, len);
+	else if (size < len)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, data, len);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct ef_inode *in = inode_get(ino);
+	char val[32];
+	int64_t v = 0;
+	int rc = in ? 0 : -ESTALE;
+	int idx = -1;
+
+	for (size_t i = 0; i < G_N_ELEMENTS(xattr_names); i++)
+		if (strcmp(name, xattr_names[i]) == 0)
+			idx = (int)i;
+	if (rc == 0 && (idx < 0 || in->kind != EF_FILE))
+		rc = -ENODATA;
+	if (rc == 0)
+		rc = file_refresh(in);
+	if (rc == 0) {
+		g_mutex_lock(&in->lock);
+		if (in->kv) {
+			const int64_t f[] = { in->kv->create_revision, in->kv->mod_revision,
+					      in->kv->version, in->kv->lease };
+			v = f[idx];
+		}
+		g_mutex_unlock(&in->lock);
+		snprintf(val, sizeof(val), "%" G_GINT64_FORMAT, v);
+		reply_xattr_data(req, val, strlen(val), size);
+	} else {
+		fuse_reply_err(req, -rc);
+	}
+	inode_unref(in);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct ef_inode *in = inode_get(ino);
+	g_autoptr(GString) names = g_string_new(NULL);
+
+	if (!in) {
+		fuse_reply_err(req, ESTALE);
+		return;
+	}
+	if (in->kind == EF_FILE)
+		for (size_t i = 0; i < G_N_ELEMENTS(xattr_names); i++)
+			g_string_append_len(names, xattr_names[i], strlen(xattr_names[i]) + 1);
+	inode_unref(in);
+	reply_xattr_data(req, names->str, names->len, size);
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			size_t size, int flags)
+{
+	/* Our attributes mirror etcd's metadata and cannot be written; etcd
+	 * has nowhere to keep any other. */
+	fuse_reply_err(req, g_str_has_prefix(name, XATTR_PREFIX) ? EPERM : ENOTSUP);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	fuse_reply_err(req, g_str_has_prefix(name, XATTR_PREFIX) ? EPERM : ENOTSUP);
+}
+
+/* ---- file system ---- */
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	/* etcd's default backend quota (2 GiB); usage is not tracked here. */
+	struct statvfs sv = {
+		.f_bsize = 4096, .f_frsize = 4096,
+		.f_blocks = (2ULL << 30) / 4096, .f_bfree = (2ULL << 30) / 4096,
+		.f_bavail = (2ULL << 30) / 4096,
+		.f_files = 1000000, .f_ffree = 1000000, .f_favail = 1000000,
+		.f_namemax = 255,
+	};
+
+	fuse_reply_statfs(req, &sv);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	/* O_TRUNC arrives with open, so truncating never publishes an empty
+	 * value first. */
+	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+}
+
+const struct fuse_lowlevel_ops fsops_ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.mkdir = op_mkdir,
+	.unlink = op_unlink,
+	.rmdir = op_rmdir,
+	.rename = op_rename,
+	.open = op_open,
+	.create = op_create,
+	.read = op_read,
+	.write = op_write,
+	.flush = op_flush,
+	.fsync = op_fsync,
+	.release = op_release,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.releasedir = op_releasedir,
+	.statfs = op_statfs,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+	.setxattr = op_setxattr,
+	.removexattr = op_removexattr,
+};

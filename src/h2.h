@@ -1,0 +1,116 @@
+/*
+ * h2 — one HTTP/2 connection to an etcd cluster, owned by one I/O thread.
+ *
+ * The only module that includes nghttp2 (and, for TLS, OpenSSL) headers.
+ * Endpoints are tried in order; a dropped connection fails every pending
+ * stream and the next request reconnects (bumping the generation counter).
+ * Other threads talk to the I/O thread through a locked queue and an eventfd;
+ * the I/O thread never blocks on anything but poll().
+ */
+#pragma once
+
+#include <stdint.h>
+#include <glib.h>
+
+struct ef_h2;
+
+struct ef_h2_config {
+	/* "host:port", "http://host:port" (and "https://" once TLS lands).
+	 * NULL-terminated; copied by h2_new. */
+	const char *const *endpoints;
+	int dial_timeout_ms;
+};
+
+/* Parses one endpoint string. Returns 0 and fills host (g_malloc'd), port and
+ * tls, or -EINVAL. Pure; exposed for unit tests. */
+int h2_endpoint_parse(const char *ep, char **host, uint16_t *port, gboolean *tls);
+
+/* Creates the connection and starts its I/O thread. Does not connect yet.
+ * Returns NULL and sets err on a bad endpoint list. */
+struct ef_h2 *h2_new(const struct ef_h2_config *cfg, GError **err);
+
+/* Connects now (for the mount-time check): returns TRUE when an endpoint
+ * accepted the HTTP/2 preface, else FALSE with a one-line reason in err. */
+gboolean h2_connect(struct ef_h2 *h, GError **err);
+
+/* Stops the I/O thread, fails anything pending with -ENOTCONN, frees h. */
+void h2_free(struct ef_h2 *h);
+
+/* Bumped each time a new connection is established. */
+uint64_t h2_generation(struct ef_h2 *h);
+
+/* "host:port" of the endpoint currently connected, or NULL (new string). */
+char *h2_current_endpoint(struct ef_h2 *h);
+
+/* True when called on h's I/O thread (where blocking calls would deadlock). */
+gboolean h2_on_io_thread(struct ef_h2 *h);
+
+/*
+ * ---- Stream level, for grpc.c only ----
+ *
+ * A stream is one HTTP/2 request. It waits for a ready connection (connecting
+ * one if needed), is submitted, and ends with exactly one on_close. Streams
+ * are named by a 64-bit id that is never reused, so a write or cancel that
+ * races with the stream's end is harmless: the I/O thread ignores ids it no
+ * longer knows.
+ */
+
+/* One request header (lowercase name); copied by h2_stream_submit. */
+struct ef_h2_header {
+	const char *name;
+	const char *value;
+};
+
+/*
+ * Stream callbacks. They run on the I/O thread, must only record and return,
+ * and may call no h2_* function except h2_stream_write and h2_stream_cancel.
+ */
+struct ef_h2_stream_ops {
+	/* The request was submitted on a ready connection. May be NULL. */
+	void (*on_open)(void *ud);
+	/* One response header field (bytes valid only during the call).
+	 * end_stream is TRUE when its header block ends the stream: trailers, or
+	 * a trailers-only response. */
+	void (*on_header)(void *ud, const char *name, size_t name_len, const char *value,
+			  size_t value_len, gboolean end_stream);
+	/* Response body bytes, valid only during the call. Returning -errno
+	 * resets the stream (RST_STREAM CANCEL) and closes it with that error. */
+	int (*on_data)(void *ud, const uint8_t *data, size_t len);
+	/* Called exactly once, last; ud is never touched after it returns.
+	 * err is 0 when the server ended the stream, else:
+	 *   -ETIMEDOUT  the deadline passed (the stream was reset),
+	 *   -ENOTCONN   no endpoint was reachable, or the connection dropped
+	 *               while the stream was open, or h2_free ran,
+	 *   -ECANCELED  h2_stream_cancel,
+	 *   -EAGAIN     the server refused the stream (REFUSED_STREAM etc.),
+	 *   -EPROTO     the server reset the stream or broke the protocol,
+	 *   -ENOMEM     nghttp2 ran out of memory. */
+	void (*on_close)(void *ud, int err);
+};
+
+struct ef_h2_request {
+	const char *path;                   /* :path; copied */
+	const struct ef_h2_header *headers; /* after the pseudo-headers; copied */
+	size_t n_headers;
+	GBytes *body;          /* first body bytes or NULL; h2 takes its own ref */
+	gboolean end_stream;   /* TRUE: body is the whole request body */
+	gint64 deadline;       /* g_get_monotonic_time() microseconds; 0: none */
+};
+
+/*
+ * Queues a request (h2 adds :method POST, :scheme, :authority). ops and ud are
+ * borrowed until on_close has returned; on_close may run before this returns.
+ * Returns 0 and the stream's id in *id, or -ENOTCONN if h is shutting down
+ * (then no callback runs). Callable from any thread.
+ */
+int h2_stream_submit(struct ef_h2 *h, const struct ef_h2_request *req,
+		     const struct ef_h2_stream_ops *ops, void *ud, uint64_t *id);
+
+/* Queues more body bytes (h2 takes a ref on data, which may be NULL when only
+ * ending the stream). Ignored once the stream has closed. Returns 0, or
+ * -ENOTCONN if h is shutting down. Callable from any thread. */
+int h2_stream_write(struct ef_h2 *h, uint64_t id, GBytes *data, gboolean end_stream);
+
+/* Resets the stream (RST_STREAM CANCEL) and closes it with -ECANCELED, unless
+ * it already closed. Asynchronous: wait for on_close. Callable from any thread. */
+void h2_stream_cancel(struct ef_h2 *h, uint64_t id);

@@ -1,0 +1,83 @@
+/*
+ * inode — the table of inodes the kernel knows about.
+ *
+ * An inode is a file (a key) or a directory (a key prefix ending in '/', or
+ * the root prefix). Its lifetime follows the kernel's lookup count: created
+ * on the first lookup reply, freed after forget drops the count to zero and
+ * no request still holds a reference. Inode numbers are a hash of kind and
+ * key, so a key keeps its number across forget/lookup cycles for the whole
+ * mount (a hash collision falls back to a counter in the upper half).
+ *
+ * Per-inode state (the last value read, the shared write buffer of open
+ * writers) is guarded by the inode's own mutex; the key by the table lock,
+ * because rename changes it. Neither lock is held across a network call.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <glib.h>
+#include <fuse_lowlevel.h>
+
+#include "etcd.h"
+
+enum ef_kind { EF_FILE = 0, EF_DIR = 1 };
+
+struct ef_inode {
+	fuse_ino_t ino;              /* immutable */
+	enum ef_kind kind;           /* immutable */
+
+	GMutex lock;
+	GCond cond;                  /* signalled when flushing ends */
+	struct ef_kv *kv;            /* protected by lock: last kv read or written */
+	GByteArray *wbuf;            /* protected by lock: shared by open writers */
+	int64_t base_mod;            /* protected by lock: mod_revision wbuf is based
+				      * on; -1: overwrite whatever is there */
+	int64_t lease;               /* protected by lock: lease to keep on Put */
+	uint64_t wgen;               /* protected by lock: bumped by every change to wbuf */
+	unsigned writers;            /* protected by lock: open handles that may write */
+	bool dirty;                  /* protected by lock: wbuf differs from etcd */
+	bool flushing;               /* protected by lock: a Put of wbuf is in flight */
+	bool unlinked;               /* protected by lock: removed; never Put again */
+
+	/* table-private */
+	GBytes *tkey;                /* protected by the table lock: kind byte + key */
+	uint64_t nlookup;            /* protected by the table lock */
+	unsigned refs;               /* protected by the table lock */
+};
+
+void inode_table_init(GBytes *root_prefix);
+void inode_table_fini(void);
+
+/* A new reference to inode ino, or NULL if the kernel passed an unknown one. */
+struct ef_inode *inode_get(fuse_ino_t ino);
+void inode_unref(struct ef_inode *in);
+
+/* Finds or creates the inode for (kind, key), adds one kernel lookup and
+ * returns a new reference. Call only when the reply will carry it. */
+struct ef_inode *inode_lookup(enum ef_kind kind, GBytes *key);
+
+/* Undoes the lookup of inode_lookup when its reply could not be sent. */
+void inode_unlookup(struct ef_inode *in);
+
+/* The existing inode for (kind, key) with a new reference, or NULL. */
+struct ef_inode *inode_find(enum ef_kind kind, GBytes *key);
+
+/* Drops n kernel lookups (FUSE forget). */
+void inode_forget(fuse_ino_t ino, uint64_t n);
+
+/* The inode's key (directory: its prefix), a new reference. */
+GBytes *inode_key(struct ef_inode *in);
+
+/* The number (kind, key) has or would get, without creating anything. */
+fuse_ino_t inode_number(enum ef_kind kind, GBytes *key);
+
+/* After a rename: every inode whose key starts with from (of either kind,
+ * or exactly equal for a file) now has to + the rest. An inode already at
+ * a destination key is detached from the table first (the kernel keeps its
+ * number until it forgets it). */
+void inode_rename(enum ef_kind kind, GBytes *from, GBytes *to);
+
+/* The key was deleted: in stops answering for it (a later create gets a new
+ * inode), while the kernel keeps in's number until it forgets it. */
+void inode_detach(struct ef_inode *in);

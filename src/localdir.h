@@ -1,0 +1,31 @@
+/*
+ * localdir — directories made by mkdir that no key backs yet.
+ *
+ * etcd has no directories: mkdir records the prefix here, in this mount's
+ * memory only, until a key is written under it (then the keys make it
+ * visible everywhere) or it is removed. Prefixes end in '/'.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <glib.h>
+
+void localdir_init(void);
+void localdir_fini(void);
+
+void localdir_add(GBytes *prefix);
+bool localdir_remove(GBytes *prefix);
+bool localdir_has(GBytes *prefix);
+
+/* True if a local directory lies strictly below prefix. */
+bool localdir_has_below(GBytes *prefix);
+
+/* The local directories directly below prefix: a new array of new GBytes
+ * prefixes. */
+GPtrArray *localdir_children(GBytes *prefix);
+
+/* A key was written: its ancestors are now backed by keys. */
+void localdir_backed(GBytes *key);
+
+/* A directory moved: every local prefix under from now lies under to. */
+void localdir_rename(GBytes *from, GBytes *to);

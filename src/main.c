@@ -1,0 +1,306 @@
+/*
+ * main — command line, start-up and teardown.
+ *
+ * Start-up ladder: parse options; prove an endpoint answers (a one-line
+ * reason and exit 1 otherwise, before anything is mounted); mount;
+ * daemonize; only then start the connection's I/O thread, because fork()
+ * keeps no threads; serve; unwind in reverse order.
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <fuse_lowlevel.h>
+#include <glib.h>
+
+#include "etcd.h"
+#include "fsops.h"
+#include "h2.h"
+#include "keymap.h"
+#include "options.h"
+#include "revclock.h"
+
+#define DEFAULT_ENDPOINT "127.0.0.1:2379"
+#define DEFAULT_DIAL "2s"
+#define DEFAULT_COMMAND "5s"
+
+struct ef_opts {
+	char *endpoints;
+	char *prefix;
+	char *dial_timeout;
+	char *command_timeout;
+	unsigned int uid, gid, umask;
+	int uid_set, gid_set, umask_set;
+	int serializable;
+	char *positional[3];
+	int n_positional;
+};
+
+enum { KEY_UID, KEY_GID, KEY_UMASK };
+
+#define OPT(t, f) { t, offsetof(struct ef_opts, f), 1 }
+static const struct fuse_opt ef_opt_spec[] = {
+	{ "--endpoints=%s", offsetof(struct ef_opts, endpoints), 0 },
+	{ "endpoints=%s", offsetof(struct ef_opts, endpoints), 0 },
+	{ "--prefix=%s", offsetof(struct ef_opts, prefix), 0 },
+	{ "prefix=%s", offsetof(struct ef_opts, prefix), 0 },
+	{ "--dial-timeout=%s", offsetof(struct ef_opts, dial_timeout), 0 },
+	{ "dial_timeout=%s", offsetof(struct ef_opts, dial_timeout), 0 },
+	{ "--command-timeout=%s", offsetof(struct ef_opts, command_timeout), 0 },
+	{ "command_timeout=%s", offsetof(struct ef_opts, command_timeout), 0 },
+	{ "uid=%u", offsetof(struct ef_opts, uid), 0 },
+	{ "gid=%u", offsetof(struct ef_opts, gid), 0 },
+	{ "umask=%o", offsetof(struct ef_opts, umask), 0 },
+	FUSE_OPT_KEY("uid=", KEY_UID),
+	FUSE_OPT_KEY("gid=", KEY_GID),
+	FUSE_OPT_KEY("umask=", KEY_UMASK),
+	OPT("--serializable", serializable),
+	OPT("serializable", serializable),
+	FUSE_OPT_END
+};
+
+static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct ef_opts *o = data;
+
+	switch (key) {
+	case FUSE_OPT_KEY_NONOPT:
+		if (o->n_positional == G_N_ELEMENTS(o->positional)) {
+			g_printerr("etcdfs: unexpected argument '%s'\n", arg);
+			return -1;
+		}
+		o->positional[o->n_positional++] = g_strdup(arg);
+		return 0;
+	/* The value templates above store the number; these keys only note
+	 * that it was given (and keep it from the kernel). */
+	case KEY_UID:
+		o->uid_set = 1;
+		return 0;
+	case KEY_GID:
+		o->gid_set = 1;
+		return 0;
+	case KEY_UMASK:
+		o->umask_set = 1;
+		return 0;
+	default:
+		return 1;
+	}
+}
+
+static void usage(const char *prog)
+{
+	printf("usage: %s [ENDPOINTS] MOUNTPOINT [options]\n\n"
+	       "etcdfs options:\n"
+	       "    --endpoints=LIST       comma-separated etcd endpoints (host:port)\n"
+	       "                           default: $ETCDCTL_ENDPOINTS or " DEFAULT_ENDPOINT "\n"
+	       "    --prefix=PREFIX        key prefix mounted as the root (default /)\n"
+	       "    --dial-timeout=DUR     time to connect to an endpoint (default " DEFAULT_DIAL ")\n"
+	       "    --command-timeout=DUR  time limit of each etcd request (default " DEFAULT_COMMAND ")\n"
+	       "    --serializable         serve reads from the nearest member\n"
+	       "    -o endpoints=,prefix=,dial_timeout=,command_timeout=,serializable\n"
+	       "    -o uid=N,gid=N,umask=OOO  owner and permissions shown for every file\n\n",
+	       prog);
+	fuse_cmdline_help();
+	fuse_lowlevel_help();
+}
+
+static void opts_clear(struct ef_opts *o)
+{
+	g_free(o->endpoints);
+	g_free(o->prefix);
+	g_free(o->dial_timeout);
+	g_free(o->command_timeout);
+	for (int i = 0; i < o->n_positional; i++)
+		g_free(o->positional[i]);
+}
+
+struct ef_settings {
+	char **endpoints;
+	int dial_ms, command_ms;
+	char *mountpoint;
+};
+
+/* Resolves endpoints and timeouts; prints a one-line reason on error. */
+static int settings_resolve(struct ef_opts *o, struct ef_settings *s)
+{
+	const char *eps = o->endpoints;
+
+	if (o->n_positional == 2) {
+		if (eps) {
+			g_printerr("etcdfs: endpoints given twice\n");
+			return -1;
+		}
+		eps = o->positional[0];
+	}
+	if (!eps)
+		eps = g_getenv("ETCDCTL_ENDPOINTS");
+	s->endpoints = options_split_endpoints(eps ? eps : DEFAULT_ENDPOINT);
+	if (!s->endpoints) {
+		g_printerr("etcdfs: no endpoint given\n");
+		return -1;
+	}
+	if (options_parse_duration(o->dial_timeout ? o->dial_timeout : DEFAULT_DIAL,
+				   &s->dial_ms) < 0 ||
+	    options_parse_duration(o->command_timeout ? o->command_timeout : DEFAULT_COMMAND,
+				   &s->command_ms) < 0) {
+		g_printerr("etcdfs: bad duration (use e.g. 2s, 500ms, 1m)\n");
+		return -1;
+	}
+	return 0;
+}
+
+/* Returns 0 once an endpoint has answered, else -1 after one line. */
+static int check_reachable(const struct ef_settings *s)
+{
+	struct ef_h2_config hc = {
+		.endpoints = (const char *const *)s->endpoints,
+		.dial_timeout_ms = s->dial_ms,
+	};
+	g_autoptr(GError) err = NULL;
+	struct ef_h2 *h = h2_new(&hc, &err);
+	int rc = 0;
+
+	if (!h || !h2_connect(h, &err)) {
+		g_printerr("etcdfs: %s\n", err ? err->message : "cannot connect");
+		rc = -1;
+	}
+	if (h)
+		h2_free(h);
+	return rc;
+}
+
+static void add_default_opts(struct fuse_args *args, const struct ef_settings *s,
+			     const char *prefix)
+{
+	g_autofree char *fsname = g_strdup_printf("-ofsname=etcd:%s%s", s->endpoints[0], prefix);
+	g_autofree char *esc = NULL;
+	GString *e = g_string_new(NULL);
+
+	/* fuse_opt splits on commas: escape them in the name. */
+	for (const char *p = fsname; *p; p++) {
+		if (*p == ',' || *p == '\\')
+			g_string_append_c(e, '\\');
+		g_string_append_c(e, *p);
+	}
+	esc = g_string_free(e, FALSE);
+	fuse_opt_add_arg(args, esc);
+	fuse_opt_add_arg(args, "-osubtype=etcdfs");
+	/* etcd keeps no permissions: the kernel checks the ones we show. */
+	fuse_opt_add_arg(args, "-odefault_permissions");
+}
+
+static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *co,
+		 const struct ef_settings *s, bool serializable)
+{
+	struct ef_h2_config hc = {
+		.endpoints = (const char *const *)s->endpoints,
+		.dial_timeout_ms = s->dial_ms,
+	};
+	g_autoptr(GError) err = NULL;
+	struct ef_h2 *h = h2_new(&hc, &err);
+	struct ef_etcd *etcd;
+	struct fuse_loop_config *lc;
+	int rc;
+
+	if (!h) {
+		fprintf(stderr, "etcdfs: %s\n", err->message);
+		return 1;
+	}
+	etcd = etcd_new(h, s->command_ms, serializable);
+	fsops_set_etcd(etcd);
+	if (co->singlethread) {
+		rc = fuse_session_loop(se);
+	} else {
+		lc = fuse_loop_cfg_create();
+		fuse_loop_cfg_set_clone_fd(lc, co->clone_fd);
+		/* Each worker blocks on its own etcd call, so concurrency
+		 * needs threads: 16 writers must not queue behind 10. */
+		fuse_loop_cfg_set_max_threads(lc, co->max_threads > 64 ? co->max_threads : 64);
+		fuse_loop_cfg_set_idle_threads(lc, co->max_idle_threads);
+		rc = fuse_session_loop_mt(se, lc);
+		fuse_loop_cfg_destroy(lc);
+	}
+	fsops_set_etcd(NULL);
+	etcd_free(etcd);
+	h2_free(h);
+	return rc == 0 ? 0 : 1;
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct ef_opts o = { 0 };
+	struct ef_settings s = { 0 };
+	struct fuse_cmdline_opts co = { 0 };
+	struct fuse_session *se = NULL;
+	g_autoptr(GBytes) root = NULL;
+	g_autofree char *prefix = NULL;
+	int ret = 1;
+
+	if (fuse_opt_parse(&args, &o, ef_opt_spec, opt_proc) == -1)
+		goto out_opts;
+	if (o.n_positional >= 1)
+		fuse_opt_add_arg(&args, o.positional[o.n_positional - 1]);
+	if (fuse_parse_cmdline(&args, &co) != 0)
+		goto out_opts;
+	if (co.show_help) {
+		usage(argv[0]);
+		ret = 0;
+		goto out_cmdline;
+	}
+	if (co.show_version) {
+		printf("etcdfs %s\nFUSE library version %s\n", PACKAGE_VERSION, fuse_pkgversion());
+		fuse_lowlevel_version();
+		ret = 0;
+		goto out_cmdline;
+	}
+	if (!co.mountpoint || o.n_positional > 2) {
+		g_printerr("etcdfs: usage: %s [ENDPOINTS] MOUNTPOINT [options] (see --help)\n",
+			   argv[0]);
+		goto out_cmdline;
+	}
+	if (co.debug)
+		g_setenv("G_MESSAGES_DEBUG", "all", TRUE);
+	if (settings_resolve(&o, &s) < 0 || check_reachable(&s) < 0)
+		goto out_cmdline;
+
+	prefix = keymap_root_prefix(o.prefix ? o.prefix : "/");
+	root = g_bytes_new(prefix, strlen(prefix));
+	add_default_opts(&args, &s, prefix);
+	revclock_init();
+	fsops_init(&(struct ef_fs_config){
+		.root = root,
+		.uid = o.uid_set ? o.uid : getuid(),
+		.gid = o.gid_set ? o.gid : getgid(),
+		.umask = o.umask_set ? (o.umask & 0777) : 022,
+	});
+	se = fuse_session_new(&args, &fsops_ops, sizeof(fsops_ops), NULL);
+	if (!se)
+		goto out_fs;
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out_session;
+	if (fuse_session_mount(se, co.mountpoint) != 0)
+		goto out_signals;
+	if (fuse_daemonize(co.foreground) != 0)
+		goto out_unmount;
+	ret = serve(se, &co, &s, o.serializable);
+
+out_unmount:
+	fuse_session_unmount(se);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out_session:
+	fuse_session_destroy(se);
+out_fs:
+	fsops_fini();
+	revclock_fini();
+out_cmdline:
+	free(co.mountpoint);
+	g_strfreev(s.endpoints);
+out_opts:
+	opts_clear(&o);
+	fuse_opt_free_args(&args);
+	return ret;
+}

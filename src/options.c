@@ -1,0 +1,85 @@
+/*
+ * options — parsing of option values that follow etcdctl's conventions
+ * (see options.h).
+ */
+#include "options.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <glib.h>
+
+static const struct {
+	const char *unit;
+	double ms;
+} units[] = {
+	/* Longer units first, so "ms" is not read as "m". */
+	{ "ns", 1e-6 }, { "us", 1e-3 }, { "\xc2\xb5s", 1e-3 }, { "ms", 1.0 },
+	{ "s", 1000.0 }, { "m", 60000.0 }, { "h", 3600000.0 },
+};
+
+/* Reads one "<number><unit>" term at *p; adds it to *total. */
+static int parse_term(const char **p, double *total)
+{
+	char *end;
+	double v;
+
+	if (!g_ascii_isdigit(**p) && **p != '.')
+		return -EINVAL;
+	v = g_ascii_strtod(*p, &end);
+	if (end == *p)
+		return -EINVAL;
+	for (size_t i = 0; i < G_N_ELEMENTS(units); i++) {
+		size_t n = strlen(units[i].unit);
+
+		if (strncmp(end, units[i].unit, n) == 0) {
+			*total += v * units[i].ms;
+			*p = end + n;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+int options_parse_duration(const char *s, int *ms)
+{
+	double total = 0;
+	char *end;
+	const char *p = s;
+
+	if (!s || !*s)
+		return -EINVAL;
+	/* A bare number means seconds. */
+	total = g_ascii_strtod(s, &end);
+	if (*end == '\0' && end != s) {
+		total *= 1000.0;
+	} else {
+		total = 0;
+		while (*p)
+			if (parse_term(&p, &total) < 0)
+				return -EINVAL;
+	}
+	if (!(total > 0) || total > 86400000.0)
+		return -EINVAL;
+	*ms = (int)(total + 0.999999);
+	return 0;
+}
+
+char **options_split_endpoints(const char *s)
+{
+	g_auto(GStrv) parts = g_strsplit(s ? s : "", ",", -1);
+	GPtrArray *out = g_ptr_array_new();
+
+	for (size_t i = 0; parts[i]; i++) {
+		char *t = g_strstrip(parts[i]);
+
+		if (*t)
+			g_ptr_array_add(out, g_strdup(t));
+	}
+	if (out->len == 0) {
+		g_ptr_array_free(out, TRUE);
+		return NULL;
+	}
+	g_ptr_array_add(out, NULL);
+	return (char **)g_ptr_array_free(out, FALSE);
+}

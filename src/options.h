@@ -1,0 +1,15 @@
+/*
+ * options — parsing of option values that follow etcdctl's conventions.
+ * Pure: no I/O, no globals.
+ */
+#pragma once
+
+/* Parses a Go-style duration as etcdctl takes it ("5s", "500ms", "1m30s",
+ * "1.5s"; a bare number means seconds) into milliseconds, rounding up.
+ * Returns 0, or -EINVAL for anything else, zero or negative, or above a day. */
+int options_parse_duration(const char *s, int *ms);
+
+/* Splits a comma-separated endpoint list, trimming blanks and dropping
+ * empty items. Returns a new NULL-terminated vector (g_strfreev), or NULL
+ * when no endpoint is left. */
+char **options_split_endpoints(const char *s);
