@@ -192,6 +192,21 @@ static void reply_entry(fuse_req_t req, struct ef_inode *in)
 	inode_unref(in);
 }
 
+/* True if any key lies under prefix. */
+static int prefix_has_keys(GBytes *prefix, bool *any)
+{
+	gsize len;
+	const char *p = g_bytes_get_data(prefix, &len);
+	g_autoptr(GBytes) end = keymap_prefix_end(p, len);
+	g_autoptr(GPtrArray) kvs = NULL;
+	int rc = etcd_range(fs.etcd, p, len, g_bytes_get_data(end, NULL), g_bytes_get_size(end),
+			    1, true, &kvs, NULL, NULL);
+
+	if (rc == 0)
+		*any = kvs->len > 0;
+	return rc;
+}
+
 /* What an entry currently is: on success *out is a new reference with one
  * kernel lookup counted (a pending local file, a directory or a file). */
 static int resolve_entry(GBytes *fk, GBytes *dp, struct ef_inode **out)
@@ -207,7 +222,14 @@ static int resolve_entry(GBytes *fk, GBytes *dp, struct ef_inode **out)
 		return 0;
 	}
 	inode_unref(pending);
-	rc = dp ? etcd_lookup(fs.etcd, fk, dp, &kv, &children) : etcd_get(fs.etcd, fk, &kv);
+	/* With an empty prefix, "%" names the directory of keys that start
+	 * with '/'; the empty key itself cannot exist in etcd. */
+	if (g_bytes_get_size(fk) == 0)
+		rc = dp ? prefix_has_keys(dp, &children) : -ENOENT;
+	else if (dp)
+		rc = etcd_lookup(fs.etcd, fk, dp, &kv, &children);
+	else
+		rc = etcd_get(fs.etcd, fk, &kv);
 	if (rc < 0)
 		return rc;
 	if (children || (!kv && dp && localdir_has(dp))) {
@@ -422,6 +444,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	if (rc == 0)
 		rc = entry_keys(dir, name, &fk, &dp);
 	inode_unref(p);
+	if (rc == 0 && g_bytes_get_size(fk) == 0)
+		rc = -EINVAL;
 	if (rc < 0) {
 		fuse_reply_err(req, rc == -ENOENT ? EINVAL : -rc);
 		return;
@@ -648,21 +672,6 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	}
 	localdir_add(dp);
 	reply_entry(req, inode_lookup(EF_DIR, dp));
-}
-
-/* True if any key lies under prefix. */
-static int prefix_has_keys(GBytes *prefix, bool *any)
-{
-	gsize len;
-	const char *p = g_bytes_get_data(prefix, &len);
-	g_autoptr(GBytes) end = keymap_prefix_end(p, len);
-	g_autoptr(GPtrArray) kvs = NULL;
-	int rc = etcd_range(fs.etcd, p, len, g_bytes_get_data(end, NULL), g_bytes_get_size(end),
-			    1, true, &kvs, NULL, NULL);
-
-	if (rc == 0)
-		*any = kvs->len > 0;
-	return rc;
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)

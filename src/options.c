@@ -5,7 +5,7 @@
 #include "options.h"
 
 #include <errno.h>
-#include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 #include <glib.h>
 
@@ -18,23 +18,39 @@ static const struct {
 	{ "s", 1000.0 }, { "m", 60000.0 }, { "h", 3600000.0 },
 };
 
+/* Reads a decimal number (digits, optionally a fraction) at *p, without
+ * strtod's exponents, hex, "inf" or signs, which Go durations do not have. */
+static int parse_number(const char **p, double *v)
+{
+	const char *s = *p;
+	double scale = 0.1;
+	bool digits = false;
+
+	*v = 0;
+	for (; g_ascii_isdigit(*s); s++, digits = true)
+		*v = *v * 10 + (*s - '0');
+	if (*s == '.')
+		for (s++; g_ascii_isdigit(*s); s++, digits = true, scale /= 10)
+			*v += (*s - '0') * scale;
+	if (!digits)
+		return -EINVAL;
+	*p = s;
+	return 0;
+}
+
 /* Reads one "<number><unit>" term at *p; adds it to *total. */
 static int parse_term(const char **p, double *total)
 {
-	char *end;
 	double v;
 
-	if (!g_ascii_isdigit(**p) && **p != '.')
-		return -EINVAL;
-	v = g_ascii_strtod(*p, &end);
-	if (end == *p)
+	if (parse_number(p, &v) < 0)
 		return -EINVAL;
 	for (size_t i = 0; i < G_N_ELEMENTS(units); i++) {
 		size_t n = strlen(units[i].unit);
 
-		if (strncmp(end, units[i].unit, n) == 0) {
+		if (strncmp(*p, units[i].unit, n) == 0) {
 			*total += v * units[i].ms;
-			*p = end + n;
+			*p += n;
 			return 0;
 		}
 	}
@@ -44,17 +60,16 @@ static int parse_term(const char **p, double *total)
 int options_parse_duration(const char *s, int *ms)
 {
 	double total = 0;
-	char *end;
 	const char *p = s;
 
 	if (!s || !*s)
 		return -EINVAL;
 	/* A bare number means seconds. */
-	total = g_ascii_strtod(s, &end);
-	if (*end == '\0' && end != s) {
+	if (parse_number(&p, &total) == 0 && *p == '\0') {
 		total *= 1000.0;
 	} else {
 		total = 0;
+		p = s;
 		while (*p)
 			if (parse_term(&p, &total) < 0)
 				return -EINVAL;

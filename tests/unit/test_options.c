@@ -1,0 +1,63 @@
+/* Unit tests for options: etcdctl-style durations and endpoint lists. */
+#include <errno.h>
+#include <glib.h>
+
+#include "options.h"
+
+static void test_duration_ok(void)
+{
+	static const struct {
+		const char *in;
+		int ms;
+	} cases[] = {
+		{ "5s", 5000 }, { "500ms", 500 }, { "1m", 60000 }, { "1m30s", 90000 },
+		{ "1.5s", 1500 }, { "2", 2000 }, { "1h", 3600000 }, { "1500us", 2 },
+		{ "1ns", 1 }, { "0.25s", 250 }, { "2m0.5s", 120500 },
+	};
+
+	for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+		int ms = -1;
+
+		g_assert_cmpint(options_parse_duration(cases[i].in, &ms), ==, 0);
+		g_assert_cmpint(ms, ==, cases[i].ms);
+	}
+}
+
+static void test_duration_bad(void)
+{
+	static const char *const bad[] = {
+		"", "s", "5x", "-5s", "0s", "0", "5 s", "ms", "5sm", "1e3", "abc", "25h",
+	};
+
+	for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+		int ms = 42;
+
+		g_assert_cmpint(options_parse_duration(bad[i], &ms), ==, -EINVAL);
+		g_assert_cmpint(ms, ==, 42);
+	}
+	g_assert_cmpint(options_parse_duration(NULL, &(int){ 0 }), ==, -EINVAL);
+}
+
+static void test_endpoints(void)
+{
+	g_auto(GStrv) a = options_split_endpoints("127.0.0.1:2379");
+	g_auto(GStrv) b = options_split_endpoints(" a:1 , ,b:2,");
+	g_auto(GStrv) c = options_split_endpoints(" , ");
+
+	g_assert_cmpuint(g_strv_length(a), ==, 1);
+	g_assert_cmpstr(a[0], ==, "127.0.0.1:2379");
+	g_assert_cmpuint(g_strv_length(b), ==, 2);
+	g_assert_cmpstr(b[0], ==, "a:1");
+	g_assert_cmpstr(b[1], ==, "b:2");
+	g_assert_null(c);
+	g_assert_null(options_split_endpoints(""));
+}
+
+int main(int argc, char **argv)
+{
+	g_test_init(&argc, &argv, NULL);
+	g_test_add_func("/options/duration/ok", test_duration_ok);
+	g_test_add_func("/options/duration/bad", test_duration_bad);
+	g_test_add_func("/options/endpoints", test_endpoints);
+	return g_test_run();
+}
