@@ -122,10 +122,20 @@ static bool inode_pending(struct ef_inode *in)
 /* Re-reads a file's key. Returns 0, or -ENOENT if it is gone. */
 static int file_refresh(struct ef_inode *in)
 {
-	g_autoptr(GBytes) key = inode_key(in);
+	g_autoptr(GBytes) key = NULL;
 	struct ef_kv *kv = NULL;
-	int rc = etcd_get(fs.etcd, key, &kv);
+	bool unlinked;
+	int rc;
 
+	/* An unlinked file still open here has no key left to read: what we
+	 * have is all there is. */
+	g_mutex_lock(&in->lock);
+	unlinked = in->unlinked;
+	g_mutex_unlock(&in->lock);
+	if (unlinked)
+		return 0;
+	key = inode_key(in);
+	rc = etcd_get(fs.etcd, key, &kv);
 	if (rc < 0)
 		return rc;
 	if (!kv)
@@ -293,8 +303,16 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 /* ---- writing ---- */
 
-/* Publishes in's write buffer if dirty. Returns 0 or -errno. */
-static int publish(struct ef_inode *in)
+/*
+ * Publishes in's write buffer if dirty. Returns 0 or -errno.
+ *
+ * A buffer that open merely truncated (O_TRUNC, create) is published only
+ * when forced: shells open, dup2() and close the original descriptor before
+ * writing, and that first close's flush must not publish an empty value
+ * ahead of the real one. Such a buffer is forced out by fsync or by the
+ * release after the last close.
+ */
+static int publish(struct ef_inode *in, bool force)
 {
 	g_autoptr(GBytes) key = NULL, snap = NULL;
 	int64_t base, lease, mod = 0;
@@ -306,7 +324,7 @@ static int publish(struct ef_inode *in)
 	 * would make the second fail its own guard. */
 	while (in->flushing)
 		g_cond_wait(&in->cond, &in->lock);
-	if (!in->dirty || in->unlinked) {
+	if (!in->dirty || in->unlinked || (!in->written && !force)) {
 		g_mutex_unlock(&in->lock);
 		return 0;
 	}
@@ -336,7 +354,7 @@ static int publish(struct ef_inode *in)
 		in->kv = kv;
 		in->base_mod = mod;
 		if (in->wgen == gen)
-			in->dirty = false;
+			in->dirty = in->written = false;
 	}
 	g_cond_broadcast(&in->cond);
 	g_mutex_unlock(&in->lock);
@@ -375,7 +393,6 @@ static int writer_open(struct ef_inode *in, bool trunc, int64_t create_guard)
 		in->base_mod = create_guard;
 		in->dirty = true;
 	}
-	in->unlinked = false;
 	in->wgen++;
 	in->writers++;
 	if (kv && (!in->kv || kv->mod_revision >= in->kv->mod_revision)) {
@@ -511,7 +528,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		memset(in->wbuf->data + old, 0, end - old);
 	}
 	memcpy(in->wbuf->data + off, buf, size);
-	in->dirty = true;
+	in->dirty = in->written = true;
 	in->wgen++;
 	g_mutex_unlock(&in->lock);
 	fuse_reply_write(req, size);
@@ -521,20 +538,33 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ef_handle *h = (struct ef_handle *)(uintptr_t)fi->fh;
 
-	fuse_reply_err(req, h->writer ? -publish(h->in) : 0);
+	fuse_reply_err(req, h->writer ? -publish(h->in, false) : 0);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	op_flush(req, ino, fi);
+	struct ef_handle *h = (struct ef_handle *)(uintptr_t)fi->fh;
+
+	fuse_reply_err(req, h->writer ? -publish(h->in, true) : 0);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ef_handle *h = (struct ef_handle *)(uintptr_t)fi->fh;
+	bool last;
+	int rc;
 
-	if (h->writer)
+	if (h->writer) {
+		g_mutex_lock(&h->in->lock);
+		last = h->in->writers == 1;
+		g_mutex_unlock(&h->in->lock);
+		/* Only a truncated-and-never-written buffer can still be
+		 * dirty here without close having reported on it. Nobody
+		 * waits for release, so a failure can only be logged. */
+		if (last && (rc = publish(h->in, true)) < 0)
+			g_message("etcdfs: could not write an emptied file: %s", g_strerror(-rc));
 		writer_close(h->in);
+	}
 	inode_unref(h->in);
 	g_free(h);
 	fuse_reply_err(req, 0);
@@ -558,10 +588,10 @@ static int file_truncate(struct ef_inode *in, off_t size, bool via_writer)
 		g_byte_array_set_size(in->wbuf, size);
 		if ((gsize)size > old)
 			memset(in->wbuf->data + old, 0, size - old);
-		in->dirty = true;
+		in->dirty = in->written = true;
 		in->wgen++;
 		g_mutex_unlock(&in->lock);
-		return via_writer ? 0 : publish(in);
+		return via_writer ? 0 : publish(in, true);
 	}
 	g_mutex_unlock(&in->lock);
 	key = inode_key(in);
@@ -642,6 +672,10 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	if (rc == 0 && !deleted && !pending)
 		rc = -ENOENT;
+	/* The directory stays until rmdir, as on any file system, even if
+	 * that was its last key (rm -r removes the files first). */
+	if (rc == 0 && parent != FUSE_ROOT_ID)
+		localdir_add(dir);
 	fuse_reply_err(req, -rc);
 }
 
@@ -690,8 +724,12 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		rc = prefix_has_keys(dp, &any);
 	if (rc == 0 && (any || localdir_has_below(dp)))
 		rc = -ENOTEMPTY;
-	if (rc == 0)
+	if (rc == 0) {
 		localdir_remove(dp);
+		/* As for unlink: the parent outlives its last entry. */
+		if (parent != FUSE_ROOT_ID)
+			localdir_add(dir);
+	}
 	fuse_reply_err(req, -rc);
 }
 
@@ -790,7 +828,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	/* A file still being written here has to reach etcd before it can
 	 * move there. */
 	if (rc == 0 && (pend = inode_find(EF_FILE, sfk))) {
-		rc = publish(pend);
+		rc = publish(pend, true);
 		inode_unref(pend);
 	}
 	if (rc == 0)

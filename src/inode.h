@@ -37,6 +37,8 @@ struct ef_inode {
 	uint64_t wgen;               /* protected by lock: bumped by every change to wbuf */
 	unsigned writers;            /* protected by lock: open handles that may write */
 	bool dirty;                  /* protected by lock: wbuf differs from etcd */
+	bool written;                /* protected by lock: data written or resized
+				      * since open, not just truncated by it */
 	bool flushing;               /* protected by lock: a Put of wbuf is in flight */
 	bool unlinked;               /* protected by lock: removed; never Put again */
 

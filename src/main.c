@@ -7,6 +7,7 @@
  * keeps no threads; serve; unwind in reverse order.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -217,8 +218,10 @@ static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *co,
 		fuse_loop_cfg_set_clone_fd(lc, co->clone_fd);
 		/* Each worker blocks on its own etcd call, so concurrency
 		 * needs threads: 16 writers must not queue behind 10. */
-		fuse_loop_cfg_set_max_threads(lc, co->max_threads > 64 ? co->max_threads : 64);
-		fuse_loop_cfg_set_idle_threads(lc, co->max_idle_threads);
+		fuse_loop_cfg_set_max_threads(lc, co->max_threads > 64 && co->max_threads <= 100000
+						  ? co->max_threads : 64);
+		if (co->max_idle_threads != UINT_MAX)
+			fuse_loop_cfg_set_idle_threads(lc, co->max_idle_threads);
 		rc = fuse_session_loop_mt(se, lc);
 		fuse_loop_cfg_destroy(lc);
 	}
