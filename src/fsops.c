@@ -303,16 +303,24 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 /* ---- writing ---- */
 
+/* When a buffer is worth a Put (see publish). */
+enum publish_when {
+	PUBLISH_WRITTEN,     /* flush: only data written since open */
+	PUBLISH_ALWAYS,      /* fsync, rename, truncate: anything dirty */
+	PUBLISH_TRUNCATED,   /* last release: only what open truncated */
+};
+
 /*
  * Publishes in's write buffer if dirty. Returns 0 or -errno.
  *
- * A buffer that open merely truncated (O_TRUNC, create) is published only
- * when forced: shells open, dup2() and close the original descriptor before
+ * A buffer that open merely truncated (O_TRUNC, create) is not published by
+ * flush: shells open, dup2() and close the original descriptor before
  * writing, and that first close's flush must not publish an empty value
- * ahead of the real one. Such a buffer is forced out by fsync or by the
- * release after the last close.
+ * ahead of the real one. fsync, or the release after the last close,
+ * publishes it. A written buffer whose Put failed is left to die with the
+ * last release: close already reported the failure.
  */
-static int publish(struct ef_inode *in, bool force)
+static int publish(struct ef_inode *in, enum publish_when when)
 {
 	g_autoptr(GBytes) key = NULL, snap = NULL;
 	int64_t base, lease, mod = 0;
@@ -324,7 +332,8 @@ static int publish(struct ef_inode *in, bool force)
 	 * would make the second fail its own guard. */
 	while (in->flushing)
 		g_cond_wait(&in->cond, &in->lock);
-	if (!in->dirty || in->unlinked || (!in->written && !force)) {
+	if (!in->dirty || in->unlinked || (when == PUBLISH_WRITTEN && !in->written) ||
+	    (when == PUBLISH_TRUNCATED && in->written)) {
 		g_mutex_unlock(&in->lock);
 		return 0;
 	}
@@ -538,14 +547,14 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ef_handle *h = (struct ef_handle *)(uintptr_t)fi->fh;
 
-	fuse_reply_err(req, h->writer ? -publish(h->in, false) : 0);
+	fuse_reply_err(req, h->writer ? -publish(h->in, PUBLISH_WRITTEN) : 0);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	struct ef_handle *h = (struct ef_handle *)(uintptr_t)fi->fh;
 
-	fuse_reply_err(req, h->writer ? -publish(h->in, true) : 0);
+	fuse_reply_err(req, h->writer ? -publish(h->in, PUBLISH_ALWAYS) : 0);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -558,10 +567,9 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		g_mutex_lock(&h->in->lock);
 		last = h->in->writers == 1;
 		g_mutex_unlock(&h->in->lock);
-		/* Only a truncated-and-never-written buffer can still be
-		 * dirty here without close having reported on it. Nobody
-		 * waits for release, so a failure can only be logged. */
-		if (last && (rc = publish(h->in, true)) < 0)
+		/* Nobody waits for release, so a failure can only be
+		 * logged. */
+		if (last && (rc = publish(h->in, PUBLISH_TRUNCATED)) < 0)
 			g_message("etcdfs: could not write an emptied file: %s", g_strerror(-rc));
 		writer_close(h->in);
 	}
@@ -591,7 +599,7 @@ static int file_truncate(struct ef_inode *in, off_t size, bool via_writer)
 		in->dirty = in->written = true;
 		in->wgen++;
 		g_mutex_unlock(&in->lock);
-		return via_writer ? 0 : publish(in, true);
+		return via_writer ? 0 : publish(in, PUBLISH_ALWAYS);
 	}
 	g_mutex_unlock(&in->lock);
 	key = inode_key(in);
@@ -828,7 +836,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	/* A file still being written here has to reach etcd before it can
 	 * move there. */
 	if (rc == 0 && (pend = inode_find(EF_FILE, sfk))) {
-		rc = publish(pend, true);
+		rc = publish(pend, PUBLISH_ALWAYS);
 		inode_unref(pend);
 	}
 	if (rc == 0)
