@@ -332,8 +332,13 @@ static int publish(struct ef_inode *in, enum publish_when when)
 	 * would make the second fail its own guard. */
 	while (in->flushing)
 		g_cond_wait(&in->cond, &in->lock);
+	if (in->werr && in->dirty && !in->unlinked && when != PUBLISH_TRUNCATED) {
+		rc = -in->werr;
+		g_mutex_unlock(&in->lock);
+		return rc;
+	}
 	if (!in->dirty || in->unlinked || (when == PUBLISH_WRITTEN && !in->written) ||
-	    (when == PUBLISH_TRUNCATED && in->written)) {
+	    (when == PUBLISH_TRUNCATED && (in->written || in->werr))) {
 		g_mutex_unlock(&in->lock);
 		return 0;
 	}
@@ -422,6 +427,7 @@ static void writer_close(struct ef_inode *in)
 		g_byte_array_unref(in->wbuf);
 		in->wbuf = NULL;
 		in->dirty = false;
+		in->werr = 0;
 	}
 	g_mutex_unlock(&in->lock);
 }
@@ -524,11 +530,16 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	struct ef_inode *in = h->in;
 	size_t end = (size_t)off + size;
 
+	g_mutex_lock(&in->lock);
 	if (off < 0 || end > EF_MAX_VALUE) {
+		/* What was written so far is a prefix of what the caller
+		 * meant: it must never become the value. */
+		in->werr = EFBIG;
+		in->dirty = true;
+		g_mutex_unlock(&in->lock);
 		fuse_reply_err(req, EFBIG);
 		return;
 	}
-	g_mutex_lock(&in->lock);
 	if (end > in->wbuf->len) {
 		size_t old = in->wbuf->len;
 

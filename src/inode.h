@@ -41,6 +41,8 @@ struct ef_inode {
 				      * since open, not just truncated by it */
 	bool flushing;               /* protected by lock: a Put of wbuf is in flight */
 	bool unlinked;               /* protected by lock: removed; never Put again */
+	int werr;                    /* protected by lock: a write failed (errno):
+				      * the buffer is incomplete, never Put it */
 
 	/* table-private */
 	GBytes *tkey;                /* protected by the table lock: kind byte + key */
