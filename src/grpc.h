@@ -134,3 +134,7 @@ gboolean grpc_deframer_partial(const struct ef_grpc_deframer *d);
 
 /* Formats a grpc-timeout header value ("<=8 digits><unit>") into out (>= 10 bytes). */
 void grpc_timeout_format(char *out, size_t outlen, int timeout_ms);
+
+/* Decodes a grpc-message value (percent-encoded, "%XX" -> byte; malformed
+ * escapes are kept literally). Returns a new NUL-terminated string. */
+char *grpc_percent_decode(const char *s, size_t len);

@@ -15,10 +15,16 @@
 struct ef_h2;
 
 struct ef_h2_config {
-	/* "host:port", "http://host:port" (and "https://" once TLS lands).
+	/* "host:port", "http://host:port", "https://host:port", "[v6]:port".
 	 * NULL-terminated; copied by h2_new. */
 	const char *const *endpoints;
 	int dial_timeout_ms;
+	/* For "https://" endpoints; all optional, copied/loaded by h2_new.
+	 * ca_file: PEM bundle to verify the server (NULL: the system CAs).
+	 * cert_file/key_file: client certificate and key (both or neither). */
+	const char *ca_file;
+	const char *cert_file;
+	const char *key_file;
 };
 
 /* Parses one endpoint string. Returns 0 and fills host (g_malloc'd), port and
