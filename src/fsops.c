@@ -303,11 +303,33 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 /* ---- writing ---- */
 
+/* The process (thread group) of the thread that sent req, or 0 when that
+ * cannot be told (another pid namespace, or the thread is gone). */
+static pid_t req_tgid(fuse_req_t req)
+{
+	pid_t tid = fuse_req_ctx(req)->pid;
+	char path[64], line[128];
+	pid_t tgid = 0;
+	FILE *f;
+
+	if (tid <= 0)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Tgid: %d", &tgid) == 1)
+			break;
+	fclose(f);
+	return tgid;
+}
+
 /* When a buffer is worth a Put (see publish). */
 enum publish_when {
 	PUBLISH_WRITTEN,     /* flush: only data written since open */
 	PUBLISH_ALWAYS,      /* fsync, rename, truncate: anything dirty */
-	PUBLISH_TRUNCATED,   /* last release: only what open truncated */
+	PUBLISH_LEFTOVER,    /* last release: what no flush published */
 };
 
 /*
@@ -317,8 +339,9 @@ enum publish_when {
  * flush: shells open, dup2() and close the original descriptor before
  * writing, and that first close's flush must not publish an empty value
  * ahead of the real one. fsync, or the release after the last close,
- * publishes it. A written buffer whose Put failed is left to die with the
- * last release: close already reported the failure.
+ * publishes it, as it does data whose writer never closed a descriptor
+ * itself (see closer_is_writer). A buffer whose Put failed is left to die
+ * with the last release: close or fsync already reported the failure.
  */
 static int publish(struct ef_inode *in, enum publish_when when)
 {
@@ -332,13 +355,13 @@ static int publish(struct ef_inode *in, enum publish_when when)
 	 * would make the second fail its own guard. */
 	while (in->flushing)
 		g_cond_wait(&in->cond, &in->lock);
-	if (in->werr && in->dirty && !in->unlinked && when != PUBLISH_TRUNCATED) {
+	if (in->werr && in->dirty && !in->unlinked && when != PUBLISH_LEFTOVER) {
 		rc = -in->werr;
 		g_mutex_unlock(&in->lock);
 		return rc;
 	}
 	if (!in->dirty || in->unlinked || (when == PUBLISH_WRITTEN && !in->written) ||
-	    (when == PUBLISH_TRUNCATED && (in->written || in->werr))) {
+	    (when == PUBLISH_LEFTOVER && (in->werr || in->failed))) {
 		g_mutex_unlock(&in->lock);
 		return 0;
 	}
@@ -355,6 +378,8 @@ static int publish(struct ef_inode *in, enum publish_when when)
 
 	g_mutex_lock(&in->lock);
 	in->flushing = false;
+	if (rc < 0)
+		in->failed = true;
 	if (rc == 0) {
 		struct ef_kv *kv = g_new0(struct ef_kv, 1);
 
@@ -367,6 +392,7 @@ static int publish(struct ef_inode *in, enum publish_when when)
 		ef_kv_free(in->kv);
 		in->kv = kv;
 		in->base_mod = mod;
+		in->failed = false;
 		if (in->wgen == gen)
 			in->dirty = in->written = false;
 	}
@@ -426,8 +452,9 @@ static void writer_close(struct ef_inode *in)
 		 * fsync already reported that. */
 		g_byte_array_unref(in->wbuf);
 		in->wbuf = NULL;
-		in->dirty = false;
+		in->dirty = in->failed = false;
 		in->werr = 0;
+		in->writer = 0;
 	}
 	g_mutex_unlock(&in->lock);
 }
@@ -529,8 +556,11 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	struct ef_handle *h = (struct ef_handle *)(uintptr_t)fi->fh;
 	struct ef_inode *in = h->in;
 	size_t end = (size_t)off + size;
+	pid_t writer = req_tgid(req);
 
 	g_mutex_lock(&in->lock);
+	if (writer)
+		in->writer = writer;
 	if (off < 0 || end > EF_MAX_VALUE) {
 		/* What was written so far is a prefix of what the caller
 		 * meant: it must never become the value. */
@@ -554,11 +584,28 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	fuse_reply_write(req, size);
 }
 
+/* True if the process closing a descriptor is the one that wrote, or we
+ * cannot tell. A child that inherited the descriptor (fork, then exec or
+ * exit) closes it too, and that must not publish a value its parent is
+ * still writing. */
+static bool closer_is_writer(fuse_req_t req, struct ef_inode *in)
+{
+	pid_t writer, closer = req_tgid(req);
+
+	g_mutex_lock(&in->lock);
+	writer = in->writer;
+	g_mutex_unlock(&in->lock);
+	return !writer || !closer || writer == closer;
+}
+
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ef_handle *h = (struct ef_handle *)(uintptr_t)fi->fh;
+	int rc = 0;
 
-	fuse_reply_err(req, h->writer ? -publish(h->in, PUBLISH_WRITTEN) : 0);
+	if (h->writer && closer_is_writer(req, h->in))
+		rc = publish(h->in, PUBLISH_WRITTEN);
+	fuse_reply_err(req, -rc);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -580,8 +627,9 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		g_mutex_unlock(&h->in->lock);
 		/* Nobody waits for release, so a failure can only be
 		 * logged. */
-		if (last && (rc = publish(h->in, PUBLISH_TRUNCATED)) < 0)
-			g_message("etcdfs: could not write an emptied file: %s", g_strerror(-rc));
+		if (last && (rc = publish(h->in, PUBLISH_LEFTOVER)) < 0)
+			g_message("etcdfs: could not write a file at its last close: %s",
+				  g_strerror(-rc));
 		writer_close(h->in);
 	}
 	inode_unref(h->in);

@@ -41,6 +41,9 @@ struct ef_inode {
 				      * since open, not just truncated by it */
 	bool flushing;               /* protected by lock: a Put of wbuf is in flight */
 	bool unlinked;               /* protected by lock: removed; never Put again */
+	pid_t writer;                /* protected by lock: process (tgid) that wrote last */
+	bool failed;                 /* protected by lock: a Put of wbuf failed and was
+				      * reported by close or fsync */
 	int werr;                    /* protected by lock: a write failed (errno):
 				      * the buffer is incomplete, never Put it */
 
