@@ -452,3 +452,129 @@ int etcd_rename(struct ef_etcd *e, const struct ef_rename *r)
 	g_free(t.opp);
 	return rc;
 }
+
+/* ---- Watch ---- */
+
+void etcd_watch_msg_free(struct ef_watch_msg *m)
+{
+	if (!m)
+		return;
+	for (size_t i = 0; i < m->n_events; i++)
+		ef_kv_free(m->events[i].kv);
+	g_free(m->events);
+	g_free(m->cancel_reason);
+	g_free(m);
+}
+
+struct ef_watch_msg *etcd_watch_msg_parse(const uint8_t *data, size_t len)
+{
+	Etcdserverpb__WatchResponse *r = etcdserverpb__watch_response__unpack(NULL, len, data);
+	struct ef_watch_msg *m;
+
+	if (!r)
+		return NULL;
+	m = g_new0(struct ef_watch_msg, 1);
+	m->watch_id = r->watch_id;
+	m->revision = r->header ? r->header->revision : 0;
+	m->created = r->created;
+	m->canceled = r->canceled;
+	m->compact_revision = r->compact_revision;
+	if (r->cancel_reason && *r->cancel_reason)
+		m->cancel_reason = g_strdup(r->cancel_reason);
+	m->events = g_new0(struct ef_watch_event, r->n_events ? r->n_events : 1);
+	for (size_t i = 0; i < r->n_events; i++) {
+		const Mvccpb__Event *ev = r->events[i];
+
+		if (!ev->kv)
+			continue;
+		m->events[m->n_events].deleted = ev->type == MVCCPB__EVENT__EVENT_TYPE__DELETE;
+		m->events[m->n_events].kv = kv_from_pb(ev->kv, false);
+		m->n_events++;
+	}
+	etcdserverpb__watch_response__free_unpacked(r, NULL);
+	return m;
+}
+
+struct watch_adapter {
+	const struct ef_watch_ops *ops;
+	void *ud;
+};
+
+static void watch_on_message(void *ud, const uint8_t *msg, size_t len)
+{
+	struct watch_adapter *a = ud;
+	struct ef_watch_msg *m = etcd_watch_msg_parse(msg, len);
+
+	if (!m)
+		g_debug("watch: malformed WatchResponse (%zu bytes)", len);
+	else if (m->revision)
+		revclock_observe(m->revision);
+	a->ops->on_msg(a->ud, m);
+}
+
+static void watch_on_close(void *ud, int err, const struct ef_grpc_status *st)
+{
+	struct watch_adapter *a = ud;
+
+	a->ops->on_close(a->ud, err ? err : -grpc_status_errno(st->code, st->message));
+	g_free(a);
+}
+
+static const struct ef_grpc_stream_ops watch_stream_ops = {
+	.on_message = watch_on_message,
+	.on_close = watch_on_close,
+};
+
+static int watch_send(struct ef_grpc_stream *s, Etcdserverpb__WatchRequest *req)
+{
+	size_t len = etcdserverpb__watch_request__get_packed_size(req);
+	g_autofree uint8_t *buf = g_malloc(len ? len : 1);
+
+	etcdserverpb__watch_request__pack(req, buf);
+	return grpc_stream_send(s, buf, len);
+}
+
+int etcd_watch_open(struct ef_etcd *e, GBytes *key, GBytes *end, int64_t start_rev,
+		    const struct ef_watch_ops *ops, void *ud, struct ef_grpc_stream **out)
+{
+	Etcdserverpb__WatchCreateRequest cr = ETCDSERVERPB__WATCH_CREATE_REQUEST__INIT;
+	Etcdserverpb__WatchRequest req = ETCDSERVERPB__WATCH_REQUEST__INIT;
+	struct watch_adapter *a = g_new(struct watch_adapter, 1);
+	int rc;
+
+	a->ops = ops;
+	a->ud = ud;
+	rc = grpc_stream_open(e->h2, "/etcdserverpb.Watch/Watch", &watch_stream_ops, a, out);
+	if (rc < 0) {
+		g_free(a);
+		return rc;
+	}
+	cr.key = bin_bytes(key);
+	cr.range_end = bin_bytes(end);
+	cr.start_revision = start_rev;
+	cr.progress_notify = true;
+	req.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CREATE_REQUEST;
+	req.create_request = &cr;
+	rc = watch_send(*out, &req);
+	if (rc < 0) {
+		/* on_close frees the adapter. */
+		grpc_stream_free(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
+int etcd_watch_request_progress(struct ef_grpc_stream *s)
+{
+	Etcdserverpb__WatchProgressRequest pr = ETCDSERVERPB__WATCH_PROGRESS_REQUEST__INIT;
+	Etcdserverpb__WatchRequest req = ETCDSERVERPB__WATCH_REQUEST__INIT;
+
+	req.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_PROGRESS_REQUEST;
+	req.progress_request = &pr;
+	return watch_send(s, &req);
+}
+
+void etcd_watch_close(struct ef_grpc_stream *s)
+{
+	grpc_stream_free(s);
+}

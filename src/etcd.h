@@ -96,3 +96,52 @@ int etcd_rename(struct ef_etcd *e, const struct ef_rename *r);
 
 /* etcd's default --max-txn-ops. */
 #define ETCD_MAX_TXN_OPS 128
+
+/* ---- Watch ---- */
+
+struct ef_grpc_stream;
+
+struct ef_watch_event {
+	bool deleted;
+	struct ef_kv *kv;          /* DELETE: key and mod_revision only */
+};
+
+/* One decoded WatchResponse. */
+struct ef_watch_msg {
+	int64_t watch_id;
+	int64_t revision;          /* header revision; 0 when absent */
+	bool created;
+	bool canceled;
+	int64_t compact_revision;
+	char *cancel_reason;       /* NULL when none */
+	size_t n_events;
+	struct ef_watch_event *events;
+};
+
+void etcd_watch_msg_free(struct ef_watch_msg *m);
+
+/* Decodes one WatchResponse message; NULL if malformed. Pure. */
+struct ef_watch_msg *etcd_watch_msg_parse(const uint8_t *data, size_t len);
+
+/* Callbacks run on the connection's I/O thread: record and return. */
+struct ef_watch_ops {
+	/* Takes ownership of m. m is NULL for a message that could not be
+	 * decoded: events may have been lost, so the watcher starts over. */
+	void (*on_msg)(void *ud, struct ef_watch_msg *m);
+	void (*on_close)(void *ud, int err);                /* exactly once, last */
+};
+
+/*
+ * Opens a Watch stream on [key, end) from start_rev (0: from now), asking
+ * for progress notifications, and sends the create request. ops/ud are
+ * borrowed until on_close. Returns 0 and *out (free with etcd_watch_close)
+ * or -errno.
+ */
+int etcd_watch_open(struct ef_etcd *e, GBytes *key, GBytes *end, int64_t start_rev,
+		    const struct ef_watch_ops *ops, void *ud, struct ef_grpc_stream **out);
+
+/* Asks for an immediate progress response (watch_id -1). */
+int etcd_watch_request_progress(struct ef_grpc_stream *s);
+
+/* Cancels the stream, waits for on_close, frees it. */
+void etcd_watch_close(struct ef_grpc_stream *s);

@@ -30,8 +30,12 @@
 #include "keymap.h"
 #include "localdir.h"
 #include "revclock.h"
+#include "watch.h"
 
 #define DIR_PAGE 1000
+/* Kernel cache lifetime of what the watch keeps current: it invalidates
+ * each change, so the timeout only bounds a reply the watch missed. */
+#define CACHE_TTL 86400.0
 /* Keys one directory rename may move: each needs a Put and a Compare in
  * one Txn, within etcd's default --max-txn-ops. */
 #define RENAME_MAX_KEYS (ETCD_MAX_TXN_OPS - 8)
@@ -94,17 +98,24 @@ static void fill_attr(struct stat *st, struct ef_inode *in)
 }
 
 /* Keeps the newer of in's kv and kv (takes ownership of kv): a slow read
- * must not replace what a later read or our own Put already stored. */
-static void inode_store_kv(struct ef_inode *in, struct ef_kv *kv)
+ * must not replace what a later read, an event or our own Put stored. ok
+ * says no event raced with the read, so the watch keeps kv current. */
+static void inode_store_kv_locked(struct ef_inode *in, struct ef_kv *kv, bool ok)
 {
-	g_mutex_lock(&in->lock);
 	if (!in->kv || kv->mod_revision >= in->kv->mod_revision) {
 		ef_kv_free(in->kv);
 		in->kv = kv;
-		kv = NULL;
+		in->kv_ok = ok;
+	} else {
+		ef_kv_free(kv);
 	}
+}
+
+static void inode_store_kv(struct ef_inode *in, struct ef_kv *kv, bool ok)
+{
+	g_mutex_lock(&in->lock);
+	inode_store_kv_locked(in, kv, ok);
 	g_mutex_unlock(&in->lock);
-	ef_kv_free(kv);
 }
 
 /* A file created or opened here whose first Put has not happened yet
@@ -119,11 +130,37 @@ static bool inode_pending(struct ef_inode *in)
 	return pending;
 }
 
+/* True if in's cached key-value is current: the watch keeps it so. */
+static bool file_cached(struct ef_inode *in)
+{
+	bool cached;
+
+	g_mutex_lock(&in->lock);
+	cached = in->kv && in->kv->value && in->kv_ok;
+	g_mutex_unlock(&in->lock);
+	return cached && watch_trusted();
+}
+
+/* How long the kernel may keep in's attributes: as long as the watch
+ * vouches for them; not at all while writers change the size under it. */
+static double attr_ttl(struct ef_inode *in)
+{
+	unsigned writers;
+
+	if (in->kind == EF_DIR)
+		return watch_trusted() ? CACHE_TTL : 0;
+	g_mutex_lock(&in->lock);
+	writers = in->writers;
+	g_mutex_unlock(&in->lock);
+	return !writers && file_cached(in) ? CACHE_TTL : 0;
+}
+
 /* Re-reads a file's key. Returns 0, or -ENOENT if it is gone. */
 static int file_refresh(struct ef_inode *in)
 {
 	g_autoptr(GBytes) key = NULL;
 	struct ef_kv *kv = NULL;
+	uint64_t seq;
 	bool unlinked;
 	int rc;
 
@@ -135,12 +172,13 @@ static int file_refresh(struct ef_inode *in)
 	if (unlinked)
 		return 0;
 	key = inode_key(in);
+	seq = watch_seq();
 	rc = etcd_get(fs.etcd, key, &kv);
 	if (rc < 0)
 		return rc;
 	if (!kv)
 		return inode_pending(in) ? 0 : -ENOENT;
-	inode_store_kv(in, kv);
+	inode_store_kv(in, kv, !watch_changed_since(seq, key, false));
 	return 0;
 }
 
@@ -192,10 +230,12 @@ static int parent_dir(fuse_ino_t parent, struct ef_inode **out, GBytes **dir)
 	return 0;
 }
 
-static void reply_entry(fuse_req_t req, struct ef_inode *in)
+static void reply_entry(fuse_req_t req, struct ef_inode *in, bool cacheable)
 {
 	struct fuse_entry_param e = { .ino = in->ino };
 
+	if (cacheable)
+		e.attr_timeout = e.entry_timeout = CACHE_TTL;
 	fill_attr(&e.attr, in);
 	if (fuse_reply_entry(req, &e) != 0)
 		inode_unlookup(in);
@@ -219,13 +259,15 @@ static int prefix_has_keys(GBytes *prefix, bool *any)
 
 /* What an entry currently is: on success *out is a new reference with one
  * kernel lookup counted (a pending local file, a directory or a file). */
-static int resolve_entry(GBytes *fk, GBytes *dp, struct ef_inode **out)
+static int resolve_entry(GBytes *fk, GBytes *dp, struct ef_inode **out, bool *cacheable)
 {
 	struct ef_inode *pending = inode_find(EF_FILE, fk);
 	struct ef_kv *kv = NULL;
 	bool children = false;
+	uint64_t seq = watch_seq();
 	int rc;
 
+	*cacheable = false;
 	if (pending && inode_pending(pending)) {
 		inode_unref(pending);
 		*out = inode_lookup(EF_FILE, fk);
@@ -242,6 +284,8 @@ static int resolve_entry(GBytes *fk, GBytes *dp, struct ef_inode **out)
 		rc = etcd_get(fs.etcd, fk, &kv);
 	if (rc < 0)
 		return rc;
+	/* fk as a prefix covers both the key and its children. */
+	*cacheable = !watch_changed_since(seq, fk, true);
 	if (children || (!kv && dp && localdir_has(dp))) {
 		ef_kv_free(kv);
 		*out = inode_lookup(EF_DIR, dp);
@@ -250,7 +294,7 @@ static int resolve_entry(GBytes *fk, GBytes *dp, struct ef_inode **out)
 	if (!kv)
 		return -ENOENT;
 	*out = inode_lookup(EF_FILE, fk);
-	inode_store_kv(*out, kv);
+	inode_store_kv(*out, kv, *cacheable);
 	return 0;
 }
 
@@ -258,17 +302,18 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct ef_inode *p = NULL, *in = NULL;
 	g_autoptr(GBytes) dir = NULL, fk = NULL, dp = NULL;
+	bool cacheable = false;
 	int rc = parent_dir(parent, &p, &dir);
 
 	if (rc == 0)
 		rc = entry_keys(dir, name, &fk, &dp);
 	if (rc == 0)
-		rc = resolve_entry(fk, dp, &in);
+		rc = resolve_entry(fk, dp, &in, &cacheable);
 	inode_unref(p);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
-		reply_entry(req, in);
+		reply_entry(req, in, cacheable);
 }
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -290,13 +335,13 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct stat st;
 	int rc = in ? 0 : -ESTALE;
 
-	if (rc == 0 && in->kind == EF_FILE)
+	if (rc == 0 && in->kind == EF_FILE && !file_cached(in))
 		rc = file_refresh(in);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 	} else {
 		fill_attr(&st, in);
-		fuse_reply_attr(req, &st, 0);
+		fuse_reply_attr(req, &st, attr_ttl(in));
 	}
 	inode_unref(in);
 }
@@ -347,7 +392,8 @@ static int publish(struct ef_inode *in, enum publish_when when)
 {
 	g_autoptr(GBytes) key = NULL, snap = NULL;
 	int64_t base, lease, mod = 0;
-	uint64_t gen;
+	uint64_t gen, seq;
+	bool ok;
 	int rc;
 
 	g_mutex_lock(&in->lock);
@@ -373,8 +419,12 @@ static int publish(struct ef_inode *in, enum publish_when when)
 	g_mutex_unlock(&in->lock);
 
 	key = inode_key(in);
+	seq = watch_seq();
 	rc = etcd_put(fs.etcd, key, g_bytes_get_data(snap, NULL), g_bytes_get_size(snap), lease,
 		      base, &mod);
+	/* What we wrote is current unless an event (perhaps its own echo)
+	 * came first: then the newer of the two wins. */
+	ok = rc == 0 && !watch_changed_since(seq, key, false);
 
 	g_mutex_lock(&in->lock);
 	in->flushing = false;
@@ -389,8 +439,7 @@ static int publish(struct ef_inode *in, enum publish_when when)
 		kv->create_revision = in->kv ? in->kv->create_revision : mod;
 		kv->version = in->kv ? in->kv->version + 1 : 1;
 		kv->lease = lease;
-		ef_kv_free(in->kv);
-		in->kv = kv;
+		inode_store_kv_locked(in, kv, ok);
 		in->base_mod = mod;
 		in->failed = false;
 		if (in->wgen == gen)
@@ -435,12 +484,9 @@ static int writer_open(struct ef_inode *in, bool trunc, int64_t create_guard)
 	}
 	in->wgen++;
 	in->writers++;
-	if (kv && (!in->kv || kv->mod_revision >= in->kv->mod_revision)) {
-		ef_kv_free(in->kv);
-		in->kv = g_steal_pointer(&kv);
-	}
+	if (kv)
+		inode_store_kv_locked(in, g_steal_pointer(&kv), false);
 	g_mutex_unlock(&in->lock);
-	ef_kv_free(kv);
 	return 0;
 }
 
@@ -476,13 +522,18 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	if (rc == 0 && in->kind == EF_DIR)
 		rc = -EISDIR;
-	if (rc == 0)
-		rc = writer ? writer_open(in, fi->flags & O_TRUNC, -1) : file_refresh(in);
+	if (rc == 0 && writer)
+		rc = writer_open(in, fi->flags & O_TRUNC, -1);
+	else if (rc == 0 && !file_cached(in))
+		rc = file_refresh(in);
 	if (rc < 0) {
 		inode_unref(in);
 		fuse_reply_err(req, -rc);
 		return;
 	}
+	/* The watch drops the kernel's pages of every key that changes, so
+	 * what the page cache holds is current while it is trusted. */
+	fi->keep_cache = file_cached(in);
 	fi->fh = (uintptr_t)handle_new(in, writer);
 	if (fuse_reply_open(req, fi) != 0) {
 		if (writer)
@@ -514,6 +565,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	writer_open(in, true, (fi->flags & O_EXCL) ? 0 : -1);
 	fi->fh = (uintptr_t)handle_new(in, true);
 	e.ino = in->ino;
+	e.entry_timeout = watch_trusted() ? CACHE_TTL : 0;
 	fill_attr(&e.attr, in);
 	/* The handle keeps the reference inode_lookup returned. */
 	if (fuse_reply_create(req, &e, fi) != 0) {
@@ -533,12 +585,23 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	gsize len;
 	const char *p;
 
-	g_mutex_lock(&in->lock);
-	if (in->wbuf)
-		val = g_bytes_new(in->wbuf->data, in->wbuf->len);
-	else if (in->kv && in->kv->value)
-		val = g_bytes_ref(in->kv->value);
-	g_mutex_unlock(&in->lock);
+	int rc = 0;
+
+	for (int tries = 0; !val && rc == 0 && tries < 2; tries++) {
+		g_mutex_lock(&in->lock);
+		if (in->wbuf)
+			val = g_bytes_new(in->wbuf->data, in->wbuf->len);
+		else if (in->kv && in->kv->value)
+			val = g_bytes_ref(in->kv->value);
+		g_mutex_unlock(&in->lock);
+		/* Dropped by an invalidation since open: read it again. */
+		if (!val && tries == 0)
+			rc = file_refresh(in);
+	}
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
 	if (!val) {
 		fuse_reply_buf(req, NULL, 0);
 		return;
@@ -708,7 +771,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		fuse_reply_err(req, -rc);
 	} else {
 		fill_attr(&st, in);
-		fuse_reply_attr(req, &st, 0);
+		fuse_reply_attr(req, &st, attr_ttl(in));
 	}
 	inode_unref(in);
 }
@@ -758,7 +821,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	if (rc == -ENOENT || (rc == 0 && !dp))
 		rc = -EINVAL;
 	if (rc == 0) {
-		rc = resolve_entry(fk, dp, &in);
+		rc = resolve_entry(fk, dp, &in, &(bool){ false });
 		if (rc == 0) {
 			inode_unlookup(in);
 			inode_unref(in);
@@ -772,7 +835,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		return;
 	}
 	localdir_add(dp);
-	reply_entry(req, inode_lookup(EF_DIR, dp));
+	reply_entry(req, inode_lookup(EF_DIR, dp), watch_trusted());
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -1050,6 +1113,8 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	fi->fh = (uintptr_t)dh;
+	/* The watch invalidates a directory whose entries change. */
+	fi->cache_readdir = fi->keep_cache = watch_trusted();
 	if (fuse_reply_open(req, fi) != 0)
 		dirh_free(dh);
 }

@@ -295,3 +295,19 @@ void inode_detach(struct ef_inode *in)
 	detach_locked(in);
 	g_mutex_unlock(&table_lock);
 }
+
+GPtrArray *inode_all(void)
+{
+	GPtrArray *all = g_ptr_array_new_with_free_func((GDestroyNotify)inode_unref);
+	GHashTableIter it;
+	gpointer v;
+
+	g_mutex_lock(&table_lock);
+	g_hash_table_iter_init(&it, by_ino);
+	while (g_hash_table_iter_next(&it, NULL, &v)) {
+		((struct ef_inode *)v)->refs++;
+		g_ptr_array_add(all, v);
+	}
+	g_mutex_unlock(&table_lock);
+	return all;
+}

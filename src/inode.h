@@ -30,6 +30,8 @@ struct ef_inode {
 	GMutex lock;
 	GCond cond;                  /* signalled when flushing ends */
 	struct ef_kv *kv;            /* protected by lock: last kv read or written */
+	bool kv_ok;                  /* protected by lock: kv is current (the watch
+				      * has applied every event since it was read) */
 	GByteArray *wbuf;            /* protected by lock: shared by open writers */
 	int64_t base_mod;            /* protected by lock: mod_revision wbuf is based
 				      * on; -1: overwrite whatever is there */
@@ -88,3 +90,6 @@ void inode_rename(enum ef_kind kind, GBytes *from, GBytes *to);
 /* The key was deleted: in stops answering for it (a later create gets a new
  * inode), while the kernel keeps in's number until it forgets it. */
 void inode_detach(struct ef_inode *in);
+
+/* New references to every inode in the table (for a full invalidation). */
+GPtrArray *inode_all(void);

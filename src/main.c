@@ -22,6 +22,7 @@
 #include "keymap.h"
 #include "options.h"
 #include "revclock.h"
+#include "watch.h"
 
 #define DEFAULT_ENDPOINT "127.0.0.1:2379"
 #define DEFAULT_DIAL "2s"
@@ -193,7 +194,7 @@ static void add_default_opts(struct fuse_args *args, const struct ef_settings *s
 }
 
 static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *co,
-		 const struct ef_settings *s, bool serializable)
+		 const struct ef_settings *s, GBytes *root, bool serializable)
 {
 	struct ef_h2_config hc = {
 		.endpoints = (const char *const *)s->endpoints,
@@ -211,6 +212,7 @@ static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *co,
 	}
 	etcd = etcd_new(h, s->command_ms, serializable);
 	fsops_set_etcd(etcd);
+	watch_start(etcd, root, se);
 	if (co->singlethread) {
 		rc = fuse_session_loop(se);
 	} else {
@@ -225,6 +227,7 @@ static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *co,
 		rc = fuse_session_loop_mt(se, lc);
 		fuse_loop_cfg_destroy(lc);
 	}
+	watch_stop();
 	fsops_set_etcd(NULL);
 	etcd_free(etcd);
 	h2_free(h);
@@ -288,7 +291,7 @@ int main(int argc, char *argv[])
 		goto out_signals;
 	if (fuse_daemonize(co.foreground) != 0)
 		goto out_unmount;
-	ret = serve(se, &co, &s, o.serializable);
+	ret = serve(se, &co, &s, root, o.serializable);
 
 out_unmount:
 	fuse_session_unmount(se);

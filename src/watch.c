@@ -1,0 +1,411 @@
+/*
+ * watch — one Watch stream keeps the caches coherent (see watch.h).
+ *
+ * The connection's I/O thread only queues decoded responses; the watch
+ * thread owns the stream's lifecycle and applies events in order. Resume
+ * rule (as clientv3's): next = last event's mod_revision + 1, or a timed
+ * progress notification's revision + 1, or the creation revision + 1; never
+ * a batch header's revision, and never a requested progress response's
+ * (etcd 3.4 may send one older than events already delivered).
+ *
+ * Invariant: while trusted is false nothing is served from a cache, and
+ * trust is only withdrawn together with a full invalidation.
+ */
+#include "watch.h"
+
+#include <string.h>
+
+#include "etcd.h"
+#include "inode.h"
+#include "keymap.h"
+#include "revclock.h"
+
+#define RING 4096
+#define PROGRESS_EVERY_US (5 * G_USEC_PER_SEC)
+/* No message at all for this long, though progress was asked for: the
+ * stream is dead even if the connection is not. */
+#define SILENCE_US (15 * G_USEC_PER_SEC)
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 2000
+
+enum item_kind { ITEM_MSG, ITEM_CLOSE, ITEM_STOP };
+
+struct item {
+	enum item_kind kind;
+	uint64_t stream;           /* which stream it came from */
+	struct ef_watch_msg *m;    /* ITEM_MSG; NULL: undecodable */
+};
+
+static struct {
+	struct ef_etcd *etcd;
+	GBytes *root;              /* the mount's root prefix */
+	GBytes *key, *end;         /* the watched range */
+	struct fuse_session *se;
+	GThread *thread;
+	GAsyncQueue *q;
+	gint stop;
+	uint64_t stream;           /* watch thread only */
+
+	GMutex lock;
+	bool trusted;              /* protected by lock */
+	uint64_t seq;              /* protected by lock */
+	uint64_t lost_seq;         /* protected by lock: seq when trust was last lost */
+	GBytes *ring[RING];        /* protected by lock: key of event number seq % RING */
+} w;
+
+bool watch_trusted(void)
+{
+	bool t;
+
+	g_mutex_lock(&w.lock);
+	t = w.trusted;
+	g_mutex_unlock(&w.lock);
+	return t;
+}
+
+uint64_t watch_seq(void)
+{
+	uint64_t s;
+
+	g_mutex_lock(&w.lock);
+	s = w.seq;
+	g_mutex_unlock(&w.lock);
+	return s;
+}
+
+static bool key_matches(GBytes *k, GBytes *key, bool prefix)
+{
+	gsize klen, len;
+	const char *kp = g_bytes_get_data(k, &klen);
+	const char *p = g_bytes_get_data(key, &len);
+
+	if (prefix)
+		return klen >= len && memcmp(kp, p, len) == 0;
+	return klen == len && memcmp(kp, p, len) == 0;
+}
+
+bool watch_changed_since(uint64_t seq, GBytes *key, bool prefix)
+{
+	bool changed = false;
+
+	g_mutex_lock(&w.lock);
+	if (!w.trusted || w.lost_seq > seq || w.seq - seq >= RING)
+		changed = true;
+	for (uint64_t s = seq + 1; !changed && s <= w.seq; s++)
+		changed = key_matches(w.ring[s % RING], key, prefix);
+	g_mutex_unlock(&w.lock);
+	return changed;
+}
+
+static void record_event(GBytes *key)
+{
+	g_mutex_lock(&w.lock);
+	w.seq++;
+	if (w.ring[w.seq % RING])
+		g_bytes_unref(w.ring[w.seq % RING]);
+	w.ring[w.seq % RING] = g_bytes_ref(key);
+	g_mutex_unlock(&w.lock);
+}
+
+static void set_trusted(bool trusted)
+{
+	g_mutex_lock(&w.lock);
+	if (w.trusted && !trusted)
+		w.lost_seq = ++w.seq;
+	w.trusted = trusted;
+	g_mutex_unlock(&w.lock);
+}
+
+/* ---- kernel notifications ---- */
+
+/* Invalidates entry `comp` (a key component) of the directory prefix dir,
+ * if the kernel knows that directory. Returns its inode number or 0. */
+static fuse_ino_t inval_entry(const char *dir, size_t dlen, const char *comp, size_t clen)
+{
+	g_autoptr(GBytes) d = g_bytes_new(dir, dlen);
+	struct ef_inode *din = inode_find(EF_DIR, d);
+	g_autofree char *name = keymap_name_from_component(comp, clen);
+	fuse_ino_t ino = 0;
+
+	if (!din)
+		return 0;
+	ino = din->ino;
+	/* The listing changes too: drop the kernel's cached readdir. */
+	fuse_lowlevel_notify_inval_inode(w.se, ino, 0, 0);
+	if (name)
+		fuse_lowlevel_notify_inval_entry(w.se, ino, name, strlen(name));
+	inode_unref(din);
+	return ino;
+}
+
+/* Invalidates the entry for the last component of key (len bytes) in its
+ * directory, when the key lies below the root. Returns false at the root. */
+static bool inval_parent_entry(const char *k, size_t len)
+{
+	size_t rlen = g_bytes_get_size(w.root), start = len;
+
+	if (len < rlen)
+		return false;
+	while (start > rlen && k[start - 1] != '/')
+		start--;
+	inval_entry(k, start, k + start, len - start);
+	return start > rlen;
+}
+
+/*
+ * A key appeared or vanished: every directory on its path may have gained
+ * or lost an entry (a new key can create several directories at once), and
+ * a directory whose own value it is shows it as KEYMAP_SELF_NAME.
+ */
+static void inval_namespace(GBytes *key)
+{
+	gsize klen;
+	const char *k = g_bytes_get_data(key, &klen);
+	g_autoptr(GByteArray) self = g_byte_array_new();
+	size_t end = klen;
+
+	g_byte_array_append(self, (const guint8 *)k, klen);
+	g_byte_array_append(self, (const guint8 *)"/", 1);
+	inval_entry((const char *)self->data, self->len, KEYMAP_SELF_NAME,
+		    strlen(KEYMAP_SELF_NAME));
+	/* Walk up: the component ending at `end` lives in the prefix that
+	 * ends at the '/' before it. */
+	while (inval_parent_entry(k, end)) {
+		while (k[end - 1] != '/')
+			end--;
+		end--;
+	}
+}
+
+static void apply_event(const struct ef_watch_event *ev)
+{
+	GBytes *key = ev->kv->key;
+	struct ef_inode *in = inode_find(EF_FILE, key);
+	bool ns_change = ev->deleted || ev->kv->version == 1;
+	bool stale = true;
+
+	record_event(key);
+	revclock_observe(ev->kv->mod_revision);
+	if (in) {
+		g_mutex_lock(&in->lock);
+		/* Our own Put already stored this revision: nothing to
+		 * refetch (read-your-writes without a round trip). */
+		if (!ev->deleted && in->kv && in->kv->mod_revision >= ev->kv->mod_revision) {
+			stale = false;
+		} else {
+			ef_kv_free(in->kv);
+			in->kv = NULL;
+			if (!ev->deleted) {
+				in->kv = g_new0(struct ef_kv, 1);
+				*in->kv = *ev->kv;
+				in->kv->key = g_bytes_ref(ev->kv->key);
+				in->kv->value = g_bytes_ref(ev->kv->value);
+				in->kv_ok = true;
+			}
+		}
+		g_mutex_unlock(&in->lock);
+		/* Even our own Put moves mtime: the kernel may hold the
+		 * attributes from before it (off -1: attributes only). */
+		fuse_lowlevel_notify_inval_inode(w.se, in->ino, stale ? 0 : -1, 0);
+		inode_unref(in);
+	}
+	if (ns_change && stale)
+		inval_namespace(key);
+}
+
+/* Trust is gone: every cache could be stale. */
+static void invalidate_all(void)
+{
+	g_autoptr(GPtrArray) all = inode_all();
+
+	for (guint i = 0; i < all->len; i++) {
+		struct ef_inode *in = all->pdata[i];
+		g_autoptr(GBytes) key = inode_key(in);
+		gsize len;
+		const char *k = g_bytes_get_data(key, &len);
+
+		g_mutex_lock(&in->lock);
+		ef_kv_free(in->kv);
+		in->kv = NULL;
+		g_mutex_unlock(&in->lock);
+		fuse_lowlevel_notify_inval_inode(w.se, in->ino, 0, 0);
+		/* Entries point at this inode from its parent: drop them so
+		 * a key that vanished meanwhile is looked up again. */
+		if (in->ino != FUSE_ROOT_ID)
+			inval_parent_entry(k, in->kind == EF_DIR && len ? len - 1 : len);
+	}
+}
+
+/* ---- the stream ---- */
+
+static void on_msg(void *ud, struct ef_watch_msg *m)
+{
+	struct item *it = g_new0(struct item, 1);
+
+	it->kind = ITEM_MSG;
+	it->stream = GPOINTER_TO_SIZE(ud);
+	it->m = m;
+	g_async_queue_push(w.q, it);
+}
+
+static void on_close(void *ud, int err)
+{
+	struct item *it = g_new0(struct item, 1);
+
+	g_debug("watch: stream closed: %s", g_strerror(-err));
+	it->kind = ITEM_CLOSE;
+	it->stream = GPOINTER_TO_SIZE(ud);
+	g_async_queue_push(w.q, it);
+}
+
+static const struct ef_watch_ops stream_ops = { .on_msg = on_msg, .on_close = on_close };
+
+static void item_free(struct item *it)
+{
+	if (it)
+		etcd_watch_msg_free(it->m);
+	g_free(it);
+}
+
+/* Applies one message. Returns false when the stream must start over. */
+static bool handle_msg(const struct ef_watch_msg *m, int64_t *next, bool *created)
+{
+	if (m->created) {
+		if (m->canceled) {
+			g_message("etcdfs: watch refused: %s",
+				  m->cancel_reason ? m->cancel_reason : "no reason given");
+			return false;
+		}
+		if (*next == 0)
+			*next = m->revision + 1;
+		*created = true;
+		set_trusted(true);
+		return true;
+	}
+	if (m->canceled) {
+		/* Compacted past our resume point: events are lost, so start
+		 * from now on caches that are about to be dropped. */
+		if (m->compact_revision)
+			*next = 0;
+		return false;
+	}
+	for (size_t i = 0; i < m->n_events; i++) {
+		apply_event(&m->events[i]);
+		*next = MAX(*next, m->events[i].kv->mod_revision + 1);
+	}
+	if (m->n_events == 0 && m->watch_id >= 0 && m->revision)
+		*next = MAX(*next, m->revision + 1);
+	return true;
+}
+
+/* Runs one stream until it ends; returns whether it ever got created. */
+static bool run_stream(int64_t *next)
+{
+	struct ef_grpc_stream *s = NULL;
+	gint64 heard, asked;
+	bool created = false;
+	struct item *it;
+
+	w.stream++;
+	if (etcd_watch_open(w.etcd, w.key, w.end, *next, &stream_ops,
+			    GSIZE_TO_POINTER(w.stream), &s) < 0)
+		return false;
+	heard = asked = g_get_monotonic_time();
+	while (!g_atomic_int_get(&w.stop)) {
+		gint64 now;
+
+		it = g_async_queue_timeout_pop(w.q, G_USEC_PER_SEC);
+		now = g_get_monotonic_time();
+		if (it && it->kind == ITEM_STOP) {
+			item_free(it);
+			break;
+		}
+		if (it && it->stream != w.stream) {
+			item_free(it);
+			continue;
+		}
+		if (!it) {
+			if (now - heard > SILENCE_US)
+				break;
+			if (created && now - asked > PROGRESS_EVERY_US) {
+				etcd_watch_request_progress(s);
+				asked = now;
+			}
+			continue;
+		}
+		heard = now;
+		if (it->kind == ITEM_CLOSE || !it->m || !handle_msg(it->m, next, &created)) {
+			item_free(it);
+			break;
+		}
+		item_free(it);
+	}
+	set_trusted(false);
+	invalidate_all();
+	etcd_watch_close(s);
+	return created;
+}
+
+static gpointer watch_main(gpointer unused)
+{
+	int64_t next = 0;
+	int backoff = BACKOFF_MIN_MS;
+
+	while (!g_atomic_int_get(&w.stop)) {
+		struct item *it;
+
+		if (run_stream(&next))
+			backoff = BACKOFF_MIN_MS;
+		else
+			backoff = MIN(backoff * 2, BACKOFF_MAX_MS);
+		if (g_atomic_int_get(&w.stop))
+			break;
+		/* Sleep, but wake for stop; drop what old streams left. */
+		while ((it = g_async_queue_timeout_pop(w.q, (guint64)backoff * 1000))) {
+			bool stop = it->kind == ITEM_STOP;
+
+			item_free(it);
+			if (stop)
+				return NULL;
+		}
+	}
+	return NULL;
+}
+
+void watch_start(struct ef_etcd *etcd, GBytes *root, struct fuse_session *se)
+{
+	gsize len;
+	const char *r = g_bytes_get_data(root, &len);
+
+	w.etcd = etcd;
+	w.se = se;
+	w.root = g_bytes_ref(root);
+	/* An empty root watches everything: key "\0" to end "\0" (etcd
+	 * rejects an empty key). */
+	w.key = len ? g_bytes_ref(root) : g_bytes_new("", 1);
+	w.end = keymap_prefix_end(r, len);
+	w.q = g_async_queue_new();
+	w.thread = g_thread_new("watch", watch_main, NULL);
+}
+
+void watch_stop(void)
+{
+	struct item *it = g_new0(struct item, 1);
+
+	if (!w.thread)
+		return;
+	g_atomic_int_set(&w.stop, 1);
+	it->kind = ITEM_STOP;
+	g_async_queue_push(w.q, it);
+	g_thread_join(w.thread);
+	w.thread = NULL;
+	while ((it = g_async_queue_try_pop(w.q)))
+		item_free(it);
+	g_async_queue_unref(w.q);
+	g_bytes_unref(w.root);
+	g_bytes_unref(w.key);
+	g_bytes_unref(w.end);
+	for (size_t i = 0; i < RING; i++)
+		if (w.ring[i])
+			g_bytes_unref(w.ring[i]);
+}

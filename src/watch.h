@@ -1,0 +1,38 @@
+/*
+ * watch — one Watch stream over the mounted prefix keeps the daemon's and
+ * the kernel's caches coherent with etcd.
+ *
+ * Its thread applies each event to the inode table and makes the kernel
+ * notifications (fuse_lowlevel_notify_*): it never serves a FUSE request,
+ * as libfuse requires of notifying threads. While the stream is up the
+ * caches are trusted and FUSE replies carry long timeouts; when it drops,
+ * trust is withdrawn and every cache is invalidated before anything is
+ * served again, and the stream resumes from the last revision seen + 1.
+ *
+ * Reads race with events: a handler takes watch_seq() before its etcd call
+ * and may cache the answer only if watch_changed_since() says no event
+ * touched that key (or prefix) meanwhile.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <fuse_lowlevel.h>
+#include <glib.h>
+
+struct ef_etcd;
+
+/* Starts the watch thread on [root, prefix_end(root)). Borrows etcd and se
+ * until watch_stop. */
+void watch_start(struct ef_etcd *etcd, GBytes *root, struct fuse_session *se);
+void watch_stop(void);
+
+/* True while the stream is established: cached data is kept current. */
+bool watch_trusted(void);
+
+/* A position in the sequence of applied events. */
+uint64_t watch_seq(void);
+
+/* True if, since seq, an event touched key (or, with prefix, any key that
+ * starts with it), trust was lost, or this cannot be told any more. */
+bool watch_changed_since(uint64_t seq, GBytes *key, bool prefix);
