@@ -100,6 +100,7 @@ static struct ef_kv *kv_from_pb(const Mvccpb__KeyValue *p, bool keys_only)
 	kv->key = g_bytes_new(p->key.data, p->key.len);
 	if (!keys_only)
 		kv->value = g_bytes_new(p->value.data, p->value.len);
+	kv->size = p->value.len;
 	kv->create_revision = p->create_revision;
 	kv->mod_revision = p->mod_revision;
 	kv->version = p->version;

@@ -19,10 +19,11 @@ struct ef_h2;
 struct ef_etcd;
 
 /* One key-value pair; every field owned by the struct. value is NULL when
- * the call asked for keys only. */
+ * the call asked for keys only (or a cache dropped it: size stays). */
 struct ef_kv {
 	GBytes *key;
 	GBytes *value;
+	size_t size;             /* length of the value */
 	int64_t create_revision;
 	int64_t mod_revision;
 	int64_t version;

@@ -24,6 +24,7 @@
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
 
+#include "cache.h"
 #include "dirlist.h"
 #include "etcd.h"
 #include "inode.h"
@@ -89,33 +90,12 @@ static void fill_attr(struct stat *st, struct ef_inode *in)
 	g_mutex_lock(&in->lock);
 	if (in->wbuf && in->writers)
 		st->st_size = in->wbuf->len;
-	else if (in->kv && in->kv->value)
-		st->st_size = g_bytes_get_size(in->kv->value);
+	else if (in->kv)
+		st->st_size = in->kv->size;
 	st->st_mtim = in->kv ? revclock_time(in->kv->mod_revision) : mount_time;
 	g_mutex_unlock(&in->lock);
 	st->st_ctim = st->st_atim = st->st_mtim;
 	st->st_blocks = (st->st_size + 511) / 512;
-}
-
-/* Keeps the newer of in's kv and kv (takes ownership of kv): a slow read
- * must not replace what a later read, an event or our own Put stored. ok
- * says no event raced with the read, so the watch keeps kv current. */
-static void inode_store_kv_locked(struct ef_inode *in, struct ef_kv *kv, bool ok)
-{
-	if (!in->kv || kv->mod_revision >= in->kv->mod_revision) {
-		ef_kv_free(in->kv);
-		in->kv = kv;
-		in->kv_ok = ok;
-	} else {
-		ef_kv_free(kv);
-	}
-}
-
-static void inode_store_kv(struct ef_inode *in, struct ef_kv *kv, bool ok)
-{
-	g_mutex_lock(&in->lock);
-	inode_store_kv_locked(in, kv, ok);
-	g_mutex_unlock(&in->lock);
 }
 
 /* A file created or opened here whose first Put has not happened yet
@@ -130,13 +110,14 @@ static bool inode_pending(struct ef_inode *in)
 	return pending;
 }
 
-/* True if in's cached key-value is current: the watch keeps it so. */
-static bool file_cached(struct ef_inode *in)
+/* True if in's cached key-value is current (the watch keeps it so), with
+ * its value too when need_value. */
+static bool file_cached(struct ef_inode *in, bool need_value)
 {
 	bool cached;
 
 	g_mutex_lock(&in->lock);
-	cached = in->kv && in->kv->value && in->kv_ok;
+	cached = in->kv && in->kv_ok && (in->kv->value || !need_value);
 	g_mutex_unlock(&in->lock);
 	return cached && watch_trusted();
 }
@@ -152,7 +133,7 @@ static double attr_ttl(struct ef_inode *in)
 	g_mutex_lock(&in->lock);
 	writers = in->writers;
 	g_mutex_unlock(&in->lock);
-	return !writers && file_cached(in) ? CACHE_TTL : 0;
+	return !writers && file_cached(in, false) ? CACHE_TTL : 0;
 }
 
 /* Re-reads a file's key. Returns 0, or -ENOENT if it is gone. */
@@ -178,7 +159,7 @@ static int file_refresh(struct ef_inode *in)
 		return rc;
 	if (!kv)
 		return inode_pending(in) ? 0 : -ENOENT;
-	inode_store_kv(in, kv, !watch_changed_since(seq, key, false));
+	cache_store(in, kv, !watch_changed_since(seq, key, false));
 	return 0;
 }
 
@@ -294,7 +275,7 @@ static int resolve_entry(GBytes *fk, GBytes *dp, struct ef_inode **out, bool *ca
 	if (!kv)
 		return -ENOENT;
 	*out = inode_lookup(EF_FILE, fk);
-	inode_store_kv(*out, kv, *cacheable);
+	cache_store(*out, kv, *cacheable);
 	return 0;
 }
 
@@ -335,7 +316,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct stat st;
 	int rc = in ? 0 : -ESTALE;
 
-	if (rc == 0 && in->kind == EF_FILE && !file_cached(in))
+	if (rc == 0 && in->kind == EF_FILE && !file_cached(in, false))
 		rc = file_refresh(in);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
@@ -435,11 +416,12 @@ static int publish(struct ef_inode *in, enum publish_when when)
 
 		kv->key = g_bytes_ref(key);
 		kv->value = g_bytes_ref(snap);
+		kv->size = g_bytes_get_size(snap);
 		kv->mod_revision = mod;
 		kv->create_revision = in->kv ? in->kv->create_revision : mod;
 		kv->version = in->kv ? in->kv->version + 1 : 1;
 		kv->lease = lease;
-		inode_store_kv_locked(in, kv, ok);
+		cache_store_locked(in, kv, ok);
 		in->base_mod = mod;
 		in->failed = false;
 		if (in->wgen == gen)
@@ -447,8 +429,10 @@ static int publish(struct ef_inode *in, enum publish_when when)
 	}
 	g_cond_broadcast(&in->cond);
 	g_mutex_unlock(&in->lock);
-	if (rc == 0)
+	if (rc == 0) {
+		cache_touch(in);
 		localdir_backed(key);
+	}
 	return rc;
 }
 
@@ -485,7 +469,7 @@ static int writer_open(struct ef_inode *in, bool trunc, int64_t create_guard)
 	in->wgen++;
 	in->writers++;
 	if (kv)
-		inode_store_kv_locked(in, g_steal_pointer(&kv), false);
+		cache_store_locked(in, g_steal_pointer(&kv), false);
 	g_mutex_unlock(&in->lock);
 	return 0;
 }
@@ -524,7 +508,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		rc = -EISDIR;
 	if (rc == 0 && writer)
 		rc = writer_open(in, fi->flags & O_TRUNC, -1);
-	else if (rc == 0 && !file_cached(in))
+	else if (rc == 0 && !file_cached(in, true))
 		rc = file_refresh(in);
 	if (rc < 0) {
 		inode_unref(in);
@@ -533,7 +517,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	/* The watch drops the kernel's pages of every key that changes, so
 	 * what the page cache holds is current while it is trusted. */
-	fi->keep_cache = file_cached(in);
+	fi->keep_cache = file_cached(in, false);
 	fi->fh = (uintptr_t)handle_new(in, writer);
 	if (fuse_reply_open(req, fi) != 0) {
 		if (writer)
@@ -606,6 +590,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
+	cache_touch(in);
 	p = g_bytes_get_data(val, &len);
 	if ((size_t)off >= len)
 		fuse_reply_buf(req, NULL, 0);

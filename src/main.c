@@ -16,6 +16,7 @@
 #include <fuse_lowlevel.h>
 #include <glib.h>
 
+#include "cache.h"
 #include "etcd.h"
 #include "fsops.h"
 #include "h2.h"
@@ -27,12 +28,14 @@
 #define DEFAULT_ENDPOINT "127.0.0.1:2379"
 #define DEFAULT_DIAL "2s"
 #define DEFAULT_COMMAND "5s"
+#define DEFAULT_CACHE "32M"
 
 struct ef_opts {
 	char *endpoints;
 	char *prefix;
 	char *dial_timeout;
 	char *command_timeout;
+	char *cache_size;
 	unsigned int uid, gid, umask;
 	int uid_set, gid_set, umask_set;
 	int serializable;
@@ -52,6 +55,8 @@ static const struct fuse_opt ef_opt_spec[] = {
 	{ "dial_timeout=%s", offsetof(struct ef_opts, dial_timeout), 0 },
 	{ "--command-timeout=%s", offsetof(struct ef_opts, command_timeout), 0 },
 	{ "command_timeout=%s", offsetof(struct ef_opts, command_timeout), 0 },
+	{ "cache_size=%s", offsetof(struct ef_opts, cache_size), 0 },
+	{ "--cache-size=%s", offsetof(struct ef_opts, cache_size), 0 },
 	{ "uid=%u", offsetof(struct ef_opts, uid), 0 },
 	{ "gid=%u", offsetof(struct ef_opts, gid), 0 },
 	{ "umask=%o", offsetof(struct ef_opts, umask), 0 },
@@ -101,7 +106,8 @@ static void usage(const char *prog)
 	       "    --dial-timeout=DUR     time to connect to an endpoint (default " DEFAULT_DIAL ")\n"
 	       "    --command-timeout=DUR  time limit of each etcd request (default " DEFAULT_COMMAND ")\n"
 	       "    --serializable         serve reads from the nearest member\n"
-	       "    -o endpoints=,prefix=,dial_timeout=,command_timeout=,serializable\n"
+	       "    --cache-size=SIZE      memory for cached values (default " DEFAULT_CACHE ")\n"
+	       "    -o endpoints=,prefix=,dial_timeout=,command_timeout=,serializable,cache_size=\n"
 	       "    -o uid=N,gid=N,umask=OOO  owner and permissions shown for every file\n\n",
 	       prog);
 	fuse_cmdline_help();
@@ -114,6 +120,7 @@ static void opts_clear(struct ef_opts *o)
 	g_free(o->prefix);
 	g_free(o->dial_timeout);
 	g_free(o->command_timeout);
+	g_free(o->cache_size);
 	for (int i = 0; i < o->n_positional; i++)
 		g_free(o->positional[i]);
 }
@@ -121,7 +128,7 @@ static void opts_clear(struct ef_opts *o)
 struct ef_settings {
 	char **endpoints;
 	int dial_ms, command_ms;
-	char *mountpoint;
+	size_t cache_size;
 };
 
 /* Resolves endpoints and timeouts; prints a one-line reason on error. */
@@ -141,6 +148,10 @@ static int settings_resolve(struct ef_opts *o, struct ef_settings *s)
 	s->endpoints = options_split_endpoints(eps ? eps : DEFAULT_ENDPOINT);
 	if (!s->endpoints) {
 		g_printerr("etcdfs: no endpoint given\n");
+		return -1;
+	}
+	if (options_parse_size(o->cache_size ? o->cache_size : DEFAULT_CACHE, &s->cache_size) < 0) {
+		g_printerr("etcdfs: bad cache size (use e.g. 64M, 512K, 1G)\n");
 		return -1;
 	}
 	if (options_parse_duration(o->dial_timeout ? o->dial_timeout : DEFAULT_DIAL,
@@ -276,6 +287,7 @@ int main(int argc, char *argv[])
 	root = g_bytes_new(prefix, strlen(prefix));
 	add_default_opts(&args, &s, prefix);
 	revclock_init();
+	cache_init(s.cache_size);
 	fsops_init(&(struct ef_fs_config){
 		.root = root,
 		.uid = o.uid_set ? o.uid : getuid(),
@@ -301,6 +313,7 @@ out_session:
 	fuse_session_destroy(se);
 out_fs:
 	fsops_fini();
+	cache_fini();
 	revclock_fini();
 out_cmdline:
 	free(co.mountpoint);

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 #include <glib.h>
 
@@ -97,4 +98,36 @@ char **options_split_endpoints(const char *s)
 	}
 	g_ptr_array_add(out, NULL);
 	return (char **)g_ptr_array_free(out, FALSE);
+}
+
+int options_parse_size(const char *s, size_t *bytes)
+{
+	const char *p = s;
+	double v;
+	int shift = 0;
+
+	if (!s || parse_number(&p, &v) < 0)
+		return -EINVAL;
+	switch (g_ascii_toupper(*p)) {
+	case 'G':
+		shift += 10;
+		/* fall through */
+	case 'M':
+		shift += 10;
+		/* fall through */
+	case 'K':
+		shift += 10;
+		p++;
+		break;
+	case '\0':
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (*p == 'B' || *p == 'b')
+		p++;
+	if (*p || v * (double)(1ULL << shift) > (double)SIZE_MAX / 2)
+		return -EINVAL;
+	*bytes = (size_t)(v * (double)(1ULL << shift));
+	return 0;
 }

@@ -4,6 +4,8 @@
  */
 #pragma once
 
+#include <stddef.h>
+
 /* Parses a Go-style duration as etcdctl takes it ("5s", "500ms", "1m30s",
  * "1.5s"; a bare number means seconds) into milliseconds, rounding up.
  * Returns 0, or -EINVAL for anything else, zero or negative, or above a day. */
@@ -13,3 +15,7 @@ int options_parse_duration(const char *s, int *ms);
  * empty items. Returns a new NULL-terminated vector (g_strfreev), or NULL
  * when no endpoint is left. */
 char **options_split_endpoints(const char *s);
+
+/* Parses a size: a number of bytes with an optional K, M or G suffix
+ * (powers of 1024). Returns 0, or -EINVAL. */
+int options_parse_size(const char *s, size_t *bytes);

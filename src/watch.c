@@ -15,6 +15,7 @@
 
 #include <string.h>
 
+#include "cache.h"
 #include "etcd.h"
 #include "inode.h"
 #include "keymap.h"
@@ -192,18 +193,19 @@ static void apply_event(const struct ef_watch_event *ev)
 		 * refetch (read-your-writes without a round trip). */
 		if (!ev->deleted && in->kv && in->kv->mod_revision >= ev->kv->mod_revision) {
 			stale = false;
+		} else if (ev->deleted) {
+			cache_drop_locked(in);
 		} else {
-			ef_kv_free(in->kv);
-			in->kv = NULL;
-			if (!ev->deleted) {
-				in->kv = g_new0(struct ef_kv, 1);
-				*in->kv = *ev->kv;
-				in->kv->key = g_bytes_ref(ev->kv->key);
-				in->kv->value = g_bytes_ref(ev->kv->value);
-				in->kv_ok = true;
-			}
+			struct ef_kv *kv = g_new(struct ef_kv, 1);
+
+			*kv = *ev->kv;
+			kv->key = g_bytes_ref(ev->kv->key);
+			kv->value = g_bytes_ref(ev->kv->value);
+			cache_store_locked(in, kv, true);
 		}
 		g_mutex_unlock(&in->lock);
+		if (stale && !ev->deleted)
+			cache_touch(in);
 		/* Even our own Put moves mtime: the kernel may hold the
 		 * attributes from before it (off -1: attributes only). */
 		fuse_lowlevel_notify_inval_inode(w.se, in->ino, stale ? 0 : -1, 0);
@@ -224,10 +226,7 @@ static void invalidate_all(void)
 		gsize len;
 		const char *k = g_bytes_get_data(key, &len);
 
-		g_mutex_lock(&in->lock);
-		ef_kv_free(in->kv);
-		in->kv = NULL;
-		g_mutex_unlock(&in->lock);
+		cache_drop(in);
 		fuse_lowlevel_notify_inval_inode(w.se, in->ino, 0, 0);
 		/* Entries point at this inode from its parent: drop them so
 		 * a key that vanished meanwhile is looked up again. */

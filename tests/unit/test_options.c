@@ -53,11 +53,37 @@ static void test_endpoints(void)
 	g_assert_null(options_split_endpoints(""));
 }
 
+static void test_size(void)
+{
+	size_t n = 7;
+
+	g_assert_cmpint(options_parse_size("0", &n), ==, 0);
+	g_assert_cmpuint(n, ==, 0);
+	g_assert_cmpint(options_parse_size("512K", &n), ==, 0);
+	g_assert_cmpuint(n, ==, 512 * 1024);
+	g_assert_cmpint(options_parse_size("64M", &n), ==, 0);
+	g_assert_cmpuint(n, ==, 64 << 20);
+	g_assert_cmpint(options_parse_size("1g", &n), ==, 0);
+	g_assert_cmpuint(n, ==, 1 << 30);
+	g_assert_cmpint(options_parse_size("1.5MB", &n), ==, 0);
+	g_assert_cmpuint(n, ==, 3 << 19);
+	g_assert_cmpint(options_parse_size("123", &n), ==, 0);
+	g_assert_cmpuint(n, ==, 123);
+	n = 7;
+	g_assert_cmpint(options_parse_size("", &n), ==, -EINVAL);
+	g_assert_cmpint(options_parse_size("M", &n), ==, -EINVAL);
+	g_assert_cmpint(options_parse_size("12X", &n), ==, -EINVAL);
+	g_assert_cmpint(options_parse_size("-1M", &n), ==, -EINVAL);
+	g_assert_cmpint(options_parse_size("1MM", &n), ==, -EINVAL);
+	g_assert_cmpuint(n, ==, 7);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
 	g_test_add_func("/options/duration/ok", test_duration_ok);
 	g_test_add_func("/options/duration/bad", test_duration_bad);
 	g_test_add_func("/options/endpoints", test_endpoints);
+	g_test_add_func("/options/size", test_size);
 	return g_test_run();
 }
