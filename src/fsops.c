@@ -432,6 +432,10 @@ static int publish(struct ef_inode *in, enum publish_when when)
 	if (rc == 0) {
 		cache_touch(in);
 		localdir_backed(key);
+	} else {
+		/* The kernel's pages hold what we failed to write: the next
+		 * open must not keep them. */
+		cache_drop(in);
 	}
 	return rc;
 }
@@ -476,10 +480,13 @@ static int writer_open(struct ef_inode *in, bool trunc, int64_t create_guard)
 
 static void writer_close(struct ef_inode *in)
 {
+	bool discarded = false;
+
 	g_mutex_lock(&in->lock);
 	if (--in->writers == 0) {
 		/* A buffer still dirty here failed its Put, and close or
 		 * fsync already reported that. */
+		discarded = in->dirty;
 		g_byte_array_unref(in->wbuf);
 		in->wbuf = NULL;
 		in->dirty = in->failed = false;
@@ -487,6 +494,10 @@ static void writer_close(struct ef_inode *in)
 		in->writer = 0;
 	}
 	g_mutex_unlock(&in->lock);
+	/* The kernel's pages hold the discarded writes: the next open must
+	 * read etcd's value again. */
+	if (discarded)
+		cache_drop(in);
 }
 
 static struct ef_handle *handle_new(struct ef_inode *in, bool writer)
