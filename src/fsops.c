@@ -985,7 +985,9 @@ struct ef_dirh {
 	struct ef_dirlist *list;
 	size_t consumed;           /* dirlist entries copied into items */
 	GPtrArray *items;          /* struct ef_diritem, in offset order */
+	bool started;              /* ".", ".." and KEYMAP_SELF_NAME are in items */
 	bool complete;
+	bool root;
 };
 
 static void diritem_free(struct ef_diritem *it)
@@ -1026,6 +1028,32 @@ static void dirh_add_local(struct ef_dirh *dh)
 		if (name && !dirh_has_name(dh, name))
 			dirh_add(dh, name, true, inode_number(EF_DIR, kids->pdata[i]));
 	}
+}
+
+/* The entries before the keys: ".", "..", and the directory's own value,
+ * which lies in the parent's range, so it takes a round trip of its own.
+ * Done on the first readdir, not in opendir: a listing the kernel has
+ * cached is opened but never read. */
+static int dirh_start(struct ef_dirh *dh, fuse_ino_t ino)
+{
+	gsize dlen;
+	const char *d = g_bytes_get_data(dh->dir, &dlen);
+	size_t self = keymap_self_len(d, dlen);
+	g_autoptr(GPtrArray) kvs = NULL;
+	int rc = 0;
+
+	if (self && !dh->root)
+		rc = etcd_range(fs.etcd, d, self, NULL, 0, 1, true, &kvs, NULL, NULL);
+	if (rc < 0)
+		return rc;
+	dirh_add(dh, ".", true, ino);
+	dirh_add(dh, "..", true, FUSE_ROOT_ID);
+	if (kvs && kvs->len) {
+		g_autoptr(GBytes) sk = g_bytes_new(d, self);
+		dirh_add(dh, KEYMAP_SELF_NAME, false, inode_number(EF_FILE, sk));
+	}
+	dh->started = true;
+	return 0;
 }
 
 /* Fetches one more page of the listing. */
@@ -1079,9 +1107,6 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct ef_dirh *dh;
 	gsize dlen;
 	const char *d;
-	size_t self;
-	g_autoptr(GPtrArray) kvs = NULL;
-	int rc = 0;
 
 	if (!in) {
 		fuse_reply_err(req, ESTALE);
@@ -1092,22 +1117,8 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	d = g_bytes_get_data(dh->dir, &dlen);
 	dh->list = dirlist_new(d, dlen);
 	dh->items = g_ptr_array_new_with_free_func((GDestroyNotify)diritem_free);
-	dirh_add(dh, ".", true, in->ino);
-	dirh_add(dh, "..", true, FUSE_ROOT_ID);
-	self = keymap_self_len(d, dlen);
-	/* The directory's own value lies in the parent's range, so ask. */
-	if (self && in->ino != FUSE_ROOT_ID)
-		rc = etcd_range(fs.etcd, d, self, NULL, 0, 1, true, &kvs, NULL, NULL);
-	if (rc == 0 && kvs && kvs->len) {
-		g_autoptr(GBytes) sk = g_bytes_new(d, self);
-		dirh_add(dh, KEYMAP_SELF_NAME, false, inode_number(EF_FILE, sk));
-	}
+	dh->root = in->ino == FUSE_ROOT_ID;
 	inode_unref(in);
-	if (rc < 0) {
-		dirh_free(dh);
-		fuse_reply_err(req, -rc);
-		return;
-	}
 	fi->fh = (uintptr_t)dh;
 	/* The watch invalidates a directory whose entries change. */
 	fi->cache_readdir = fi->keep_cache = watch_trusted();
@@ -1125,6 +1136,8 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 	/* The kernel serialises readdir on one open directory, so dh needs
 	 * no lock. */
+	if (!dh->started)
+		rc = dirh_start(dh, ino);
 	while (rc == 0 && !dh->complete && dh->items->len <= (size_t)off)
 		rc = dirh_fetch(dh);
 	if (rc < 0) {

@@ -139,6 +139,35 @@ static fuse_ino_t inval_entry(const char *dir, size_t dlen, const char *comp, si
 	return ino;
 }
 
+/* Tells the kernel the file in (key k, len bytes) is gone, so watchers of
+ * the file itself get IN_DELETE_SELF, under its name and as the value of
+ * a directory (KEYMAP_SELF_NAME) alike. */
+static void notify_deleted(const char *k, size_t len, fuse_ino_t child)
+{
+	size_t rlen = g_bytes_get_size(w.root), start = len;
+	g_autofree char *self = g_strndup(k, len);
+	g_autoptr(GBytes) d = NULL, sd = NULL;
+	g_autofree char *name = NULL;
+	struct ef_inode *din;
+
+	if (len < rlen)
+		return;
+	while (start > rlen && k[start - 1] != '/')
+		start--;
+	d = g_bytes_new(k, start);
+	name = keymap_name_from_component(k + start, len - start);
+	if (name && (din = inode_find(EF_DIR, d))) {
+		fuse_lowlevel_notify_delete(w.se, din->ino, child, name, strlen(name));
+		inode_unref(din);
+	}
+	sd = g_bytes_new_take(g_strconcat(self, "/", NULL), len + 1);
+	if ((din = inode_find(EF_DIR, sd))) {
+		fuse_lowlevel_notify_delete(w.se, din->ino, child, KEYMAP_SELF_NAME,
+					    strlen(KEYMAP_SELF_NAME));
+		inode_unref(din);
+	}
+}
+
 /* Invalidates the entry for the last component of key (len bytes) in its
  * directory, when the key lies below the root. Returns false at the root. */
 static bool inval_parent_entry(const char *k, size_t len)
@@ -209,6 +238,12 @@ static void apply_event(const struct ef_watch_event *ev)
 		/* Even our own Put moves mtime: the kernel may hold the
 		 * attributes from before it (off -1: attributes only). */
 		fuse_lowlevel_notify_inval_inode(w.se, in->ino, stale ? 0 : -1, 0);
+		if (ev->deleted) {
+			gsize klen;
+			const char *k = g_bytes_get_data(key, &klen);
+
+			notify_deleted(k, klen, in->ino);
+		}
 		inode_unref(in);
 	}
 	if (ns_change && stale)
