@@ -316,7 +316,8 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct stat st;
 	int rc = in ? 0 : -ESTALE;
 
-	if (rc == 0 && in->kind == EF_FILE && !file_cached(in, false))
+	/* Open writers' buffer is the size to show: no need to ask etcd. */
+	if (rc == 0 && in->kind == EF_FILE && !inode_pending(in) && !file_cached(in, false))
 		rc = file_refresh(in);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
