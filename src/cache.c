@@ -50,9 +50,18 @@ size_t cache_bytes(void)
 
 void cache_store_locked(struct ef_inode *in, struct ef_kv *kv, bool ok)
 {
-	if (in->kv && kv->mod_revision < in->kv->mod_revision) {
+	/* Older, or the same revision already known current (our Put's
+	 * echo can be applied before the Put's own reply is): keep it. */
+	if (in->kv && (kv->mod_revision < in->kv->mod_revision ||
+		       (kv->mod_revision == in->kv->mod_revision && in->kv_ok && in->kv->value))) {
 		ef_kv_free(kv);
 		return;
+	}
+	/* The inode knows its key: a second copy per cached key would be
+	 * most of the cache's overhead for small values. */
+	if (kv->key) {
+		g_bytes_unref(kv->key);
+		kv->key = NULL;
 	}
 	ef_kv_free(in->kv);
 	in->kv = kv;

@@ -27,7 +27,8 @@ void ef_kv_free(struct ef_kv *kv)
 {
 	if (!kv)
 		return;
-	g_bytes_unref(kv->key);
+	if (kv->key)
+		g_bytes_unref(kv->key);
 	if (kv->value)
 		g_bytes_unref(kv->value);
 	g_free(kv);

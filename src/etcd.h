@@ -19,7 +19,8 @@ struct ef_h2;
 struct ef_etcd;
 
 /* One key-value pair; every field owned by the struct. value is NULL when
- * the call asked for keys only (or a cache dropped it: size stays). */
+ * the call asked for keys only (or a cache dropped it: size stays); key is
+ * NULL once the cache has stored it with its inode. */
 struct ef_kv {
 	GBytes *key;
 	GBytes *value;

@@ -492,7 +492,7 @@ static void writer_close(struct ef_inode *in)
 		in->wbuf = NULL;
 		in->dirty = in->failed = false;
 		in->werr = 0;
-		in->writer = 0;
+		in->writer = in->writer_tid = 0;
 	}
 	g_mutex_unlock(&in->lock);
 	/* The kernel's pages hold the discarded writes: the next open must
@@ -616,11 +616,20 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	struct ef_handle *h = (struct ef_handle *)(uintptr_t)fi->fh;
 	struct ef_inode *in = h->in;
 	size_t end = (size_t)off + size;
-	pid_t writer = req_tgid(req);
+	pid_t tid = fuse_req_ctx(req)->pid, writer;
+
+	/* The same thread as last time needs no look at /proc. */
+	g_mutex_lock(&in->lock);
+	writer = tid == in->writer_tid ? in->writer : 0;
+	g_mutex_unlock(&in->lock);
+	if (!writer)
+		writer = req_tgid(req);
 
 	g_mutex_lock(&in->lock);
-	if (writer)
+	if (writer) {
 		in->writer = writer;
+		in->writer_tid = tid;
+	}
 	if (off < 0 || end > EF_MAX_VALUE) {
 		/* What was written so far is a prefix of what the caller
 		 * meant: it must never become the value. */
@@ -650,12 +659,16 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
  * still writing. */
 static bool closer_is_writer(fuse_req_t req, struct ef_inode *in)
 {
-	pid_t writer, closer = req_tgid(req);
+	pid_t writer, writer_tid, closer;
 
 	g_mutex_lock(&in->lock);
 	writer = in->writer;
+	writer_tid = in->writer_tid;
 	g_mutex_unlock(&in->lock);
-	return !writer || !closer || writer == closer;
+	if (!writer || fuse_req_ctx(req)->pid == writer_tid)
+		return true;
+	closer = req_tgid(req);
+	return !closer || writer == closer;
 }
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -44,6 +44,7 @@ struct ef_inode {
 	bool flushing;               /* protected by lock: a Put of wbuf is in flight */
 	bool unlinked;               /* protected by lock: removed; never Put again */
 	pid_t writer;                /* protected by lock: process (tgid) that wrote last */
+	pid_t writer_tid;            /* protected by lock: the thread that wrote last */
 	bool failed;                 /* protected by lock: a Put of wbuf failed and was
 				      * reported by close or fsync */
 	int werr;                    /* protected by lock: a write failed (errno):

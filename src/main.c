@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -256,6 +257,9 @@ int main(int argc, char *argv[])
 	g_autofree char *prefix = NULL;
 	int ret = 1;
 
+	/* Each of up to 64 worker threads would get a malloc arena of its
+	 * own; a couple serve them as well and keep the daemon small. */
+	mallopt(M_ARENA_MAX, 2);
 	if (fuse_opt_parse(&args, &o, ef_opt_spec, opt_proc) == -1)
 		goto out_opts;
 	if (o.n_positional >= 1)

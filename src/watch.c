@@ -212,12 +212,16 @@ static void apply_event(const struct ef_watch_event *ev)
 	GBytes *key = ev->kv->key;
 	struct ef_inode *in = inode_find(EF_FILE, key);
 	bool ns_change = ev->deleted || ev->kv->version == 1;
-	bool stale = true;
+	bool stale = true, local = false;
 
 	record_event(key);
 	revclock_observe(ev->kv->mod_revision);
 	if (in) {
 		g_mutex_lock(&in->lock);
+		/* Open for writing here: the kernel made (or still holds) the
+		 * entry itself. Invalidating it would also wait for the
+		 * directory's lock, which a create in progress holds. */
+		local = in->writers > 0 && !ev->deleted;
 		/* Our own Put already stored this revision: nothing to
 		 * refetch (read-your-writes without a round trip). */
 		if (!ev->deleted && in->kv && in->kv->mod_revision >= ev->kv->mod_revision) {
@@ -246,7 +250,7 @@ static void apply_event(const struct ef_watch_event *ev)
 		}
 		inode_unref(in);
 	}
-	if (ns_change && stale)
+	if (ns_change && stale && !local)
 		inval_namespace(key);
 }
 
