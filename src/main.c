@@ -37,6 +37,7 @@ struct ef_opts {
 	char *dial_timeout;
 	char *command_timeout;
 	char *cache_size;
+	char *consistency;
 	unsigned int uid, gid, umask;
 	int uid_set, gid_set, umask_set;
 	int serializable;
@@ -64,6 +65,8 @@ static const struct fuse_opt ef_opt_spec[] = {
 	FUSE_OPT_KEY("uid=", KEY_UID),
 	FUSE_OPT_KEY("gid=", KEY_GID),
 	FUSE_OPT_KEY("umask=", KEY_UMASK),
+	{ "--consistency=%s", offsetof(struct ef_opts, consistency), 0 },
+	{ "consistency=%s", offsetof(struct ef_opts, consistency), 0 },
 	OPT("--serializable", serializable),
 	OPT("serializable", serializable),
 	FUSE_OPT_END
@@ -107,6 +110,7 @@ static void usage(const char *prog)
 	       "    --dial-timeout=DUR     time to connect to an endpoint (default " DEFAULT_DIAL ")\n"
 	       "    --command-timeout=DUR  time limit of each etcd request (default " DEFAULT_COMMAND ")\n"
 	       "    --serializable         serve reads from the nearest member\n"
+	       "                           (also --consistency=s; l is the default)\n"
 	       "    --cache-size=SIZE      memory for cached values (default " DEFAULT_CACHE ")\n"
 	       "    -o endpoints=,prefix=,dial_timeout=,command_timeout=,serializable,cache_size=\n"
 	       "    -o uid=N,gid=N,umask=OOO  owner and permissions shown for every file\n\n",
@@ -122,6 +126,7 @@ static void opts_clear(struct ef_opts *o)
 	g_free(o->dial_timeout);
 	g_free(o->command_timeout);
 	g_free(o->cache_size);
+	g_free(o->consistency);
 	for (int i = 0; i < o->n_positional; i++)
 		g_free(o->positional[i]);
 }
@@ -150,6 +155,14 @@ static int settings_resolve(struct ef_opts *o, struct ef_settings *s)
 	if (!s->endpoints) {
 		g_printerr("etcdfs: no endpoint given\n");
 		return -1;
+	}
+	/* etcdctl's spelling: l(inearizable) or s(erializable). */
+	if (o->consistency) {
+		if (strcmp(o->consistency, "s") != 0 && strcmp(o->consistency, "l") != 0) {
+			g_printerr("etcdfs: --consistency takes l or s\n");
+			return -1;
+		}
+		o->serializable = o->consistency[0] == 's';
 	}
 	if (options_parse_size(o->cache_size ? o->cache_size : DEFAULT_CACHE, &s->cache_size) < 0) {
 		g_printerr("etcdfs: bad cache size (use e.g. 64M, 512K, 1G)\n");

@@ -16,6 +16,7 @@ import urllib.request
 
 import pytest
 
+import harness
 from harness import errno_of, read, sh, wait_until, write
 
 WATCH_SETTLE = 5   # seconds a change may take to reach a mount (it takes ms)
@@ -168,12 +169,25 @@ def test_small_value_cache_stays_correct(etcd, mounter):
     eventually(lambda: read(m.p("lru/k0")) == b"changed", "evicted value went stale")
 
 
-def test_serializable_reads(etcd, mounter):
-    m = mounter("--serializable", etcd=etcd)
+@pytest.mark.parametrize("opt", ["--serializable", "--consistency=s", "-oconsistency=l"])
+def test_consistency_options(etcd, mounter, opt):
+    m = mounter(opt, etcd=etcd)
     etcd.put("/s/x", "serial")
     assert read(m.p("s/x")) == b"serial"
     write(m.p("s/y"), b"written")
     assert etcd.get("/s/y") == b"written"
+    etcd.put("/s/x", "changed")
+    eventually(lambda: read(m.p("s/x")) == b"changed", "stale with " + opt)
+
+
+def test_bad_consistency_is_refused(etcd, tmp_path):
+    mp = tmp_path / "m"
+    mp.mkdir()
+    p = subprocess.run([harness.ETCDFS_BIN, "--endpoints=" + etcd.endpoint,
+                        "--consistency=x", str(mp)], capture_output=True, timeout=30)
+    assert p.returncode == 1
+    assert p.stderr.decode().startswith("etcdfs: ") and p.stderr.count(b"\n") == 1
+    assert not harness.is_etcdfs_mounted(str(mp))
 
 
 # ------------------------------------------------------------------ cut-offs
