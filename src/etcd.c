@@ -19,7 +19,15 @@ struct ef_etcd {
 	struct ef_h2 *h2;       /* borrowed */
 	int timeout_ms;
 	bool serializable;
+	void (*doubt)(void *ud);
+	void *doubt_ud;
 };
+
+void etcd_set_doubt_hook(struct ef_etcd *e, void (*fn)(void *ud), void *ud)
+{
+	e->doubt = fn;
+	e->doubt_ud = ud;
+}
 
 #define KV_PATH(m) "/etcdserverpb.KV/" m
 
@@ -86,6 +94,8 @@ static int call(struct ef_etcd *e, const char *path, const ProtobufCMessage *req
 		g_debug("%s: %s (grpc %d: %s)", path, g_strerror(-rc), st.code,
 			st.message ? st.message : "");
 		grpc_status_clear(&st);
+		if (e->doubt && (rc == -ETIMEDOUT || rc == -ENOTCONN || rc == -EAGAIN))
+			e->doubt(e->doubt_ud);
 		return rc;
 	}
 	grpc_status_clear(&st);

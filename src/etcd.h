@@ -38,6 +38,11 @@ void ef_kv_free(struct ef_kv *kv);
 struct ef_etcd *etcd_new(struct ef_h2 *h, int timeout_ms, bool serializable);
 void etcd_free(struct ef_etcd *e);
 
+/* fn(ud) runs (on the calling thread) whenever a call fails in a way that
+ * says the cluster may be unreachable: a deadline, a lost connection, an
+ * unavailable server. Set once, before any call. */
+void etcd_set_doubt_hook(struct ef_etcd *e, void (*fn)(void *ud), void *ud);
+
 /* The key, if present: *kv is new (NULL when absent). */
 int etcd_get(struct ef_etcd *e, GBytes *key, struct ef_kv **kv);
 

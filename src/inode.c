@@ -2,9 +2,11 @@
  * inode — the table of inodes the kernel knows about (see inode.h).
  *
  * Two indexes under one lock: by number (for every request) and by kind+key
- * (for lookups and renames). An inode leaves both once the kernel has
- * forgotten it and the last request reference is gone; rename and detach
- * move or remove only the key index entry.
+ * (for lookups and renames). The key index holds the inodes themselves,
+ * hashed on their own kind and key, so a key is stored once per inode: at
+ * 100,000 keys that overhead is most of the daemon's memory. An inode
+ * leaves both indexes once the kernel has forgotten it and the last request
+ * reference is gone; rename and detach move or remove only its key entry.
  */
 #include "inode.h"
 
@@ -12,41 +14,50 @@
 
 static GMutex table_lock;
 static GHashTable *by_ino;        /* protected by table_lock: ino -> inode */
-static GHashTable *by_key;        /* protected by table_lock: tkey -> inode */
+static GHashTable *by_key;        /* protected by table_lock: set of inodes, by kind+key */
 static fuse_ino_t next_fallback;  /* protected by table_lock */
 
 #define FALLBACK_BASE ((fuse_ino_t)1 << 63)
 
-static GBytes *tkey_new(enum ef_kind kind, const void *key, size_t len)
+/* FNV-1a over the kind byte and the key. */
+static uint64_t fnv(enum ef_kind kind, const char *key, size_t len)
 {
-	guint8 *buf = g_malloc(len + 1);
-
-	buf[0] = (guint8)kind;
-	if (len)
-		memcpy(buf + 1, key, len);
-	return g_bytes_new_take(buf, len + 1);
-}
-
-static GBytes *tkey_from(enum ef_kind kind, GBytes *key)
-{
-	gsize len;
-	const void *p = g_bytes_get_data(key, &len);
-
-	return tkey_new(kind, p, len);
-}
-
-/* FNV-1a over kind and key, folded below FALLBACK_BASE and above the root. */
-static fuse_ino_t hash_number(GBytes *tkey)
-{
-	gsize len;
-	const guint8 *p = g_bytes_get_data(tkey, &len);
 	uint64_t h = 0xcbf29ce484222325ULL;
 
-	for (gsize i = 0; i < len; i++) {
-		h ^= p[i];
-		h *= 0x100000001b3ULL;
-	}
-	h &= FALLBACK_BASE - 1;
+	h = (h ^ (guint8)kind) * 0x100000001b3ULL;
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (guint8)key[i]) * 0x100000001b3ULL;
+	return h;
+}
+
+static guint key_hash(gconstpointer p)
+{
+	const struct ef_inode *in = p;
+
+	return (guint)fnv(in->kind, in->key, in->klen);
+}
+
+static gboolean key_equal(gconstpointer a, gconstpointer b)
+{
+	const struct ef_inode *x = a, *y = b;
+
+	return x->kind == y->kind && x->klen == y->klen && memcmp(x->key, y->key, x->klen) == 0;
+}
+
+/* A stack inode that only names (kind, key) for a by_key lookup. */
+static struct ef_inode probe(enum ef_kind kind, GBytes *key)
+{
+	gsize len;
+	const char *p = g_bytes_get_data(key, &len);
+
+	return (struct ef_inode){ .kind = kind, .key = (char *)(p ? p : ""), .klen = len };
+}
+
+/* Folded below FALLBACK_BASE and above the root. */
+static fuse_ino_t hash_number(enum ef_kind kind, const char *key, size_t len)
+{
+	uint64_t h = fnv(kind, key, len) & (FALLBACK_BASE - 1);
+
 	return h <= FUSE_ROOT_ID ? h + 2 : h;
 }
 
@@ -55,37 +66,39 @@ static void inode_free(struct ef_inode *in)
 	ef_kv_free(in->kv);
 	if (in->wbuf)
 		g_byte_array_unref(in->wbuf);
-	g_bytes_unref(in->tkey);
+	g_free(in->key);
 	g_mutex_clear(&in->lock);
 	g_cond_clear(&in->cond);
 	g_free(in);
 }
 
-static struct ef_inode *inode_new_locked(GBytes *tkey, enum ef_kind kind, fuse_ino_t ino)
+static struct ef_inode *inode_new_locked(enum ef_kind kind, const char *key, size_t len,
+					 fuse_ino_t ino)
 {
 	struct ef_inode *in = g_new0(struct ef_inode, 1);
 
 	in->ino = ino;
 	in->kind = kind;
-	in->tkey = g_bytes_ref(tkey);
+	in->key = g_memdup2(key, len ? len : 1);
+	in->klen = len;
 	in->base_mod = -1;
 	g_mutex_init(&in->lock);
 	g_cond_init(&in->cond);
 	g_hash_table_insert(by_ino, GSIZE_TO_POINTER(ino), in);
-	g_hash_table_insert(by_key, g_bytes_ref(tkey), in);
+	g_hash_table_add(by_key, in);
 	return in;
 }
 
 void inode_table_init(GBytes *root_prefix)
 {
-	g_autoptr(GBytes) tkey = tkey_from(EF_DIR, root_prefix);
+	gsize len;
+	const char *p = g_bytes_get_data(root_prefix, &len);
 	struct ef_inode *root;
 
 	by_ino = g_hash_table_new(g_direct_hash, g_direct_equal);
-	by_key = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
-				       (GDestroyNotify)g_bytes_unref, NULL);
+	by_key = g_hash_table_new(key_hash, key_equal);
 	next_fallback = FALLBACK_BASE;
-	root = inode_new_locked(tkey, EF_DIR, FUSE_ROOT_ID);
+	root = inode_new_locked(EF_DIR, p ? p : "", len, FUSE_ROOT_ID);
 	root->nlookup = 1;   /* the root is never forgotten */
 }
 
@@ -94,11 +107,11 @@ void inode_table_fini(void)
 	GHashTableIter it;
 	gpointer v;
 
+	g_hash_table_destroy(by_key);
 	g_hash_table_iter_init(&it, by_ino);
 	while (g_hash_table_iter_next(&it, NULL, &v))
 		inode_free(v);
 	g_hash_table_destroy(by_ino);
-	g_hash_table_destroy(by_key);
 }
 
 struct ef_inode *inode_get(fuse_ino_t ino)
@@ -113,14 +126,24 @@ struct ef_inode *inode_get(fuse_ino_t ino)
 	return in;
 }
 
+static void detach_locked(struct ef_inode *in)
+{
+	if (!in->key)
+		return;
+	if (g_hash_table_lookup(by_key, in) == in)
+		g_hash_table_remove(by_key, in);
+	g_free(in->key);
+	in->key = NULL;
+	in->klen = 0;
+}
+
 /* Frees in once nobody (kernel or request) refers to it. */
 static void maybe_free_locked(struct ef_inode *in)
 {
 	if (in->nlookup || in->refs)
 		return;
 	g_hash_table_remove(by_ino, GSIZE_TO_POINTER(in->ino));
-	if (g_hash_table_lookup(by_key, in->tkey) == in)
-		g_hash_table_remove(by_key, in->tkey);
+	detach_locked(in);
 	inode_free(in);
 }
 
@@ -134,25 +157,24 @@ void inode_unref(struct ef_inode *in)
 	g_mutex_unlock(&table_lock);
 }
 
-static fuse_ino_t number_locked(GBytes *tkey)
+static fuse_ino_t number_locked(enum ef_kind kind, const char *key, size_t len)
 {
-	fuse_ino_t ino = hash_number(tkey);
-	struct ef_inode *other = g_hash_table_lookup(by_ino, GSIZE_TO_POINTER(ino));
+	fuse_ino_t ino = hash_number(kind, key, len);
 
-	if (other && !g_bytes_equal(other->tkey, tkey))
+	/* A live inode already has that number for another key. */
+	if (g_hash_table_lookup(by_ino, GSIZE_TO_POINTER(ino)))
 		ino = next_fallback++;
 	return ino;
 }
 
 struct ef_inode *inode_lookup(enum ef_kind kind, GBytes *key)
 {
-	g_autoptr(GBytes) tkey = tkey_from(kind, key);
-	struct ef_inode *in;
+	struct ef_inode pr = probe(kind, key), *in;
 
 	g_mutex_lock(&table_lock);
-	in = g_hash_table_lookup(by_key, tkey);
+	in = g_hash_table_lookup(by_key, &pr);
 	if (!in)
-		in = inode_new_locked(tkey, kind, number_locked(tkey));
+		in = inode_new_locked(kind, pr.key, pr.klen, number_locked(kind, pr.key, pr.klen));
 	in->nlookup++;
 	in->refs++;
 	g_mutex_unlock(&table_lock);
@@ -166,11 +188,10 @@ void inode_unlookup(struct ef_inode *in)
 
 struct ef_inode *inode_find(enum ef_kind kind, GBytes *key)
 {
-	g_autoptr(GBytes) tkey = tkey_from(kind, key);
-	struct ef_inode *in;
+	struct ef_inode pr = probe(kind, key), *in;
 
 	g_mutex_lock(&table_lock);
-	in = g_hash_table_lookup(by_key, tkey);
+	in = g_hash_table_lookup(by_key, &pr);
 	if (in)
 		in->refs++;
 	g_mutex_unlock(&table_lock);
@@ -195,98 +216,71 @@ GBytes *inode_key(struct ef_inode *in)
 	GBytes *key;
 
 	g_mutex_lock(&table_lock);
-	key = g_bytes_new_from_bytes(in->tkey, 1, g_bytes_get_size(in->tkey) - 1);
+	key = g_bytes_new(in->key, in->klen);
 	g_mutex_unlock(&table_lock);
 	return key;
 }
 
 fuse_ino_t inode_number(enum ef_kind kind, GBytes *key)
 {
-	g_autoptr(GBytes) tkey = tkey_from(kind, key);
-	struct ef_inode *in;
+	struct ef_inode pr = probe(kind, key), *in;
 	fuse_ino_t ino;
 
 	g_mutex_lock(&table_lock);
-	in = g_hash_table_lookup(by_key, tkey);
-	ino = in ? in->ino : hash_number(tkey);
+	in = g_hash_table_lookup(by_key, &pr);
+	ino = in ? in->ino : hash_number(kind, pr.key, pr.klen);
 	g_mutex_unlock(&table_lock);
 	return ino;
 }
 
-static bool has_prefix(GBytes *b, size_t off, const guint8 *p, size_t plen)
+/* Gives in the key nk (taking it), detaching whoever had it. */
+static void rekey_locked(struct ef_inode *in, char *nk, size_t nlen)
 {
-	gsize len;
-	const guint8 *d = g_bytes_get_data(b, &len);
+	struct ef_inode pr = { .kind = in->kind, .key = nk, .klen = nlen };
+	struct ef_inode *old = g_hash_table_lookup(by_key, &pr);
 
-	return len - off >= plen && memcmp(d + off, p, plen) == 0;
-}
-
-static void detach_locked(struct ef_inode *in);
-
-/* Moves in to the key index entry new_tkey, detaching whoever was there. */
-static void rekey_locked(struct ef_inode *in, GBytes *new_tkey)
-{
-	struct ef_inode *old = g_hash_table_lookup(by_key, new_tkey);
-
-	if (old == in)
-		return;
-	if (g_hash_table_lookup(by_key, in->tkey) == in)
-		g_hash_table_remove(by_key, in->tkey);
 	/* The overwritten inode lives on for the kernel until forget, but
 	 * no longer answers for the key. */
-	if (old)
+	if (old && old != in)
 		detach_locked(old);
-	g_bytes_unref(in->tkey);
-	in->tkey = g_bytes_ref(new_tkey);
-	g_hash_table_insert(by_key, g_bytes_ref(new_tkey), in);
+	detach_locked(in);
+	in->key = nk;
+	in->klen = nlen;
+	g_hash_table_add(by_key, in);
 }
 
 void inode_rename(enum ef_kind kind, GBytes *from, GBytes *to)
 {
 	gsize flen, tlen;
-	const guint8 *f = g_bytes_get_data(from, &flen);
-	const guint8 *t = g_bytes_get_data(to, &tlen);
+	const char *f = g_bytes_get_data(from, &flen);
+	const char *t = g_bytes_get_data(to, &tlen);
 	g_autoptr(GPtrArray) moving = g_ptr_array_new();
 	GHashTableIter it;
 	gpointer v;
 
 	g_mutex_lock(&table_lock);
 	g_hash_table_iter_init(&it, by_key);
-	while (g_hash_table_iter_next(&it, NULL, &v)) {
+	while (g_hash_table_iter_next(&it, &v, NULL)) {
 		struct ef_inode *in = v;
-		gsize len = g_bytes_get_size(in->tkey) - 1;
 
-		if (!has_prefix(in->tkey, 1, f, flen))
+		if (in->klen < flen || memcmp(in->key, f, flen) != 0)
 			continue;
 		/* A file rename moves that one key; a directory rename moves
 		 * everything under the prefix, of both kinds. */
-		if (kind == EF_FILE && (in->kind != EF_FILE || len != flen))
+		if (kind == EF_FILE && (in->kind != EF_FILE || in->klen != flen))
 			continue;
 		g_ptr_array_add(moving, in);
 	}
 	for (guint i = 0; i < moving->len; i++) {
 		struct ef_inode *in = moving->pdata[i];
-		gsize len;
-		const guint8 *d = g_bytes_get_data(in->tkey, &len);
-		g_autoptr(GByteArray) nk = g_byte_array_sized_new(len - flen + tlen);
-		g_autoptr(GBytes) ntkey = NULL;
+		size_t nlen = in->klen - flen + tlen;
+		char *nk = g_malloc(nlen ? nlen : 1);
 
-		g_byte_array_append(nk, d, 1);
-		g_byte_array_append(nk, t, tlen);
-		g_byte_array_append(nk, d + 1 + flen, len - 1 - flen);
-		ntkey = g_byte_array_free_to_bytes(g_steal_pointer(&nk));
-		rekey_locked(in, ntkey);
+		memcpy(nk, t, tlen);
+		memcpy(nk + tlen, in->key + flen, in->klen - flen);
+		rekey_locked(in, nk, nlen);
 	}
 	g_mutex_unlock(&table_lock);
-}
-
-static void detach_locked(struct ef_inode *in)
-{
-	if (g_hash_table_lookup(by_key, in->tkey) == in)
-		g_hash_table_remove(by_key, in->tkey);
-	g_bytes_unref(in->tkey);
-	/* Kind byte 2 never names a live key, so lookups cannot find it. */
-	in->tkey = g_bytes_new("\x02", 1);
 }
 
 void inode_detach(struct ef_inode *in)

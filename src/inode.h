@@ -51,7 +51,8 @@ struct ef_inode {
 				      * the buffer is incomplete, never Put it */
 
 	/* table-private */
-	GBytes *tkey;                /* protected by the table lock: kind byte + key */
+	char *key;                   /* protected by the table lock: NULL once detached */
+	size_t klen;                 /* protected by the table lock */
 	uint64_t nlookup;            /* protected by the table lock */
 	unsigned refs;               /* protected by the table lock */
 };

@@ -236,6 +236,7 @@ static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *co,
 		return 1;
 	}
 	etcd = etcd_new(h, s->command_ms, serializable);
+	etcd_set_doubt_hook(etcd, watch_doubt, NULL);
 	fsops_set_etcd(etcd);
 	watch_start(etcd, root, se);
 	if (co->singlethread) {

@@ -29,7 +29,7 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
 
-enum item_kind { ITEM_MSG, ITEM_CLOSE, ITEM_STOP };
+enum item_kind { ITEM_MSG, ITEM_CLOSE, ITEM_STOP, ITEM_DOUBT };
 
 struct item {
 	enum item_kind kind;
@@ -46,6 +46,8 @@ static struct {
 	GAsyncQueue *q;
 	gint stop;
 	uint64_t stream;           /* watch thread only */
+
+	gint doubt_queued;         /* an ITEM_DOUBT is in the queue */
 
 	GMutex lock;
 	bool trusted;              /* protected by lock */
@@ -117,6 +119,17 @@ static void set_trusted(bool trusted)
 	g_mutex_unlock(&w.lock);
 }
 
+void watch_doubt(void *unused)
+{
+	struct item *it;
+
+	if (!w.q || !watch_trusted() || !g_atomic_int_compare_and_exchange(&w.doubt_queued, 0, 1))
+		return;
+	it = g_new0(struct item, 1);
+	it->kind = ITEM_DOUBT;
+	g_async_queue_push(w.q, it);
+}
+
 /* ---- kernel notifications ---- */
 
 /* Invalidates entry `comp` (a key component) of the directory prefix dir,
@@ -145,9 +158,9 @@ static fuse_ino_t inval_entry(const char *dir, size_t dlen, const char *comp, si
 static void notify_deleted(const char *k, size_t len, fuse_ino_t child)
 {
 	size_t rlen = g_bytes_get_size(w.root), start = len;
-	g_autofree char *self = g_strndup(k, len);
 	g_autoptr(GBytes) d = NULL, sd = NULL;
 	g_autofree char *name = NULL;
+	g_autofree char *self = g_malloc(len + 1);
 	struct ef_inode *din;
 
 	if (len < rlen)
@@ -160,7 +173,10 @@ static void notify_deleted(const char *k, size_t len, fuse_ino_t child)
 		fuse_lowlevel_notify_delete(w.se, din->ino, child, name, strlen(name));
 		inode_unref(din);
 	}
-	sd = g_bytes_new_take(g_strconcat(self, "/", NULL), len + 1);
+	/* Keys are bytes: a NUL inside must not end the copy. */
+	memcpy(self, k, len);
+	self[len] = '/';
+	sd = g_bytes_new_take(g_steal_pointer(&self), len + 1);
 	if ((din = inode_find(EF_DIR, sd))) {
 		fuse_lowlevel_notify_delete(w.se, din->ino, child, KEYMAP_SELF_NAME,
 					    strlen(KEYMAP_SELF_NAME));
@@ -300,6 +316,8 @@ static const struct ef_watch_ops stream_ops = { .on_msg = on_msg, .on_close = on
 
 static void item_free(struct item *it)
 {
+	if (it && it->kind == ITEM_DOUBT)
+		g_atomic_int_set(&w.doubt_queued, 0);
 	if (it)
 		etcd_watch_msg_free(it->m);
 	g_free(it);
@@ -341,7 +359,7 @@ static bool run_stream(int64_t *next)
 {
 	struct ef_grpc_stream *s = NULL;
 	gint64 heard, asked;
-	bool created = false;
+	bool created = false, doubted = false;
 	struct item *it;
 
 	w.stream++;
@@ -357,6 +375,19 @@ static bool run_stream(int64_t *next)
 		if (it && it->kind == ITEM_STOP) {
 			item_free(it);
 			break;
+		}
+		if (it && it->kind == ITEM_DOUBT) {
+			/* Serve nothing from the caches until this stream
+			 * answers again: a progress request makes it. */
+			item_free(it);
+			if (watch_trusted()) {
+				set_trusted(false);
+				invalidate_all();
+				doubted = true;
+				etcd_watch_request_progress(s);
+				asked = now;
+			}
+			continue;
 		}
 		if (it && it->stream != w.stream) {
 			item_free(it);
@@ -377,6 +408,12 @@ static bool run_stream(int64_t *next)
 			break;
 		}
 		item_free(it);
+		/* The stream answered after the doubt: no event was lost on
+		 * it, and the caches were emptied meanwhile. */
+		if (doubted && created) {
+			doubted = false;
+			set_trusted(true);
+		}
 	}
 	set_trusted(false);
 	invalidate_all();

@@ -27,6 +27,10 @@ struct ef_etcd;
 void watch_start(struct ef_etcd *etcd, GBytes *root, struct fuse_session *se);
 void watch_stop(void);
 
+/* A request failed as if etcd were unreachable: stop trusting the caches
+ * until the stream proves alive again. Any thread; cheap when repeated. */
+void watch_doubt(void *unused);
+
 /* True while the stream is established: cached data is kept current. */
 bool watch_trusted(void);
 

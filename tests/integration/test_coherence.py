@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 
 import harness
-from harness import errno_of, read, sh, wait_until, write
+from harness import errno_of, read, wait_until, write
 
 WATCH_SETTLE = 5   # seconds a change may take to reach a mount (it takes ms)
 

@@ -1,0 +1,644 @@
+"""Processes and helpers for the etcdfs integration tests.
+
+Everything here starts real processes: an etcd server on loopback ports, the
+etcdfs daemon on a real FUSE mount, etcdctl and shell tools.  Every process
+and mount is recorded in a registry so that fixture finalizers, a per-test
+watchdog and an atexit hook can always take them down again; the etcd
+servers additionally die with the test process (PR_SET_PDEATHSIG).
+
+Rules that every helper keeps:
+- every subprocess call has a timeout, so nothing can hang the suite;
+- keys and values are bytes; etcdctl's JSON output is decoded from base64;
+- a change made with etcdctl after the mount has looked at the key is
+  checked with settle(): it must show within REMOTE_DELAY (the daemon's
+  cache learns of it through a watch), and never as a mix of two versions.
+"""
+import base64
+import ctypes
+import errno
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+ETCDFS_BIN = os.path.abspath(os.environ.get(
+    "ETCDFS_BIN",
+    os.path.join(os.path.dirname(__file__), "..", "..", "build", "etcdfs")))
+
+# A subprocess that runs longer than this is killed and the test fails.
+CMD_TIMEOUT = 60
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+_registry_lock = threading.Lock()
+_etcds = set()     # Etcd objects that may have a live process
+_mounts = set()    # Mount objects that may have a live daemon or mount
+
+
+def _die_with_parent():
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def scratch_dir(tag):
+    """A new private directory, on tmpfs when there is one (etcd fsyncs)."""
+    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    return tempfile.mkdtemp(prefix="etcdfs-it-%s-" % tag, dir=base)
+
+
+def free_port():
+    """A loopback TCP port that was free a moment ago (the caller retries on
+    a clash)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_is_free(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def run(cmd, timeout=CMD_TIMEOUT, check=False, input=None, env=None, cwd=None,
+        text=False):
+    """subprocess.run with a timeout and captured output.
+
+    A timeout raises AssertionError (after killing the command), so a hanging
+    file system fails the test instead of the suite."""
+    try:
+        return subprocess.run(cmd, input=input, capture_output=True, timeout=timeout,
+                              check=check, env=env, cwd=cwd, text=text)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError("command timed out after %ss: %r" % (timeout, cmd)) from e
+
+
+def sh(script, timeout=CMD_TIMEOUT, check=True, cwd=None, env=None):
+    """Runs a shell script; with check, a non-zero exit fails with its output."""
+    p = run(["/bin/sh", "-c", script], timeout=timeout, cwd=cwd, env=env, text=False)
+    if check and p.returncode != 0:
+        raise AssertionError("shell command failed (exit %d): %s\nstdout: %r\nstderr: %r"
+                             % (p.returncode, script, p.stdout[-2000:], p.stderr[-2000:]))
+    return p
+
+
+def timed(fn, *args, **kwargs):
+    """Calls fn; returns (result or raised OSError, seconds taken)."""
+    t0 = time.monotonic()
+    try:
+        res = fn(*args, **kwargs)
+    except OSError as e:
+        res = e
+    return res, time.monotonic() - t0
+
+
+def errno_of(fn, *args, **kwargs):
+    """The errno fn fails with, or None if it succeeds."""
+    try:
+        fn(*args, **kwargs)
+    except OSError as e:
+        return e.errno
+    return None
+
+
+def errname(code):
+    return errno.errorcode.get(code, str(code)) if code is not None else "success"
+
+
+def b(x):
+    return x if isinstance(x, bytes) else x.encode()
+
+
+# ---------------------------------------------------------------- etcd
+
+class Etcd:
+    """One single-member etcd server on free loopback ports."""
+
+    def __init__(self, tag="etcd"):
+        self.dir = scratch_dir(tag)
+        self.data_dir = os.path.join(self.dir, "data")
+        self.log_path = os.path.join(self.dir, "etcd.log")
+        self.proc = None
+        self.client_port = None
+        self.peer_port = None
+        self.stopped = False   # SIGSTOPped
+
+    @property
+    def endpoint(self):
+        return "127.0.0.1:%d" % self.client_port
+
+    def _argv(self):
+        c = "http://127.0.0.1:%d" % self.client_port
+        p = "http://127.0.0.1:%d" % self.peer_port
+        return ["etcd", "--name", "t", "--data-dir", self.data_dir,
+                "--listen-client-urls", c, "--advertise-client-urls", c,
+                "--listen-peer-urls", p, "--initial-advertise-peer-urls", p,
+                "--initial-cluster", "t=" + p,
+                "--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn"]
+
+    def _spawn(self):
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(self._argv(), stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=log,
+                                         preexec_fn=_die_with_parent)
+        finally:
+            log.close()
+        with _registry_lock:
+            _etcds.add(self)
+
+    def start(self, client_port=None, tries=5):
+        """Starts etcd and waits until it answers; picks new ports on a clash."""
+        last = None
+        for _ in range(tries):
+            self.client_port = client_port or free_port()
+            self.peer_port = free_port()
+            if self.peer_port == self.client_port:
+                continue
+            self._spawn()
+            try:
+                self.wait_healthy()
+                return self
+            except AssertionError as e:
+                last = e
+                self.kill()
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+                if client_port:
+                    time.sleep(0.5)
+        raise last or AssertionError("could not start etcd")
+
+    def restart(self):
+        """Starts etcd again on the same ports with the same data dir."""
+        assert self.proc is None or self.proc.poll() is not None, "etcd still running"
+        for _ in range(20):
+            self._spawn()
+            try:
+                self.wait_healthy()
+                return self
+            except AssertionError:
+                self.kill()
+                time.sleep(0.5)   # the port may still be held for a moment
+        raise AssertionError("etcd did not come back on %s\n%s" % (self.endpoint, self.log_tail()))
+
+    def wait_healthy(self, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("etcd exited with %s\n%s" % (self.proc.returncode,
+                                                                 self.log_tail()))
+            p = run(self.ctl_argv("--dial-timeout=1s", "--command-timeout=2s",
+                                  "endpoint", "health"), timeout=10)
+            if p.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise AssertionError("etcd on %s not healthy after %ss\n%s"
+                             % (self.endpoint, timeout, self.log_tail()))
+
+    def log_tail(self, n=30):
+        try:
+            with open(self.log_path, "rb") as f:
+                return b"\n".join(f.read().splitlines()[-n:]).decode(errors="replace")
+        except OSError:
+            return ""
+
+    def sigstop(self):
+        self.proc.send_signal(signal.SIGSTOP)
+        self.stopped = True
+
+    def sigcont(self):
+        self.proc.send_signal(signal.SIGCONT)
+        self.stopped = False
+
+    def kill(self):
+        """SIGKILL, as a crash would."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        self.stopped = False
+
+    def stop(self):
+        """Graceful stop; SIGKILL after 10 s."""
+        if self.proc and self.proc.poll() is None:
+            if self.stopped:
+                self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.stopped = False
+
+    def destroy(self):
+        self.stop()
+        with _registry_lock:
+            _etcds.discard(self)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # ---- etcdctl
+
+    def ctl_argv(self, *args):
+        return ["etcdctl", "--endpoints=" + self.endpoint] + [a for a in args]
+
+    def ctl(self, *args, input=None, check=True, timeout=30):
+        """Runs etcdctl; returns stdout bytes (fails the test on error)."""
+        env = dict(os.environ, ETCDCTL_API="3")
+        env.pop("ETCDCTL_ENDPOINTS", None)
+        p = run(self.ctl_argv(*args), input=input, env=env, timeout=timeout)
+        if check and p.returncode != 0:
+            raise AssertionError("etcdctl %r failed: %r" % (args, p.stderr))
+        return p.stdout if check else p
+
+    def put(self, key, value, lease=None):
+        """Puts bytes exactly (the value goes through stdin, so NUL bytes and
+        trailing newlines survive)."""
+        args = ["put", b(key)]
+        if lease is not None:
+            args.append("--lease=%x" % lease)
+        if value in ("", b""):
+            # etcdctl reads no empty value from stdin: give it as an argument
+            self.ctl(*(args + ["--", ""]))
+        else:
+            self.ctl(*args, input=b(value))
+
+    def put_many(self, items):
+        """Puts many (key, text value) pairs, 100 per transaction."""
+        items = list(items)
+        for i in range(0, len(items), 100):
+            lines = [b""]   # no compares: the section is an empty line
+            for k, v in items[i:i + 100]:
+                assert b" " not in b(k) and b"\n" not in b(v)
+                lines.append(b"put " + b(k) + b" " + b(v))
+            lines += [b"", b"", b""]
+            out = self.ctl("txn", input=b"\n".join(lines))
+            assert out.startswith(b"SUCCESS"), out
+
+    def delete(self, key, prefix=False):
+        args = ["del", b(key)] + (["--prefix"] if prefix else [])
+        return int(self.ctl(*args).strip() or 0)
+
+    def wipe(self):
+        self.ctl("del", "", "--from-key")
+
+    def get_json(self, key, prefix=False, from_key=False):
+        args = ["get", b(key), "-w", "json"]
+        if prefix:
+            args.append("--prefix")
+        if from_key:
+            args.append("--from-key")
+        return json.loads(self.ctl(*args))
+
+    def kvs(self, key, prefix=False, from_key=False):
+        """Decoded KeyValues: dicts with bytes key/value and int revisions."""
+        out = []
+        for kv in self.get_json(key, prefix, from_key).get("kvs", []):
+            out.append({
+                "key": base64.b64decode(kv["key"]),
+                "value": base64.b64decode(kv.get("value", "")),
+                "create_revision": int(kv.get("create_revision", 0)),
+                "mod_revision": int(kv.get("mod_revision", 0)),
+                "version": int(kv.get("version", 0)),
+                "lease": int(kv.get("lease", 0)),
+            })
+        return out
+
+    def kv(self, key):
+        """The KeyValue of key, or None if absent."""
+        kvs = self.kvs(key)
+        assert len(kvs) <= 1
+        return kvs[0] if kvs else None
+
+    def get(self, key):
+        """The value of key as bytes, or None if absent."""
+        kv = self.kv(key)
+        return kv["value"] if kv else None
+
+    def keys(self, prefix=b"", with_values=False):
+        """Every key under prefix ("" = the whole keyspace), sorted."""
+        kvs = self.kvs(prefix or b"", from_key=not prefix, prefix=bool(prefix))
+        if with_values:
+            return {kv["key"]: kv["value"] for kv in kvs}
+        return [kv["key"] for kv in kvs]
+
+    def revision(self):
+        return int(self.get_json("/")["header"]["revision"])
+
+    def lease_grant(self, ttl=300):
+        out = self.ctl("lease", "grant", str(ttl)).decode()
+        m = re.search(r"lease ([0-9a-f]+) granted", out)
+        assert m, out
+        return int(m.group(1), 16)
+
+    def compact(self, rev):
+        self.ctl("compaction", str(rev))
+
+
+# ---------------------------------------------------------------- mounts
+
+def mountinfo_entry(path):
+    """The /proc/self/mountinfo fields of the mount at path, or None."""
+    path = os.path.realpath(path)
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            fields = line.decode(errors="replace").split()
+            sep = fields.index("-")
+            mp = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            if mp == path:
+                return {"mountpoint": mp, "options": fields[5], "fstype": fields[sep + 1],
+                        "source": fields[sep + 2], "super_options": fields[sep + 3]}
+    return None
+
+
+def is_etcdfs_mounted(path):
+    e = mountinfo_entry(path)
+    return e is not None and e["fstype"] == "fuse.etcdfs"
+
+
+def pids_of_mount(mnt):
+    """Pids of etcdfs processes whose command line names mnt."""
+    real = os.path.realpath(mnt).encode()
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]) == b"etcdfs" and \
+                any(os.path.realpath(a) == real for a in argv[1:] if a.startswith(b"/")):
+            pids.append(int(d))
+    return pids
+
+
+def fusermount_u(mnt, lazy=False, timeout=20):
+    argv = ["fusermount3", "-u"] + (["-z"] if lazy else []) + [mnt]
+    return run(argv, timeout=timeout)
+
+
+# Daemon stderr that always fails a test, whatever is whitelisted.
+FATAL_PATTERNS = [re.compile(p) for p in (
+    r"runtime error", r"ERROR: AddressSanitizer", r"LeakSanitizer", r"Sanitizer",
+    r"^==\d+==", r"SUMMARY: ", r"Segmentation fault", r"Assertion .* failed",
+    r"\*\*\* ", r"CRITICAL", r"-WARNING \*\*", r"double free", r"stack smashing",
+)]
+
+
+class Mount:
+    """One etcdfs process and its mount.
+
+    start() returns once the mount shows in /proc/self/mountinfo; close()
+    unmounts with fusermount3 -u, expects the daemon to exit 0, and returns
+    the problems seen (unexpected stderr lines, exit status)."""
+
+    def __init__(self, path, args, foreground=True, env=None, allowed_stderr=(),
+                 stderr_free=False, stderr_path=None):
+        self.path = path
+        self.args = list(args)
+        self.foreground = foreground
+        self.env = env
+        self.allowed = [re.compile(p) for p in allowed_stderr]
+        self.stderr_free = stderr_free   # any line goes, except FATAL_PATTERNS
+        self.proc = None
+        self.dpid = None                 # the daemon's pid in the daemonizing form
+        self.stderr_path = stderr_path or path.rstrip("/") + ".stderr"
+        self.sanlog_dir = None
+        self.closed = False
+
+    def argv(self):
+        return [ETCDFS_BIN] + self.args + [self.path] + (["-f"] if self.foreground else [])
+
+    def start(self, timeout=20):
+        env = dict(os.environ if self.env is None else self.env)
+        if not self.foreground:
+            # A daemon's stderr goes to /dev/null: send sanitizer reports to files.
+            self.sanlog_dir = tempfile.mkdtemp(prefix="etcdfs-san-")
+            for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
+                opts = env.get(var, "")
+                env[var] = (opts + ":" if opts else "") + "log_path=" + \
+                    os.path.join(self.sanlog_dir, var.split("_")[0].lower())
+        err = open(self.stderr_path, "wb")
+        try:
+            self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=err, env=env)
+        finally:
+            err.close()
+        with _registry_lock:
+            _mounts.add(self)
+        deadline = time.monotonic() + timeout
+        if not self.foreground:
+            try:
+                rc = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                raise AssertionError("etcdfs did not return within %ss" % timeout)
+            assert rc == 0, "etcdfs exited %d: %s" % (rc, self.stderr())
+            # "returns once the mount is live": no waiting allowed here
+            assert is_etcdfs_mounted(self.path), \
+                "etcdfs returned but %s is not mounted" % self.path
+            self.dpid = (pids_of_mount(self.path) or [None])[0]
+            return self
+        while time.monotonic() < deadline:
+            if is_etcdfs_mounted(self.path):
+                return self
+            if self.proc.poll() is not None:
+                raise AssertionError("etcdfs exited with %d before mounting: %s"
+                                     % (self.proc.returncode, self.stderr()))
+            time.sleep(0.02)
+        raise AssertionError("%s not mounted after %ss; stderr: %s"
+                             % (self.path, timeout, self.stderr()))
+
+    def stderr(self):
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def sanitizer_logs(self):
+        out = ""
+        if self.sanlog_dir and os.path.isdir(self.sanlog_dir):
+            for n in sorted(os.listdir(self.sanlog_dir)):
+                with open(os.path.join(self.sanlog_dir, n), "rb") as f:
+                    out += f.read().decode(errors="replace")
+        return out
+
+    def alive(self):
+        if self.foreground:
+            return self.proc is not None and self.proc.poll() is None
+        return self.dpid is not None and os.path.exists("/proc/%d" % self.dpid) and \
+            _state(self.dpid) != "Z"
+
+    def _wait_exit(self, timeout):
+        """Waits for the daemon; returns its exit status (None if unknown)."""
+        if self.foreground:
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return "timeout"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                return None   # not our child: the status is not ours to see
+            time.sleep(0.05)
+        return "timeout"
+
+    def kill(self):
+        for pid in ([self.proc.pid] if self.foreground and self.proc else []) + \
+                ([self.dpid] if self.dpid else []):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.proc:
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def unmount(self):
+        """fusermount3 -u (lazily if busy); returns the problems seen."""
+        problems = []
+        if is_etcdfs_mounted(self.path):
+            p = fusermount_u(self.path)
+            for _ in range(20):
+                if p.returncode == 0 or not is_etcdfs_mounted(self.path):
+                    break
+                time.sleep(0.1)   # a tool may still hold a file open
+                p = fusermount_u(self.path)
+            if is_etcdfs_mounted(self.path):
+                problems.append("fusermount3 -u failed: %r; unmounted lazily"
+                                % p.stderr.strip())
+                fusermount_u(self.path, lazy=True)
+        status = self._wait_exit(30)
+        if status == "timeout":
+            problems.append("etcdfs did not exit after unmount; killed")
+            self.kill()
+        elif status is not None and status != 0:
+            problems.append("etcdfs exited with status %d after unmount" % status)
+        return problems
+
+    def check_stderr(self):
+        """Problems in the daemon's stderr: a sanitizer report or crash
+        (quoted once, from its first line), else each unexpected line."""
+        lines = [ln for ln in (self.stderr() + self.sanitizer_logs()).splitlines()
+                 if ln.strip()]
+        for i, line in enumerate(lines):
+            if any(p.search(line) for p in FATAL_PATTERNS):
+                return ["daemon reported an error:\n    " + "\n    ".join(lines[i:i + 40])]
+        if self.stderr_free:
+            return []
+        unexpected = [ln for ln in lines if not any(p.search(ln) for p in self.allowed)]
+        return ["unexpected daemon stderr: " + ln for ln in unexpected[:20]]
+
+    def close(self):
+        """Unmounts and returns a list of problems (empty when all is well)."""
+        if self.closed:
+            return []
+        self.closed = True
+        problems = self.unmount() + self.check_stderr()
+        with _registry_lock:
+            _mounts.discard(self)
+        if self.sanlog_dir:
+            shutil.rmtree(self.sanlog_dir, ignore_errors=True)
+        return problems
+
+    def abort(self):
+        """Takes the mount down by force (watchdog, atexit)."""
+        self.kill()
+        if mountinfo_entry(self.path):
+            fusermount_u(self.path, lazy=True, timeout=10)
+
+    def p(self, *parts):
+        """A path inside the mount."""
+        return os.path.join(self.path, *parts)
+
+    def pb(self, *parts):
+        """A bytes path inside the mount."""
+        return os.path.join(os.fsencode(self.path), *[b(x) for x in parts])
+
+
+def _state(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def abort_everything():
+    """Kills every daemon and etcd we started and lazily unmounts; for the
+    watchdog and for exit paths that bypass the fixtures."""
+    with _registry_lock:
+        mounts, etcds = list(_mounts), list(_etcds)
+    for m in mounts:
+        m.abort()
+    return mounts, etcds
+
+
+def cleanup_at_exit():
+    mounts, etcds = abort_everything()
+    for e in etcds:
+        try:
+            e.kill()
+        except Exception:
+            pass
+        shutil.rmtree(e.dir, ignore_errors=True)
+    return mounts, etcds
+
+
+# ---------------------------------------------------------------- file helpers
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def write(path, data, mode="wb"):
+    with open(path, mode) as f:
+        f.write(b(data))
+
+
+# How long a change made with etcdctl may take to show on a mount that has
+# already looked at the key (the daemon learns of it through its watch).
+REMOTE_DELAY = 2.0
+
+
+def settle(check, timeout=REMOTE_DELAY):
+    """Runs check, a function that asserts, until it passes; after timeout
+    its last failure (AssertionError or OSError) propagates."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except (AssertionError, OSError):
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+
+
+def same(got, want):
+    """An assertion usable inside a lambda given to settle()."""
+    assert got == want, "got %r, want %r" % (got, want)
+
+
+def wait_until(pred, timeout=10, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(interval)

@@ -1,0 +1,259 @@
+"""etcd going away and coming back; etcd unreachable at mount time;
+read-only mounts; compaction."""
+import errno
+import os
+import time
+
+from harness import (errno_of, errname, is_etcdfs_mounted, mountinfo_entry, read, run, same, settle,
+                     sh, timed, wait_until, write)
+
+# What the daemon may say while etcd is away.
+DOWN_STDERR = [r"^etcdfs: "]
+COMMAND_TIMEOUT = 2.0
+# An operation may take a few requests' worth of the command timeout, and
+# the slack covers a slow (sanitized) build.
+LIMIT = 2 * COMMAND_TIMEOUT + 1.0
+
+
+def full_write(path, data):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def populate(etcd):
+    for i in range(1, 4):
+        etcd.put("/d/k%d" % i, "v%d" % i)
+    etcd.put("/top", "t")
+
+
+def warm_up(m):
+    """Reads everything the down operations touch, so that whatever the
+    daemon and the kernel cache is cached when etcd goes away."""
+    assert read(m.p("top")) == b"t"
+    assert sorted(os.listdir(m.p("d"))) == ["k1", "k2", "k3"]
+    for i in range(1, 4):
+        assert read(m.p("d/k%d" % i)) == b"v%d" % i
+    time.sleep(0.3)
+
+
+def read_ops(m):
+    return [
+        ("cat", lambda: read(m.p("d/k1")), b"v1"),
+        ("stat", lambda: os.stat(m.p("d/k2")).st_size, 2),
+        ("ls", lambda: sorted(os.listdir(m.p("d"))), ["k1", "k2", "k3"]),
+    ]
+
+
+def write_ops(m):
+    return [
+        ("echo >", lambda: full_write(m.p("d/new"), b"x")),
+        ("rm", lambda: os.unlink(m.p("d/k3"))),
+        ("overwrite", lambda: full_write(m.p("d/k2"), b"changed")),
+    ]
+
+
+def check_op(name, op, want, ok_value=None):
+    """op must fail with an errno in want within LIMIT; with ok_value it may
+    instead return exactly that (a read served from a still valid cache)."""
+    res, took = timed(op)
+    assert took < LIMIT, "%s took %.1fs" % (name, took)
+    if ok_value is not None and not isinstance(res, OSError):
+        assert res == ok_value, "%s returned %r with etcd down" % (name, res)
+        return
+    assert isinstance(res, OSError), "%s succeeded with etcd down" % name
+    assert res.errno in want, "%s: %s, expected %s" % (
+        name, errname(res.errno), " or ".join(map(errname, want)))
+
+
+def assert_shell_fails_fast(m, cmds):
+    for cmd in cmds:
+        t0 = time.monotonic()
+        p = sh(cmd, check=False, timeout=30)
+        took = time.monotonic() - t0
+        assert p.returncode != 0, "%r succeeded with etcd down" % cmd
+        assert took < LIMIT, "%r took %.1fs" % (cmd, took)
+
+
+def assert_back(etcd, m):
+    ok = wait_until(lambda: errno_of(read, m.p("top")) is None, timeout=15)
+    assert ok, "etcdfs did not recover: %s" % errname(errno_of(read, m.p("top")))
+    assert read(m.p("d/k1")) == b"v1"
+    assert sorted(os.listdir(m.p("d"))) == ["k1", "k2", "k3"]
+    assert read(m.p("d/k2")) == b"v2"
+    write(m.p("d/after"), "back")
+    assert etcd.get("/d/after") == b"back"
+    os.unlink(m.p("d/k3"))
+    assert etcd.keys("/d/", with_values=True) == {b"/d/after": b"back", b"/d/k1": b"v1",
+                                                   b"/d/k2": b"v2"}
+
+
+def test_etcd_killed_and_restarted(own_etcd, mounter):
+    populate(own_etcd)
+    m = mounter("--command-timeout=2s", etcd=own_etcd, allowed_stderr=DOWN_STDERR)
+    warm_up(m)
+    own_etcd.kill()
+    time.sleep(0.5)   # the daemon has seen the connection close by now
+    # Nothing can be trusted once the connection is gone: even what was
+    # cached fails, with ENOTCONN, and fast (connections are refused).
+    for name, op, _ in read_ops(m):
+        check_op(name, op, [errno.ENOTCONN])
+    for name, op in write_ops(m):
+        check_op(name, op, [errno.ENOTCONN])
+    assert_shell_fails_fast(m, ["cat " + m.p("d/k1"), "ls " + m.p("d"),
+                                "echo x > " + m.p("d/k2")])
+    p = sh("cat " + m.p("top"), check=False)
+    assert b"Transport endpoint is not connected" in p.stderr
+    own_etcd.restart()
+    assert_back(own_etcd, m)
+    assert own_etcd.keys("/d/new") == []   # the failed write left nothing
+
+
+def test_etcd_stopped_and_continued(own_etcd, mounter):
+    populate(own_etcd)
+    m = mounter("--command-timeout=2s", etcd=own_etcd, allowed_stderr=DOWN_STDERR)
+    warm_up(m)
+    own_etcd.sigstop()
+    try:
+        # The connection stays open and silent: a request times out.  A read
+        # the daemon can serve from its cache may still succeed (nothing can
+        # change in a stopped etcd), but must then be right; a write must
+        # reach etcd, so it fails: the first with ETIMEDOUT, later ones, once
+        # the daemon gave up on the connection, maybe with ENOTCONN.
+        for i, (name, op) in enumerate(write_ops(m)):
+            check_op(name, op, [errno.ETIMEDOUT] if i == 0 else [errno.ETIMEDOUT,
+                                                                  errno.ENOTCONN])
+        for name, op, ok in read_ops(m):
+            check_op(name, op, [errno.ETIMEDOUT, errno.ENOTCONN], ok_value=ok)
+        assert_shell_fails_fast(m, ["echo x > " + m.p("d/k2"), "rm " + m.p("d/k1")])
+        for cmd in ("cat " + m.p("d/k1"), "ls " + m.p("d")):
+            t0 = time.monotonic()
+            sh(cmd, check=False, timeout=30)
+            assert time.monotonic() - t0 < LIMIT, cmd
+    finally:
+        own_etcd.sigcont()
+    assert_back(own_etcd, m)
+
+
+def test_write_close_fails_when_etcd_dies(own_etcd, mounter):
+    own_etcd.put("/w", "old")
+    m = mounter("--command-timeout=2s", etcd=own_etcd, allowed_stderr=DOWN_STDERR)
+    fd = os.open(m.p("w"), os.O_WRONLY | os.O_TRUNC)
+    os.write(fd, b"new")
+    own_etcd.kill()
+    res, took = timed(os.close, fd)
+    assert isinstance(res, OSError) and res.errno == errno.ENOTCONN, res
+    assert took < LIMIT
+    own_etcd.restart()
+    assert own_etcd.get("/w") == b"old"
+    assert wait_until(lambda: errno_of(read, m.p("w")) is None, timeout=15)
+    assert read(m.p("w")) == b"old"
+
+
+def test_unmount_while_etcd_down(own_etcd, mounter):
+    populate(own_etcd)
+    m = mounter("--command-timeout=2s", etcd=own_etcd, allowed_stderr=DOWN_STDERR)
+    assert read(m.p("top")) == b"t"
+    own_etcd.kill()
+    time.sleep(0.5)
+    assert errno_of(os.listdir, m.p("d")) == errno.ENOTCONN
+    t0 = time.monotonic()
+    assert m.close() == []
+    assert time.monotonic() - t0 < 10
+    assert not is_etcdfs_mounted(m.path)
+    assert m.proc.returncode == 0
+
+
+def unreachable_case(mounter, args, foreground, limit):
+    m = mounter(*args, foreground=foreground, start=False)
+    t0 = time.monotonic()
+    p = run(m.argv(), timeout=30)
+    took = time.monotonic() - t0
+    assert p.returncode == 1, p
+    lines = p.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("etcdfs: "), lines
+    assert took < limit, "took %.1fs" % took
+    assert mountinfo_entry(m.path) is None
+    assert os.listdir(m.path) == []
+
+
+def closed_port():
+    import harness
+    while True:
+        port = harness.free_port()
+        if harness.port_is_free(port):
+            return port
+
+
+def test_unreachable_at_mount_foreground(mounter):
+    unreachable_case(mounter, ["--endpoints=127.0.0.1:%d" % closed_port()], True, 5)
+
+
+def test_unreachable_at_mount_daemon(mounter):
+    unreachable_case(mounter, ["127.0.0.1:%d" % closed_port()], False, 5)
+
+
+def test_unreachable_several_endpoints(mounter):
+    eps = ",".join("127.0.0.1:%d" % closed_port() for _ in range(3))
+    unreachable_case(mounter, ["--endpoints=" + eps, "--dial-timeout=500ms"], True, 5)
+
+
+def test_stopped_etcd_at_mount(own_etcd, mounter):
+    # connections are accepted by the kernel but nothing answers
+    own_etcd.sigstop()
+    try:
+        unreachable_case(mounter, ["--endpoints=" + own_etcd.endpoint, "--dial-timeout=1s",
+                                   "--command-timeout=2s"], True, 1 + 2 + 3)
+    finally:
+        own_etcd.sigcont()
+
+
+def test_read_only_mount(etcd, mounter):
+    etcd.put("/d/f", "v")
+    etcd.put("/g", "w")
+    m = mounter("-o", "ro", etcd=etcd)
+    assert "ro" in mountinfo_entry(m.path)["options"].split(",")
+    assert read(m.p("d/f")) == b"v"
+    assert sorted(os.listdir(m.path)) == ["d", "g"]
+    rev = etcd.revision()
+    ops = {
+        "open for writing": lambda: os.open(m.p("g"), os.O_WRONLY),
+        "create": lambda: os.open(m.p("new"), os.O_WRONLY | os.O_CREAT, 0o644),
+        "truncate": lambda: os.truncate(m.p("g"), 0),
+        "unlink": lambda: os.unlink(m.p("g")),
+        "mkdir": lambda: os.mkdir(m.p("nd")),
+        "rmdir": lambda: os.rmdir(m.p("d")),
+        "rename": lambda: os.rename(m.p("g"), m.p("h")),
+        "setxattr": lambda: os.setxattr(m.p("g"), "user.etcd.version", b"1"),
+        "chmod": lambda: os.chmod(m.p("g"), 0o600),
+    }
+    for name, op in ops.items():
+        got = errno_of(op)
+        assert got == errno.EROFS, "%s: %s" % (name, errname(got))
+    p = sh("echo x > " + m.p("g"), check=False)
+    assert p.returncode != 0 and b"Read-only file system" in p.stderr
+    assert etcd.revision() == rev
+    assert etcd.keys(with_values=True) == {b"/d/f": b"v", b"/g": b"w"}
+
+
+def test_compaction(own_etcd, mounter):
+    for i in range(5):
+        own_etcd.put("/c", "v%d" % i)
+    own_etcd.put("/d/x", "x")
+    m = mounter(etcd=own_etcd)
+    assert read(m.p("c")) == b"v4"
+    fd = os.open(m.p("c"), os.O_RDWR)
+    own_etcd.compact(own_etcd.revision())
+    os.write(fd, b"V")
+    os.close(fd)                      # no concurrent change: no ESTALE
+    assert own_etcd.get("/c") == b"V4"
+    own_etcd.put("/c", "v5")
+    own_etcd.compact(own_etcd.revision())
+    settle(lambda: same(read(m.p("c")), b"v5"))
+    assert sorted(os.listdir(m.path)) == ["c", "d"]
+    write(m.p("d/y"), "y")
+    assert own_etcd.keys("/d/", with_values=True) == {b"/d/x": b"x", b"/d/y": b"y"}
+    assert str(own_etcd.kv("/c")["mod_revision"]).encode() == \
+        os.getxattr(m.p("c"), "user.etcd.mod_revision")
