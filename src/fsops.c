@@ -238,6 +238,16 @@ static int prefix_has_keys(GBytes *prefix, bool *any)
 	return rc;
 }
 
+/* True if a file with key fk is being created here. */
+static bool inode_pending_key(GBytes *fk)
+{
+	struct ef_inode *in = inode_find(EF_FILE, fk);
+	bool pending = in && inode_pending(in);
+
+	inode_unref(in);
+	return pending;
+}
+
 /* What an entry currently is: on success *out is a new reference with one
  * kernel lookup counted (a pending local file, a directory or a file). */
 static int resolve_entry(GBytes *fk, GBytes *dp, struct ef_inode **out, bool *cacheable)
@@ -288,7 +298,12 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 	if (rc == 0)
 		rc = entry_keys(dir, name, &fk, &dp);
-	if (rc == 0)
+	/* A directory made here whose entries are all known answers "no
+	 * such name" itself: creating a file asks this first, while the
+	 * kernel holds the directory's lock. */
+	if (rc == 0 && inode_names_lack(p, name) && watch_trusted() && !inode_pending_key(fk))
+		rc = -ENOENT;
+	else if (rc == 0)
 		rc = resolve_entry(fk, dp, &in, &cacheable);
 	inode_unref(p);
 	if (rc < 0)
@@ -549,9 +564,11 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 
 	if (rc == 0)
 		rc = entry_keys(dir, name, &fk, &dp);
-	inode_unref(p);
 	if (rc == 0 && g_bytes_get_size(fk) == 0)
 		rc = -EINVAL;
+	if (rc == 0)
+		inode_names_add(p, name);
+	inode_unref(p);
 	if (rc < 0) {
 		fuse_reply_err(req, rc == -ENOENT ? EINVAL : -rc);
 		return;
@@ -788,6 +805,20 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 
 /* ---- namespace changes ---- */
 
+/* Keeps a known name set of directory ino current after a change here. */
+static void names_update(fuse_ino_t ino, const char *gone, const char *added)
+{
+	struct ef_inode *d = inode_get(ino);
+
+	if (!d)
+		return;
+	if (gone)
+		inode_names_remove(d, gone);
+	if (added)
+		inode_names_add(d, added);
+	inode_unref(d);
+}
+
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct ef_inode *p = NULL, *in;
@@ -816,6 +847,8 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	 * that was its last key (rm -r removes the files first). */
 	if (rc == 0 && parent != FUSE_ROOT_ID)
 		localdir_add(dir);
+	if (rc == 0)
+		names_update(parent, name, NULL);
 	fuse_reply_err(req, -rc);
 }
 
@@ -823,13 +856,14 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 {
 	struct ef_inode *p = NULL, *in = NULL;
 	g_autoptr(GBytes) dir = NULL, fk = NULL, dp = NULL;
+	uint64_t seq;
 	int rc = parent_dir(parent, &p, &dir);
 
 	if (rc == 0)
 		rc = entry_keys(dir, name, &fk, &dp);
-	inode_unref(p);
 	if (rc == -ENOENT || (rc == 0 && !dp))
 		rc = -EINVAL;
+	seq = watch_seq();
 	if (rc == 0) {
 		rc = resolve_entry(fk, dp, &in, &(bool){ false });
 		if (rc == 0) {
@@ -840,12 +874,22 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 			rc = 0;
 		}
 	}
+	if (rc == 0)
+		inode_names_add(p, name);
+	inode_unref(p);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
 	}
 	localdir_add(dp);
-	reply_entry(req, inode_lookup(EF_DIR, dp), watch_trusted());
+	in = inode_lookup(EF_DIR, dp);
+	/* Nothing lies under a directory that did not exist: from here on
+	 * every entry it gets is known (local ones, and the watch's), unless
+	 * a key appeared under it before the set existed. */
+	inode_names_start(in);
+	if (watch_changed_since(seq, dp, true))
+		inode_names_forget(in);
+	reply_entry(req, in, watch_trusted());
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -869,6 +913,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		/* As for unlink: the parent outlives its last entry. */
 		if (parent != FUSE_ROOT_ID)
 			localdir_add(dir);
+		names_update(parent, name, NULL);
 	}
 	fuse_reply_err(req, -rc);
 }
@@ -983,6 +1028,10 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 			rc = -ENOENT;
 	}
 	ef_kv_free(kv);
+	if (rc == 0) {
+		names_update(parent, name, NULL);
+		names_update(newparent, NULL, newname);
+	}
 	fuse_reply_err(req, -rc);
 }
 

@@ -63,6 +63,8 @@ static fuse_ino_t hash_number(enum ef_kind kind, const char *key, size_t len)
 
 static void inode_free(struct ef_inode *in)
 {
+	if (in->names)
+		g_hash_table_destroy(in->names);
 	ef_kv_free(in->kv);
 	if (in->wbuf)
 		g_byte_array_unref(in->wbuf);
@@ -304,4 +306,47 @@ GPtrArray *inode_all(void)
 	}
 	g_mutex_unlock(&table_lock);
 	return all;
+}
+
+void inode_names_start(struct ef_inode *in)
+{
+	g_mutex_lock(&in->lock);
+	if (!in->names)
+		in->names = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	g_mutex_unlock(&in->lock);
+}
+
+void inode_names_add(struct ef_inode *in, const char *name)
+{
+	g_mutex_lock(&in->lock);
+	if (in->names)
+		g_hash_table_add(in->names, g_strdup(name));
+	g_mutex_unlock(&in->lock);
+}
+
+void inode_names_remove(struct ef_inode *in, const char *name)
+{
+	g_mutex_lock(&in->lock);
+	if (in->names)
+		g_hash_table_remove(in->names, name);
+	g_mutex_unlock(&in->lock);
+}
+
+void inode_names_forget(struct ef_inode *in)
+{
+	g_mutex_lock(&in->lock);
+	if (in->names)
+		g_hash_table_destroy(in->names);
+	in->names = NULL;
+	g_mutex_unlock(&in->lock);
+}
+
+bool inode_names_lack(struct ef_inode *in, const char *name)
+{
+	bool lack;
+
+	g_mutex_lock(&in->lock);
+	lack = in->names && !g_hash_table_contains(in->names, name);
+	g_mutex_unlock(&in->lock);
+	return lack;
 }

@@ -29,6 +29,9 @@ struct ef_inode {
 
 	GMutex lock;
 	GCond cond;                  /* signalled when flushing ends */
+	GHashTable *names;           /* protected by lock: directory made by our mkdir
+				      * whose every entry is known: their names (a
+				      * set); NULL when not known */
 	struct ef_kv *kv;            /* protected by lock: last kv read or written */
 	bool kv_ok;                  /* protected by lock: kv is current (the watch
 				      * has applied every event since it was read) */
@@ -95,3 +98,12 @@ void inode_detach(struct ef_inode *in);
 
 /* New references to every inode in the table (for a full invalidation). */
 GPtrArray *inode_all(void);
+
+/* Directory name sets (in->names): a lookup of a name absent from a known
+ * set needs no round trip. Each takes in->lock. */
+void inode_names_start(struct ef_inode *in);
+void inode_names_add(struct ef_inode *in, const char *name);
+void inode_names_remove(struct ef_inode *in, const char *name);
+void inode_names_forget(struct ef_inode *in);
+/* True if in's set is known and lacks name. */
+bool inode_names_lack(struct ef_inode *in, const char *name);

@@ -133,8 +133,11 @@ void watch_doubt(void *unused)
 /* ---- kernel notifications ---- */
 
 /* Invalidates entry `comp` (a key component) of the directory prefix dir,
- * if the kernel knows that directory. Returns its inode number or 0. */
-static fuse_ino_t inval_entry(const char *dir, size_t dlen, const char *comp, size_t clen)
+ * if the kernel knows that directory. added: a key appeared (else one
+ * vanished, and whether the entry went with it is unknown). Returns the
+ * directory's inode number or 0. */
+static fuse_ino_t inval_entry(const char *dir, size_t dlen, const char *comp, size_t clen,
+			      bool added)
 {
 	g_autoptr(GBytes) d = g_bytes_new(dir, dlen);
 	struct ef_inode *din = inode_find(EF_DIR, d);
@@ -144,6 +147,10 @@ static fuse_ino_t inval_entry(const char *dir, size_t dlen, const char *comp, si
 	if (!din)
 		return 0;
 	ino = din->ino;
+	if (added && name)
+		inode_names_add(din, name);
+	else
+		inode_names_forget(din);
 	/* The listing changes too: drop the kernel's cached readdir. */
 	fuse_lowlevel_notify_inval_inode(w.se, ino, 0, 0);
 	if (name)
@@ -186,7 +193,7 @@ static void notify_deleted(const char *k, size_t len, fuse_ino_t child)
 
 /* Invalidates the entry for the last component of key (len bytes) in its
  * directory, when the key lies below the root. Returns false at the root. */
-static bool inval_parent_entry(const char *k, size_t len)
+static bool inval_parent_entry(const char *k, size_t len, bool added)
 {
 	size_t rlen = g_bytes_get_size(w.root), start = len;
 
@@ -194,7 +201,7 @@ static bool inval_parent_entry(const char *k, size_t len)
 		return false;
 	while (start > rlen && k[start - 1] != '/')
 		start--;
-	inval_entry(k, start, k + start, len - start);
+	inval_entry(k, start, k + start, len - start, added);
 	return start > rlen;
 }
 
@@ -203,7 +210,7 @@ static bool inval_parent_entry(const char *k, size_t len)
  * or lost an entry (a new key can create several directories at once), and
  * a directory whose own value it is shows it as KEYMAP_SELF_NAME.
  */
-static void inval_namespace(GBytes *key)
+static void inval_namespace(GBytes *key, bool added)
 {
 	gsize klen;
 	const char *k = g_bytes_get_data(key, &klen);
@@ -213,10 +220,10 @@ static void inval_namespace(GBytes *key)
 	g_byte_array_append(self, (const guint8 *)k, klen);
 	g_byte_array_append(self, (const guint8 *)"/", 1);
 	inval_entry((const char *)self->data, self->len, KEYMAP_SELF_NAME,
-		    strlen(KEYMAP_SELF_NAME));
+		    strlen(KEYMAP_SELF_NAME), added);
 	/* Walk up: the component ending at `end` lives in the prefix that
 	 * ends at the '/' before it. */
-	while (inval_parent_entry(k, end)) {
+	while (inval_parent_entry(k, end, added)) {
 		while (k[end - 1] != '/')
 			end--;
 		end--;
@@ -267,7 +274,7 @@ static void apply_event(const struct ef_watch_event *ev)
 		inode_unref(in);
 	}
 	if (ns_change && stale && !local)
-		inval_namespace(key);
+		inval_namespace(key, !ev->deleted);
 }
 
 /* Trust is gone: every cache could be stale. */
@@ -282,11 +289,12 @@ static void invalidate_all(void)
 		const char *k = g_bytes_get_data(key, &len);
 
 		cache_drop(in);
+		inode_names_forget(in);
 		fuse_lowlevel_notify_inval_inode(w.se, in->ino, 0, 0);
 		/* Entries point at this inode from its parent: drop them so
 		 * a key that vanished meanwhile is looked up again. */
 		if (in->ino != FUSE_ROOT_ID)
-			inval_parent_entry(k, in->kind == EF_DIR && len ? len - 1 : len);
+			inval_parent_entry(k, in->kind == EF_DIR && len ? len - 1 : len, false);
 	}
 }
 

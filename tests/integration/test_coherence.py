@@ -328,3 +328,44 @@ def test_compaction_while_cut_off_refreshes_everything(own_etcd, proxy, mounter)
     assert sorted(os.listdir(m.p("cp"))) == ["a", "c"]
     own_etcd.put("/cp/c", "c2")
     eventually(lambda: read(m.p("cp/c")) == b"c2", "watch not resumed after compaction")
+
+
+# --------------------------------------------------- directories made here
+
+def test_new_directory_answers_absent_names_itself(etcd, mnt):
+    os.mkdir(mnt.p("fresh"))
+    write(mnt.p("fresh/one"), b"1")
+    time.sleep(0.2)
+    before = kv_requests(etcd)
+    for i in range(30):
+        assert errno_of(os.stat, mnt.p("fresh/absent%d" % i)) == errno.ENOENT
+    assert kv_requests(etcd) == before
+    # creating names there costs the Put alone
+    for i in range(10):
+        write(mnt.p("fresh/f%d" % i), b"x")
+    assert kv_requests(etcd) - before == 10
+    assert sorted(os.listdir(mnt.p("fresh"))) == ["f%d" % i for i in range(10)] + ["one"]
+
+
+def test_new_directory_sees_remote_entries(etcd, mnt):
+    os.mkdir(mnt.p("nd"))
+    assert errno_of(os.stat, mnt.p("nd/remote")) == errno.ENOENT
+    etcd.put("/nd/remote", "r")
+    eventually(lambda: errno_of(read, mnt.p("nd/remote")) is None, "remote file hidden")
+    assert read(mnt.p("nd/remote")) == b"r"
+    etcd.put("/nd/sub/deep", "d")
+    eventually(lambda: os.path.isdir(mnt.p("nd/sub")), "remote directory hidden")
+    assert read(mnt.p("nd/sub/deep")) == b"d"
+    # after a remote delete the set is no longer trusted: names are looked up
+    etcd.delete("/nd/remote")
+    eventually(lambda: errno_of(read, mnt.p("nd/remote")) == errno.ENOENT, "deleted file seen")
+    etcd.put("/nd/again", "a")
+    eventually(lambda: errno_of(read, mnt.p("nd/again")) is None, "recreated file hidden")
+    # names created and removed here keep the set right
+    write(mnt.p("nd/local"), b"l")
+    os.rename(mnt.p("nd/local"), mnt.p("nd/moved"))
+    assert errno_of(os.stat, mnt.p("nd/local")) == errno.ENOENT
+    assert read(mnt.p("nd/moved")) == b"l"
+    os.unlink(mnt.p("nd/moved"))
+    assert errno_of(os.stat, mnt.p("nd/moved")) == errno.ENOENT
+    assert etcd.get("/nd/moved") is None
