@@ -325,15 +325,12 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 	fuse_reply_none(req);
 }
 
-static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+/* Replies to getattr/setattr with in's attributes, or the error rc; drops
+ * the caller's reference to in. */
+static void reply_attr(fuse_req_t req, struct ef_inode *in, int rc)
 {
-	struct ef_inode *in = inode_get(ino);
 	struct stat st;
-	int rc = in ? 0 : -ESTALE;
 
-	/* Open writers' buffer is the size to show: no need to ask etcd. */
-	if (rc == 0 && in->kind == EF_FILE && !inode_pending(in) && !file_cached(in, false))
-		rc = file_refresh(in);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 	} else {
@@ -341,6 +338,17 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_attr(req, &st, attr_ttl(in));
 	}
 	inode_unref(in);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct ef_inode *in = inode_get(ino);
+	int rc = in ? 0 : -ESTALE;
+
+	/* Open writers' buffer is the size to show: no need to ask etcd. */
+	if (rc == 0 && in->kind == EF_FILE && !inode_pending(in) && !file_cached(in, false))
+		rc = file_refresh(in);
+	reply_attr(req, in, rc);
 }
 
 /* ---- writing ---- */
@@ -794,13 +802,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 			rc = file_truncate(in, attr->st_size,
 					   fi && ((struct ef_handle *)(uintptr_t)fi->fh)->writer);
 	}
-	if (rc < 0) {
-		fuse_reply_err(req, -rc);
-	} else {
-		fill_attr(&st, in);
-		fuse_reply_attr(req, &st, attr_ttl(in));
-	}
-	inode_unref(in);
+	reply_attr(req, in, rc);
 }
 
 /* ---- namespace changes ---- */
