@@ -205,10 +205,23 @@ static bool inval_parent_entry(const char *k, size_t len, bool added)
 	return start > rlen;
 }
 
+/* True if the kernel knows the directory whose prefix is k[0, len]. */
+static bool dir_known(const char *k, size_t len)
+{
+	g_autoptr(GBytes) d = g_bytes_new(k, len);
+	struct ef_inode *din = inode_find(EF_DIR, d);
+
+	inode_unref(din);
+	return din != NULL;
+}
+
 /*
- * A key appeared or vanished: every directory on its path may have gained
- * or lost an entry (a new key can create several directories at once), and
- * a directory whose own value it is shows it as KEYMAP_SELF_NAME.
+ * A key appeared or vanished: its directory gained or lost an entry, so may
+ * the directories above it (a new key can create several at once, the last
+ * key's deletion can empty several), and a directory whose own value it is
+ * shows it as KEYMAP_SELF_NAME. Going up, an addition stops at the first
+ * directory the kernel already knows: its entry, and everything above,
+ * stands as it was, and invalidating it would make the kernel forget it.
  */
 static void inval_namespace(GBytes *key, bool added)
 {
@@ -226,6 +239,8 @@ static void inval_namespace(GBytes *key, bool added)
 	while (inval_parent_entry(k, end, added)) {
 		while (k[end - 1] != '/')
 			end--;
+		if (added && dir_known(k, end))
+			break;
 		end--;
 	}
 }

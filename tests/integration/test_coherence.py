@@ -369,3 +369,19 @@ def test_new_directory_sees_remote_entries(etcd, mnt):
     os.unlink(mnt.p("nd/moved"))
     assert errno_of(os.stat, mnt.p("nd/moved")) == errno.ENOENT
     assert etcd.get("/nd/moved") is None
+
+
+def test_remote_creates_nearby_keep_known_directories(etcd, mnt):
+    os.makedirs(mnt.p("near/mine"))
+    for i in range(20):
+        etcd.put("/near/theirs/k%d" % i, "v")
+    eventually(lambda: sorted(os.listdir(mnt.p("near"))) == ["mine", "theirs"],
+               "remote directory not listed")
+    time.sleep(0.2)
+    # the remote keys changed nothing about near/mine: it still knows it is
+    # empty, so looking up names there costs nothing
+    before = kv_requests(etcd)
+    for i in range(20):
+        assert errno_of(os.stat, mnt.p("near/mine/x%d" % i)) == errno.ENOENT
+    assert kv_requests(etcd) == before
+    assert read(mnt.p("near/theirs/k3")) == b"v"
