@@ -153,6 +153,36 @@ int etcd_range(struct ef_etcd *e, const void *key, size_t klen, const void *end,
 	return 0;
 }
 
+int etcd_range_keys(struct ef_etcd *e, const void *key, size_t klen, const void *end,
+		    size_t elen, int64_t limit, etcd_keys_fn fn, void *ud)
+{
+	Etcdserverpb__RangeRequest rr;
+	Etcdserverpb__RangeResponse *resp = NULL;
+	g_autofree const char **keys = NULL;
+	g_autofree size_t *lens = NULL;
+	int rc;
+
+	range_init(&rr, e);
+	rr.key = bin(key, klen);
+	rr.range_end = bin(end, elen);
+	rr.limit = limit;
+	rr.keys_only = true;
+	rc = call(e, KV_PATH("Range"), &rr.base, &etcdserverpb__range_response__descriptor,
+		  (ProtobufCMessage **)&resp);
+	if (rc < 0)
+		return rc;
+	observe(resp->header);
+	keys = g_new(const char *, resp->n_kvs + 1);
+	lens = g_new(size_t, resp->n_kvs + 1);
+	for (size_t i = 0; i < resp->n_kvs; i++) {
+		keys[i] = (const char *)resp->kvs[i]->key.data;
+		lens[i] = resp->kvs[i]->key.len;
+	}
+	fn(ud, keys, lens, resp->n_kvs, resp->more);
+	etcdserverpb__range_response__free_unpacked(resp, NULL);
+	return 0;
+}
+
 int etcd_get(struct ef_etcd *e, GBytes *key, struct ef_kv **kv)
 {
 	g_autoptr(GPtrArray) kvs = NULL;

@@ -55,6 +55,15 @@ int etcd_range(struct ef_etcd *e, const void *key, size_t klen, const void *end,
 	       int64_t limit, bool keys_only, GPtrArray **kvs, bool *more, int64_t *rev);
 
 /*
+ * One keys-only page of [key, end), handed to fn without copying: keys[i]
+ * (lens[i] bytes) are valid only during the call. Returns 0 or -errno.
+ */
+typedef void (*etcd_keys_fn)(void *ud, const char *const *keys, const size_t *lens, size_t n,
+			     bool more);
+int etcd_range_keys(struct ef_etcd *e, const void *key, size_t klen, const void *end,
+		    size_t elen, int64_t limit, etcd_keys_fn fn, void *ud);
+
+/*
  * Resolves a directory entry in one round trip (a read-only Txn): the file
  * key, if present, into *kv (new or NULL), and whether any key starts with
  * dir_prefix (file key + "/") into *has_children.

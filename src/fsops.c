@@ -1045,12 +1045,15 @@ struct ef_diritem {
 	fuse_ino_t ino;
 };
 
+/* Offsets run over ".", "..", KEYMAP_SELF_NAME (the first n_pre items),
+ * then the dirlist's entries, served in place, then the rest of items:
+ * local directories etcd cannot know, added once the listing is complete. */
 struct ef_dirh {
 	GBytes *dir;               /* the directory's prefix */
 	struct ef_dirlist *list;
-	size_t consumed;           /* dirlist entries copied into items */
-	GPtrArray *items;          /* struct ef_diritem, in offset order */
-	bool started;              /* ".", ".." and KEYMAP_SELF_NAME are in items */
+	GPtrArray *items;          /* struct ef_diritem */
+	size_t n_pre;
+	bool started;              /* the first n_pre items are in */
 	bool complete;
 	bool root;
 };
@@ -1076,7 +1079,34 @@ static bool dirh_has_name(struct ef_dirh *dh, const char *name)
 	for (guint i = 0; i < dh->items->len; i++)
 		if (strcmp(((struct ef_diritem *)dh->items->pdata[i])->name, name) == 0)
 			return true;
+	for (size_t i = 0; i < dirlist_count(dh->list); i++)
+		if (strcmp(dirlist_get(dh->list, i)->name, name) == 0)
+			return true;
 	return false;
+}
+
+static size_t dirh_count(const struct ef_dirh *dh)
+{
+	return dh->items->len + dirlist_count(dh->list);
+}
+
+/* Entry i: name, type and inode number. */
+static const char *dirh_entry(const struct ef_dirh *dh, size_t i, struct stat *st)
+{
+	size_t n = dirlist_count(dh->list);
+	const struct ef_diritem *it;
+	const struct ef_dirent *d;
+
+	if (i >= dh->n_pre && i - dh->n_pre < n) {
+		d = dirlist_get(dh->list, i - dh->n_pre);
+		st->st_mode = d->is_dir ? S_IFDIR : S_IFREG;
+		st->st_ino = inode_number_of(d->is_dir ? EF_DIR : EF_FILE, d->key);
+		return d->name;
+	}
+	it = dh->items->pdata[i < dh->n_pre ? i : i - n];
+	st->st_mode = it->is_dir ? S_IFDIR : S_IFREG;
+	st->st_ino = it->ino;
+	return it->name;
 }
 
 /* Appends the mkdir'd directories etcd cannot know about. */
@@ -1117,8 +1147,14 @@ static int dirh_start(struct ef_dirh *dh, fuse_ino_t ino)
 		g_autoptr(GBytes) sk = g_bytes_new(d, self);
 		dirh_add(dh, KEYMAP_SELF_NAME, false, inode_number(EF_FILE, sk));
 	}
+	dh->n_pre = dh->items->len;
 	dh->started = true;
 	return 0;
+}
+
+static void dirh_feed(void *ud, const char *const *keys, const size_t *lens, size_t n, bool more)
+{
+	dirlist_feed(ud, keys, lens, n, more);
 }
 
 /* Fetches one more page of the listing. */
@@ -1126,32 +1162,15 @@ static int dirh_fetch(struct ef_dirh *dh)
 {
 	const char *start, *end;
 	size_t slen, elen;
-	g_autoptr(GPtrArray) kvs = NULL;
-	g_autofree const char **keys = NULL;
-	g_autofree size_t *lens = NULL;
-	bool more = false;
 	int rc;
 
 	if (!dirlist_range(dh->list, &start, &slen, &end, &elen)) {
 		dh->complete = true;
 	} else {
-		rc = etcd_range(fs.etcd, start, slen, end, elen, DIR_PAGE, true, &kvs, &more, NULL);
+		rc = etcd_range_keys(fs.etcd, start, slen, end, elen, DIR_PAGE, dirh_feed, dh->list);
 		if (rc < 0)
 			return rc;
-		keys = g_new(const char *, kvs->len + 1);
-		lens = g_new(size_t, kvs->len + 1);
-		for (guint i = 0; i < kvs->len; i++) {
-			gsize len;
-			keys[i] = g_bytes_get_data(((struct ef_kv *)kvs->pdata[i])->key, &len);
-			lens[i] = len;
-		}
-		dirlist_feed(dh->list, keys, lens, kvs->len, more);
 		dh->complete = dirlist_done(dh->list);
-	}
-	for (; dh->consumed < dirlist_count(dh->list); dh->consumed++) {
-		const struct ef_dirent *d = dirlist_get(dh->list, dh->consumed);
-
-		dirh_add(dh, d->name, d->is_dir, inode_number(d->is_dir ? EF_DIR : EF_FILE, d->key));
 	}
 	if (dh->complete)
 		dirh_add_local(dh);
@@ -1203,16 +1222,16 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	 * no lock. */
 	if (!dh->started)
 		rc = dirh_start(dh, ino);
-	while (rc == 0 && !dh->complete && dh->items->len <= (size_t)off)
+	while (rc == 0 && !dh->complete && dirh_count(dh) <= (size_t)off)
 		rc = dirh_fetch(dh);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	for (size_t i = off; i < dh->items->len; i++) {
-		struct ef_diritem *it = dh->items->pdata[i];
-		struct stat st = { .st_ino = it->ino, .st_mode = it->is_dir ? S_IFDIR : S_IFREG };
-		size_t n = fuse_add_direntry(req, buf + pos, size - pos, it->name, &st, i + 1);
+	for (size_t i = off; i < dirh_count(dh); i++) {
+		struct stat st = { 0 };
+		const char *name = dirh_entry(dh, i, &st);
+		size_t n = fuse_add_direntry(req, buf + pos, size - pos, name, &st, i + 1);
 
 		if (n > size - pos)
 			break;

@@ -235,6 +235,13 @@ fuse_ino_t inode_number(enum ef_kind kind, GBytes *key)
 	return ino;
 }
 
+fuse_ino_t inode_number_of(enum ef_kind kind, GBytes *key)
+{
+	struct ef_inode pr = probe(kind, key);
+
+	return hash_number(kind, pr.key, pr.klen);
+}
+
 /* Gives in the key nk (taking it), detaching whoever had it. */
 static void rekey_locked(struct ef_inode *in, char *nk, size_t nlen)
 {

@@ -86,6 +86,10 @@ GBytes *inode_key(struct ef_inode *in);
 /* The number (kind, key) has or would get, without creating anything. */
 fuse_ino_t inode_number(enum ef_kind kind, GBytes *key);
 
+/* The same without the table lock, for listings: it differs from
+ * inode_number() only for a key whose hash collided (never in practice). */
+fuse_ino_t inode_number_of(enum ef_kind kind, GBytes *key);
+
 /* After a rename: every inode whose key starts with from (of either kind,
  * or exactly equal for a file) now has to + the rest. An inode already at
  * a destination key is detached from the table first (the kernel keeps its
