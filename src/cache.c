@@ -38,16 +38,6 @@ void cache_fini(void)
 	g_hash_table_destroy(entries);
 }
 
-size_t cache_bytes(void)
-{
-	size_t t;
-
-	g_mutex_lock(&lock);
-	t = total;
-	g_mutex_unlock(&lock);
-	return t;
-}
-
 void cache_store_locked(struct ef_inode *in, struct ef_kv *kv, bool ok)
 {
 	/* Older, or the same revision already known current (our Put's

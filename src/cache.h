@@ -36,6 +36,3 @@ void cache_drop_locked(struct ef_inode *in);
 /* in's value was used or stored: mark it recently used and evict others
  * beyond the cap. Call with in->lock NOT held. */
 void cache_touch(struct ef_inode *in);
-
-/* Bytes of values currently cached (for tests and the bench). */
-size_t cache_bytes(void);

@@ -125,11 +125,13 @@ static void range_init(Etcdserverpb__RangeRequest *rr, const struct ef_etcd *e)
 	rr->serializable = e->serializable;
 }
 
-int etcd_range(struct ef_etcd *e, const void *key, size_t klen, const void *end, size_t elen,
-	       int64_t limit, bool keys_only, GPtrArray **kvs, bool *more, int64_t *rev)
+/* One page of [key, end): the decoded response (free_unpacked by the
+ * caller), its header already fed to revclock. */
+static int range_call(struct ef_etcd *e, const void *key, size_t klen, const void *end,
+		      size_t elen, int64_t limit, bool keys_only,
+		      Etcdserverpb__RangeResponse **resp)
 {
 	Etcdserverpb__RangeRequest rr;
-	Etcdserverpb__RangeResponse *resp = NULL;
 	int rc;
 
 	range_init(&rr, e);
@@ -138,10 +140,20 @@ int etcd_range(struct ef_etcd *e, const void *key, size_t klen, const void *end,
 	rr.limit = limit;
 	rr.keys_only = keys_only;
 	rc = call(e, KV_PATH("Range"), &rr.base, &etcdserverpb__range_response__descriptor,
-		  (ProtobufCMessage **)&resp);
+		  (ProtobufCMessage **)resp);
+	if (rc == 0)
+		observe((*resp)->header);
+	return rc;
+}
+
+int etcd_range(struct ef_etcd *e, const void *key, size_t klen, const void *end, size_t elen,
+	       int64_t limit, bool keys_only, GPtrArray **kvs, bool *more, int64_t *rev)
+{
+	Etcdserverpb__RangeResponse *resp = NULL;
+	int rc = range_call(e, key, klen, end, elen, limit, keys_only, &resp);
+
 	if (rc < 0)
 		return rc;
-	observe(resp->header);
 	*kvs = g_ptr_array_new_full(resp->n_kvs, (GDestroyNotify)ef_kv_free);
 	for (size_t i = 0; i < resp->n_kvs; i++)
 		g_ptr_array_add(*kvs, kv_from_pb(resp->kvs[i], keys_only));
@@ -156,22 +168,13 @@ int etcd_range(struct ef_etcd *e, const void *key, size_t klen, const void *end,
 int etcd_range_keys(struct ef_etcd *e, const void *key, size_t klen, const void *end,
 		    size_t elen, int64_t limit, etcd_keys_fn fn, void *ud)
 {
-	Etcdserverpb__RangeRequest rr;
 	Etcdserverpb__RangeResponse *resp = NULL;
 	g_autofree const char **keys = NULL;
 	g_autofree size_t *lens = NULL;
-	int rc;
+	int rc = range_call(e, key, klen, end, elen, limit, true, &resp);
 
-	range_init(&rr, e);
-	rr.key = bin(key, klen);
-	rr.range_end = bin(end, elen);
-	rr.limit = limit;
-	rr.keys_only = true;
-	rc = call(e, KV_PATH("Range"), &rr.base, &etcdserverpb__range_response__descriptor,
-		  (ProtobufCMessage **)&resp);
 	if (rc < 0)
 		return rc;
-	observe(resp->header);
 	keys = g_new(const char *, resp->n_kvs + 1);
 	lens = g_new(size_t, resp->n_kvs + 1);
 	for (size_t i = 0; i < resp->n_kvs; i++) {

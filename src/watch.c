@@ -134,29 +134,24 @@ void watch_doubt(void *unused)
 
 /* Invalidates entry `comp` (a key component) of the directory prefix dir,
  * if the kernel knows that directory. added: a key appeared (else one
- * vanished, and whether the entry went with it is unknown). Returns the
- * directory's inode number or 0. */
-static fuse_ino_t inval_entry(const char *dir, size_t dlen, const char *comp, size_t clen,
-			      bool added)
+ * vanished, and whether the entry went with it is unknown). */
+static void inval_entry(const char *dir, size_t dlen, const char *comp, size_t clen, bool added)
 {
 	g_autoptr(GBytes) d = g_bytes_new(dir, dlen);
 	struct ef_inode *din = inode_find(EF_DIR, d);
 	g_autofree char *name = keymap_name_from_component(comp, clen);
-	fuse_ino_t ino = 0;
 
 	if (!din)
-		return 0;
-	ino = din->ino;
+		return;
 	if (added && name)
 		inode_names_add(din, name);
 	else
 		inode_names_forget(din);
 	/* The listing changes too: drop the kernel's cached readdir. */
-	fuse_lowlevel_notify_inval_inode(w.se, ino, 0, 0);
+	fuse_lowlevel_notify_inval_inode(w.se, din->ino, 0, 0);
 	if (name)
-		fuse_lowlevel_notify_inval_entry(w.se, ino, name, strlen(name));
+		fuse_lowlevel_notify_inval_entry(w.se, din->ino, name, strlen(name));
 	inode_unref(din);
-	return ino;
 }
 
 /* Tells the kernel the file in (key k, len bytes) is gone, so watchers of
