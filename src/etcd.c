@@ -322,6 +322,88 @@ int etcd_delete(struct ef_etcd *e, GBytes *key, GBytes *end, int64_t *deleted)
 	return 0;
 }
 
+/* A keys-only Range of at most one key under prefix: "is anything there". */
+static void probe_init(Etcdserverpb__RangeRequest *rr, const struct ef_etcd *e, GBytes *prefix,
+		       GBytes *end, Etcdserverpb__RequestOp *op)
+{
+	range_init(rr, e);
+	rr->key = bin_bytes(prefix);
+	rr->range_end = bin_bytes(end);
+	rr->limit = 1;
+	rr->keys_only = true;
+	etcdserverpb__request_op__init(op);
+	op->request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
+	op->request_range = rr;
+}
+
+int etcd_any(struct ef_etcd *e, GBytes *const *prefixes, size_t n, bool *any)
+{
+	g_autofree Etcdserverpb__RangeRequest *rr = g_new(Etcdserverpb__RangeRequest, n);
+	g_autofree Etcdserverpb__RequestOp *ops = g_new(Etcdserverpb__RequestOp, n);
+	g_autofree Etcdserverpb__RequestOp **opp = g_new(Etcdserverpb__RequestOp *, n);
+	g_autoptr(GPtrArray) ends = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
+	Etcdserverpb__TxnRequest req = ETCDSERVERPB__TXN_REQUEST__INIT;
+	Etcdserverpb__TxnResponse *resp = NULL;
+	int rc;
+
+	for (size_t i = 0; i < n; i++) {
+		gsize len;
+		const char *p = g_bytes_get_data(prefixes[i], &len);
+
+		g_ptr_array_add(ends, keymap_prefix_end(p, len));
+		probe_init(&rr[i], e, prefixes[i], ends->pdata[i], &ops[i]);
+		opp[i] = &ops[i];
+	}
+	req.n_success = n;
+	req.success = opp;
+	rc = txn(e, &req, &resp);
+	if (rc < 0)
+		return rc;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		Etcdserverpb__RangeResponse *r = txn_range(resp, i);
+
+		if (!r)
+			rc = -EPROTO;
+		else
+			any[i] = r->n_kvs > 0;
+	}
+	etcdserverpb__txn_response__free_unpacked(resp, NULL);
+	return rc;
+}
+
+int etcd_unlink(struct ef_etcd *e, GBytes *key, GBytes *probe, int64_t *deleted, bool *probe_any)
+{
+	Etcdserverpb__DeleteRangeRequest del = ETCDSERVERPB__DELETE_RANGE_REQUEST__INIT;
+	Etcdserverpb__RangeRequest rr;
+	Etcdserverpb__RequestOp od = ETCDSERVERPB__REQUEST_OP__INIT, op;
+	Etcdserverpb__RequestOp *ops[] = { &od, &op };
+	Etcdserverpb__TxnRequest req = ETCDSERVERPB__TXN_REQUEST__INIT;
+	Etcdserverpb__TxnResponse *resp = NULL;
+	gsize plen;
+	const char *p = g_bytes_get_data(probe, &plen);
+	g_autoptr(GBytes) end = keymap_prefix_end(p, plen);
+	int rc;
+
+	del.key = bin_bytes(key);
+	od.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE;
+	od.request_delete_range = &del;
+	probe_init(&rr, e, probe, end, &op);
+	req.n_success = 2;
+	req.success = ops;
+	rc = txn(e, &req, &resp);
+	if (rc < 0)
+		return rc;
+	if (resp->n_responses != 2 || resp->responses[0]->response_case !=
+	    ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_DELETE_RANGE || !txn_range(resp, 1)) {
+		rc = -EPROTO;
+	} else {
+		*deleted = resp->responses[0]->response_delete_range->deleted;
+		*probe_any = txn_range(resp, 1)->n_kvs > 0;
+	}
+	etcdserverpb__txn_response__free_unpacked(resp, NULL);
+	return rc;
+}
+
 /* ---- rename ---- */
 
 /* Storage for one rename Txn's request structs, so building it needs no
@@ -438,7 +520,7 @@ static int rename_failure(const Etcdserverpb__TxnResponse *resp, const struct ef
 
 int etcd_rename(struct ef_etcd *e, const struct ef_rename *r)
 {
-	size_t max_ops = 2 * r->n_moves + 1, max_cmp = r->n_moves + 3;
+	size_t max_ops = 2 * r->n_moves + 2, max_cmp = r->n_moves + 3;
 	struct txn_build t = {
 		.cmp = g_new(Etcdserverpb__Compare, max_cmp),
 		.cmps = g_new(Etcdserverpb__Compare *, max_cmp),
@@ -447,7 +529,8 @@ int etcd_rename(struct ef_etcd *e, const struct ef_rename *r)
 		.ops = g_new(Etcdserverpb__RequestOp, max_ops),
 		.opp = g_new(Etcdserverpb__RequestOp *, max_ops),
 	};
-	Etcdserverpb__RangeRequest probe[2];
+	Etcdserverpb__RangeRequest probe[2], sprobe;
+	g_autoptr(GBytes) probe_end = NULL;
 	Etcdserverpb__RequestOp fops[2];
 	Etcdserverpb__RequestOp *fopp[2];
 	Etcdserverpb__TxnRequest req = ETCDSERVERPB__TXN_REQUEST__INIT;
@@ -456,6 +539,16 @@ int etcd_rename(struct ef_etcd *e, const struct ef_rename *r)
 	int rc;
 
 	build_rename(&t, r);
+	if (r->probe) {
+		gsize plen;
+		const char *p = g_bytes_get_data(r->probe, &plen);
+
+		/* Ops later in a Txn see the earlier ones' writes. */
+		probe_end = keymap_prefix_end(p, plen);
+		probe_init(&sprobe, e, r->probe, probe_end, &t.ops[t.n_ops]);
+		t.opp[t.n_ops] = &t.ops[t.n_ops];
+		t.n_ops++;
+	}
 	/* The failure branch reads what the error needs to name. */
 	if (r->empty_key) {
 		range_init(&probe[nf], e);
@@ -487,6 +580,15 @@ int etcd_rename(struct ef_etcd *e, const struct ef_rename *r)
 	if (rc == 0) {
 		if (!resp->succeeded)
 			rc = rename_failure(resp, r);
+		else if (r->rev)
+			*r->rev = resp->header ? resp->header->revision : 0;
+		if (rc == 0 && r->probe) {
+			Etcdserverpb__RangeResponse *pr = txn_range(resp, resp->n_responses - 1);
+
+			/* Applied, whatever the probe says: assume the
+			 * directory still has keys if the answer is odd. */
+			*r->probe_any = !pr || pr->n_kvs > 0;
+		}
 		etcdserverpb__txn_response__free_unpacked(resp, NULL);
 	}
 	g_free(t.cmp);

@@ -83,6 +83,16 @@ int etcd_put(struct ef_etcd *e, GBytes *key, const void *val, size_t vlen, int64
 /* Deletes [key, end) (end NULL: the single key). *deleted may be NULL. */
 int etcd_delete(struct ef_etcd *e, GBytes *key, GBytes *end, int64_t *deleted);
 
+/* One read-only Txn: any[i] says whether a key starts with prefixes[i]. */
+int etcd_any(struct ef_etcd *e, GBytes *const *prefixes, size_t n, bool *any);
+
+/*
+ * Deletes the single key and, in the same Txn, probes whether any key still
+ * starts with probe (the key's directory): *deleted is the number of keys
+ * deleted (0 or 1), *probe_any the probe's answer after the delete.
+ */
+int etcd_unlink(struct ef_etcd *e, GBytes *key, GBytes *probe, int64_t *deleted, bool *probe_any);
+
 /* Renames in one Txn. See etcd.c for the guards. */
 struct ef_move {
 	struct ef_kv *src;   /* borrowed; value must be set */
@@ -106,6 +116,9 @@ struct ef_rename {
 	int64_t guard_rev;
 	GBytes *empty_key, *empty_end;
 	GBytes *absent_key;  /* RENAME_NOREPLACE: this key must not exist (-EEXIST) */
+	int64_t *rev;        /* if non-NULL, receives the Txn's revision */
+	GBytes *probe;       /* if non-NULL, after the moves: does any key start */
+	bool *probe_any;     /* with probe? (the source's directory) */
 };
 
 int etcd_rename(struct ef_etcd *e, const struct ef_rename *r);

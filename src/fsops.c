@@ -47,6 +47,11 @@ static struct timespec mount_time;
 struct ef_handle {
 	struct ef_inode *in;   /* reference held while open */
 	bool writer;
+	/* Readers: the value this handle reads, taken at open and again at
+	 * each read from offset 0, so one pass through the file sees one
+	 * whole value even while others replace it. */
+	GBytes *val;
+	bool read_once;        /* val has served a read since it was taken */
 };
 
 void fsops_init(const struct ef_fs_config *cfg)
@@ -82,12 +87,15 @@ static void fill_attr(struct stat *st, struct ef_inode *in)
 	if (in->kind == EF_DIR) {
 		st->st_mode = S_IFDIR | (0777 & ~fs.umask);
 		st->st_nlink = 2;
-		st->st_mtim = st->st_ctim = st->st_atim = mount_time;
+		g_mutex_lock(&in->lock);
+		st->st_mtim = in->mtime.tv_sec ? in->mtime : mount_time;
+		g_mutex_unlock(&in->lock);
+		st->st_ctim = st->st_atim = st->st_mtim;
 		return;
 	}
 	st->st_mode = S_IFREG | (0666 & ~fs.umask);
-	st->st_nlink = 1;
 	g_mutex_lock(&in->lock);
+	st->st_nlink = in->unlinked ? 0 : 1;
 	if (in->wbuf && in->writers)
 		st->st_size = in->wbuf->len;
 	else if (in->kv)
@@ -96,6 +104,19 @@ static void fill_attr(struct stat *st, struct ef_inode *in)
 	g_mutex_unlock(&in->lock);
 	st->st_ctim = st->st_atim = st->st_mtim;
 	st->st_blocks = (st->st_size + 511) / 512;
+}
+
+/* The entries of directory in changed here: its mtime moves. */
+static void dir_touch(struct ef_inode *in)
+{
+	struct timespec now;
+
+	if (!in || in->kind != EF_DIR)
+		return;
+	clock_gettime(CLOCK_REALTIME, &now);
+	g_mutex_lock(&in->lock);
+	in->mtime = now;
+	g_mutex_unlock(&in->lock);
 }
 
 /* A file created or opened here whose first Put has not happened yet
@@ -136,8 +157,10 @@ static double attr_ttl(struct ef_inode *in)
 	return !writers && file_cached(in, false) ? CACHE_TTL : 0;
 }
 
-/* Re-reads a file's key. Returns 0, or -ENOENT if it is gone. */
-static int file_refresh(struct ef_inode *in)
+/* Re-reads a file's key. Returns 0, or -ENOENT if it is gone. val, if
+ * non-NULL, receives a new reference to the value read (NULL if none was:
+ * a pending or unlinked file). */
+static int file_refresh_value(struct ef_inode *in, GBytes **val)
 {
 	g_autoptr(GBytes) key = NULL;
 	struct ef_kv *kv = NULL;
@@ -159,8 +182,15 @@ static int file_refresh(struct ef_inode *in)
 		return rc;
 	if (!kv)
 		return inode_pending(in) ? 0 : -ENOENT;
+	if (val)
+		*val = g_bytes_ref(kv->value);
 	cache_store(in, kv, !watch_changed_since(seq, key, false));
 	return 0;
+}
+
+static int file_refresh(struct ef_inode *in)
+{
+	return file_refresh_value(in, NULL);
 }
 
 /* ---- names ---- */
@@ -277,7 +307,7 @@ static int resolve_entry(GBytes *fk, GBytes *dp, struct ef_inode **out, bool *ca
 		return rc;
 	/* fk as a prefix covers both the key and its children. */
 	*cacheable = !watch_changed_since(seq, fk, true);
-	if (children || (!kv && dp && localdir_has(dp))) {
+	if (children || (!kv && dp && localdir_holds(dp))) {
 		ef_kv_free(kv);
 		*out = inode_lookup(EF_DIR, dp);
 		return 0;
@@ -390,8 +420,9 @@ enum publish_when {
  * writing, and that first close's flush must not publish an empty value
  * ahead of the real one. fsync, or the release after the last close,
  * publishes it, as it does data whose writer never closed a descriptor
- * itself (see closer_is_writer). A buffer whose Put failed is left to die
- * with the last release: close or fsync already reported the failure.
+ * itself (see closer_is_writer); until then readers here see it as closed
+ * (in->closed). A buffer whose Put failed is left to die with the last
+ * release: close or fsync already reported the failure.
  */
 static int publish(struct ef_inode *in, enum publish_when when)
 {
@@ -402,14 +433,21 @@ static int publish(struct ef_inode *in, enum publish_when when)
 	int rc;
 
 	g_mutex_lock(&in->lock);
-	/* One Put per inode at a time: two concurrent Puts of one buffer
-	 * would make the second fail its own guard. */
-	while (in->flushing)
+	/* One Put per inode at a time (two concurrent Puts of one buffer
+	 * would make the second fail its own guard), and none while the key
+	 * is being deleted or replaced: it would land after and revive it. */
+	while (in->flushing || in->removing)
 		g_cond_wait(&in->cond, &in->lock);
 	if (in->werr && in->dirty && !in->unlinked && when != PUBLISH_LEFTOVER) {
 		rc = -in->werr;
 		g_mutex_unlock(&in->lock);
 		return rc;
+	}
+	if (when == PUBLISH_WRITTEN && in->dirty && !in->written && !in->unlinked) {
+		if (in->closed)
+			g_bytes_unref(in->closed);
+		in->closed = g_bytes_new(in->wbuf->data, in->wbuf->len);
+		in->closed_gen = in->wgen;
 	}
 	if (!in->dirty || in->unlinked || (when == PUBLISH_WRITTEN && !in->written) ||
 	    (when == PUBLISH_LEFTOVER && (in->werr || in->failed))) {
@@ -450,6 +488,8 @@ static int publish(struct ef_inode *in, enum publish_when when)
 		in->failed = false;
 		if (in->wgen == gen)
 			in->dirty = in->written = false;
+		if (in->closed && gen >= in->closed_gen)
+			g_clear_pointer(&in->closed, g_bytes_unref);
 	}
 	g_cond_broadcast(&in->cond);
 	g_mutex_unlock(&in->lock);
@@ -462,6 +502,32 @@ static int publish(struct ef_inode *in, enum publish_when when)
 		cache_drop(in);
 	}
 	return rc;
+}
+
+/*
+ * Deleting or replacing in's key: waits for a Put in flight, then holds
+ * back new ones until removal_end, so no Put of ours lands after the
+ * delete. removed: the key is gone, so in never writes it again.
+ */
+static void removal_begin(struct ef_inode *in)
+{
+	g_mutex_lock(&in->lock);
+	while (in->flushing || in->removing)
+		g_cond_wait(&in->cond, &in->lock);
+	in->removing = true;
+	g_mutex_unlock(&in->lock);
+}
+
+static void removal_end(struct ef_inode *in, bool removed)
+{
+	g_mutex_lock(&in->lock);
+	in->removing = false;
+	if (removed) {
+		in->unlinked = true;
+		g_clear_pointer(&in->closed, g_bytes_unref);
+	}
+	g_cond_broadcast(&in->cond);
+	g_mutex_unlock(&in->lock);
 }
 
 /* Gives in a write buffer (if it has none) and counts one more writer. */
@@ -516,12 +582,36 @@ static void writer_close(struct ef_inode *in)
 		in->dirty = in->failed = false;
 		in->werr = 0;
 		in->writer = in->writer_tid = 0;
+		g_clear_pointer(&in->closed, g_bytes_unref);
 	}
 	g_mutex_unlock(&in->lock);
 	/* The kernel's pages hold the discarded writes: the next open must
 	 * read etcd's value again. */
 	if (discarded)
 		cache_drop(in);
+}
+
+/*
+ * A writing handle is released. The last one out publishes what no flush
+ * did: deciding "last" and leaving are one step under in->lock, so of two
+ * releases at once exactly one publishes. It stays counted while it
+ * publishes, so readers keep seeing the file as pending meanwhile.
+ */
+static void writer_release(struct ef_inode *in)
+{
+	int rc;
+
+	g_mutex_lock(&in->lock);
+	if (in->writers > 1) {
+		in->writers--;
+		g_mutex_unlock(&in->lock);
+		return;
+	}
+	g_mutex_unlock(&in->lock);
+	/* Nobody waits for release, so a failure can only be logged. */
+	if ((rc = publish(in, PUBLISH_LEFTOVER)) < 0)
+		g_message("etcdfs: could not write a file at its last close: %s", g_strerror(-rc));
+	writer_close(in);
 }
 
 static struct ef_handle *handle_new(struct ef_inode *in, bool writer)
@@ -533,31 +623,80 @@ static struct ef_handle *handle_new(struct ef_inode *in, bool writer)
 	return h;
 }
 
+static void handle_free(struct ef_handle *h)
+{
+	if (h->val)
+		g_bytes_unref(h->val);
+	g_free(h);
+}
+
+/*
+ * Takes the value a reader sees now into h->val: one closed here but not
+ * yet Put, else etcd's (from the cache while the watch keeps it current).
+ * A key deleted meanwhile leaves an open file with what it had. Returns 0
+ * or -errno.
+ */
+static int reader_take(struct ef_handle *h)
+{
+	struct ef_inode *in = h->in;
+	GBytes *v = NULL;
+	bool trusted = watch_trusted();
+	int rc = 0;
+
+	g_mutex_lock(&in->lock);
+	if (in->closed)
+		v = g_bytes_ref(in->closed);
+	else if (in->kv && in->kv->value && in->kv_ok && trusted)
+		v = g_bytes_ref(in->kv->value);
+	g_mutex_unlock(&in->lock);
+	if (!v) {
+		rc = file_refresh_value(in, &v);
+		if (rc < 0 && h->val)
+			return 0;
+		if (rc < 0)
+			return rc;
+	}
+	if (!v && !h->val)
+		v = g_bytes_new(NULL, 0);
+	if (v) {
+		if (h->val)
+			g_bytes_unref(h->val);
+		h->val = v;
+	}
+	h->read_once = false;
+	cache_touch(in);
+	return 0;
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ef_inode *in = inode_get(ino);
 	bool writer = (fi->flags & O_ACCMODE) != O_RDONLY;
+	struct ef_handle *h = NULL;
 	int rc = in ? 0 : -ESTALE;
 
 	if (rc == 0 && in->kind == EF_DIR)
 		rc = -EISDIR;
-	if (rc == 0 && writer)
-		rc = writer_open(in, fi->flags & O_TRUNC, -1);
-	else if (rc == 0 && !file_cached(in, true))
-		rc = file_refresh(in);
+	if (rc == 0) {
+		h = handle_new(in, writer);
+		rc = writer ? writer_open(in, fi->flags & O_TRUNC, -1) : reader_take(h);
+	}
 	if (rc < 0) {
+		if (h)
+			handle_free(h);
 		inode_unref(in);
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	/* The watch drops the kernel's pages of every key that changes, so
-	 * what the page cache holds is current while it is trusted. */
-	fi->keep_cache = file_cached(in, false);
-	fi->fh = (uintptr_t)handle_new(in, writer);
+	/* Reads are served from the handle's own value, never from pages
+	 * another handle (or an older value) left in the kernel's cache:
+	 * size and data of one read always belong to one value. */
+	fi->direct_io = 1;
+	fi->fh = (uintptr_t)h;
 	if (fuse_reply_open(req, fi) != 0) {
 		if (writer)
 			writer_close(in);
-		g_free((void *)(uintptr_t)fi->fh);
+		handle_free(h);
 		inode_unref(in);
 	}
 }
@@ -568,14 +707,17 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	struct ef_inode *p = NULL, *in;
 	g_autoptr(GBytes) dir = NULL, fk = NULL, dp = NULL;
 	struct fuse_entry_param e = { 0 };
+	struct ef_handle *h;
 	int rc = parent_dir(parent, &p, &dir);
 
 	if (rc == 0)
 		rc = entry_keys(dir, name, &fk, &dp);
 	if (rc == 0 && g_bytes_get_size(fk) == 0)
 		rc = -EINVAL;
-	if (rc == 0)
+	if (rc == 0) {
 		inode_names_add(p, name);
+		dir_touch(p);
+	}
 	inode_unref(p);
 	if (rc < 0) {
 		fuse_reply_err(req, rc == -ENOENT ? EINVAL : -rc);
@@ -584,14 +726,16 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	in = inode_lookup(EF_FILE, fk);
 	/* O_EXCL: the Put must still find no key, else another client won. */
 	writer_open(in, true, (fi->flags & O_EXCL) ? 0 : -1);
-	fi->fh = (uintptr_t)handle_new(in, true);
+	h = handle_new(in, true);
+	fi->fh = (uintptr_t)h;
+	fi->direct_io = 1;
 	e.ino = in->ino;
 	e.entry_timeout = watch_trusted() ? CACHE_TTL : 0;
 	fill_attr(&e.attr, in);
 	/* The handle keeps the reference inode_lookup returned. */
 	if (fuse_reply_create(req, &e, fi) != 0) {
 		writer_close(in);
-		g_free((void *)(uintptr_t)fi->fh);
+		handle_free(h);
 		inode_unlookup(in);
 		inode_unref(in);
 	}
@@ -605,29 +749,25 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	g_autoptr(GBytes) val = NULL;
 	gsize len;
 	const char *p;
-
 	int rc = 0;
 
-	for (int tries = 0; !val && rc == 0 && tries < 2; tries++) {
+	if (h->writer) {
+		/* A writer reads its own buffer, as it stands. */
 		g_mutex_lock(&in->lock);
-		if (in->wbuf)
-			val = g_bytes_new(in->wbuf->data, in->wbuf->len);
-		else if (in->kv && in->kv->value)
-			val = g_bytes_ref(in->kv->value);
+		val = g_bytes_new(in->wbuf->data, in->wbuf->len);
 		g_mutex_unlock(&in->lock);
-		/* Dropped by an invalidation since open: read it again. */
-		if (!val && tries == 0)
-			rc = file_refresh(in);
+	} else {
+		/* A new pass from the start sees the newest value; the
+		 * rest of a pass continues in the value it started. */
+		if (off == 0 && h->read_once)
+			rc = reader_take(h);
+		if (rc < 0) {
+			fuse_reply_err(req, -rc);
+			return;
+		}
+		h->read_once = true;
+		val = g_bytes_ref(h->val);
 	}
-	if (rc < 0) {
-		fuse_reply_err(req, -rc);
-		return;
-	}
-	if (!val) {
-		fuse_reply_buf(req, NULL, 0);
-		return;
-	}
-	cache_touch(in);
 	p = g_bytes_get_data(val, &len);
 	if ((size_t)off >= len)
 		fuse_reply_buf(req, NULL, 0);
@@ -716,28 +856,22 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ef_handle *h = (struct ef_handle *)(uintptr_t)fi->fh;
-	bool last;
-	int rc;
+	struct ef_inode *in = h->in;
 
-	if (h->writer) {
-		g_mutex_lock(&h->in->lock);
-		last = h->in->writers == 1;
-		g_mutex_unlock(&h->in->lock);
-		/* Nobody waits for release, so a failure can only be
-		 * logged. */
-		if (last && (rc = publish(h->in, PUBLISH_LEFTOVER)) < 0)
-			g_message("etcdfs: could not write a file at its last close: %s",
-				  g_strerror(-rc));
-		writer_close(h->in);
-	}
-	inode_unref(h->in);
-	g_free(h);
+	if (h->writer)
+		writer_release(in);
+	handle_free(h);
+	inode_unref(in);
 	fuse_reply_err(req, 0);
 }
 
-/* Resizes a file: in the shared buffer when writers have it open (they
- * publish it), else as one guarded read-modify-Put. */
-static int file_truncate(struct ef_inode *in, off_t size, bool via_writer)
+/*
+ * Rewrites a file with a new size (size < 0: the same size, a new revision
+ * of the same value, which is what `touch` asks for): in the shared buffer
+ * when writers have it open (they publish it), else as one guarded
+ * read-modify-Put.
+ */
+static int file_rewrite(struct ef_inode *in, off_t size, bool via_writer)
 {
 	g_autoptr(GBytes) key = NULL;
 	g_autoptr(GByteArray) val = NULL;
@@ -745,13 +879,14 @@ static int file_truncate(struct ef_inode *in, off_t size, bool via_writer)
 	gsize old;
 	int rc;
 
-	if (size < 0 || size > EF_MAX_VALUE)
+	if (size > EF_MAX_VALUE)
 		return -EFBIG;
 	g_mutex_lock(&in->lock);
 	if (in->wbuf) {
 		old = in->wbuf->len;
-		g_byte_array_set_size(in->wbuf, size);
-		if ((gsize)size > old)
+		if (size >= 0)
+			g_byte_array_set_size(in->wbuf, size);
+		if (size >= 0 && (gsize)size > old)
 			memset(in->wbuf->data + old, 0, size - old);
 		in->dirty = in->written = true;
 		in->wgen++;
@@ -768,8 +903,9 @@ static int file_truncate(struct ef_inode *in, off_t size, bool via_writer)
 	val = g_byte_array_new();
 	g_byte_array_append(val, g_bytes_get_data(kv->value, NULL), g_bytes_get_size(kv->value));
 	old = val->len;
-	g_byte_array_set_size(val, size);
-	if ((gsize)size > old)
+	if (size >= 0)
+		g_byte_array_set_size(val, size);
+	if (size >= 0 && (gsize)size > old)
 		memset(val->data + old, 0, size - old);
 	rc = etcd_put(fs.etcd, key, val->data, val->len, kv->lease, kv->mod_revision, NULL);
 	ef_kv_free(kv);
@@ -780,14 +916,14 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		       struct fuse_file_info *fi)
 {
 	struct ef_inode *in = inode_get(ino);
+	bool via_writer = fi && ((struct ef_handle *)(uintptr_t)fi->fh)->writer;
 	struct stat st;
 	int rc = in ? 0 : -ESTALE;
 
 	if (rc == 0)
 		fill_attr(&st, in);
 	/* etcd stores no owner or mode: changing them is refused, setting
-	 * what is already shown succeeds (cp -p, tar). Times derive from
-	 * revisions, so setting them is accepted and has no effect. */
+	 * what is already shown succeeds (cp -p, tar). */
 	if (rc == 0 && (to_set & FUSE_SET_ATTR_MODE) &&
 	    (attr->st_mode & 07777) != (st.st_mode & 07777))
 		rc = -EPERM;
@@ -798,16 +934,25 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	if (rc == 0 && (to_set & FUSE_SET_ATTR_SIZE)) {
 		if (in->kind == EF_DIR)
 			rc = -EISDIR;
+		else if (attr->st_size < 0)
+			rc = -EINVAL;
 		else
-			rc = file_truncate(in, attr->st_size,
-					   fi && ((struct ef_handle *)(uintptr_t)fi->fh)->writer);
+			rc = file_rewrite(in, attr->st_size, via_writer);
+	} else if (rc == 0 && (to_set & FUSE_SET_ATTR_MTIME_NOW) && in->kind == EF_FILE) {
+		/* Times derive from revisions: "now" (touch) is a new
+		 * revision of the same value; an explicit time cannot be
+		 * stored, so it is accepted and has no effect. */
+		rc = file_rewrite(in, -1, via_writer);
+	} else if (rc == 0 && (to_set & FUSE_SET_ATTR_MTIME_NOW)) {
+		dir_touch(in);
 	}
 	reply_attr(req, in, rc);
 }
 
 /* ---- namespace changes ---- */
 
-/* Keeps a known name set of directory ino current after a change here. */
+/* After a change here to directory ino's entries: keeps its known name set
+ * current and moves its mtime. */
 static void names_update(fuse_ino_t ino, const char *gone, const char *added)
 {
 	struct ef_inode *d = inode_get(ino);
@@ -818,39 +963,52 @@ static void names_update(fuse_ino_t ino, const char *gone, const char *added)
 		inode_names_remove(d, gone);
 	if (added)
 		inode_names_add(d, added);
+	dir_touch(d);
 	inode_unref(d);
+}
+
+/* The directory dir (not the root) lost its last key through this mount:
+ * it stays until rmdir, as on any file system (rm -r removes the files
+ * first). A directory emptied by another client is gone. */
+static void dir_emptied_here(fuse_ino_t parent, GBytes *dir, bool any_left)
+{
+	if (parent != FUSE_ROOT_ID && !any_left)
+		localdir_add(dir);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	struct ef_inode *p = NULL, *in;
+	struct ef_inode *p = NULL, *in = NULL;
 	g_autoptr(GBytes) dir = NULL, fk = NULL, dp = NULL;
 	int64_t deleted = 0;
-	bool pending = false;
+	bool pending = false, left = true;
 	int rc = parent_dir(parent, &p, &dir);
 
 	if (rc == 0)
 		rc = entry_keys(dir, name, &fk, &dp);
 	inode_unref(p);
-	if (rc == 0)
-		rc = etcd_delete(fs.etcd, fk, NULL, &deleted);
 	if (rc == 0 && (in = inode_find(EF_FILE, fk))) {
+		/* Open writers must not revive the key: not on close, and
+		 * not with a Put already in flight. */
+		removal_begin(in);
 		pending = inode_pending(in);
-		/* Open writers must not resurrect the key on close. */
-		g_mutex_lock(&in->lock);
-		in->unlinked = true;
-		g_mutex_unlock(&in->lock);
-		inode_detach(in);
-		inode_unref(in);
 	}
+	if (rc == 0 && parent == FUSE_ROOT_ID)
+		rc = etcd_delete(fs.etcd, fk, NULL, &deleted);
+	else if (rc == 0)
+		rc = etcd_unlink(fs.etcd, fk, dir, &deleted, &left);
 	if (rc == 0 && !deleted && !pending)
 		rc = -ENOENT;
-	/* The directory stays until rmdir, as on any file system, even if
-	 * that was its last key (rm -r removes the files first). */
-	if (rc == 0 && parent != FUSE_ROOT_ID)
-		localdir_add(dir);
-	if (rc == 0)
+	if (in) {
+		removal_end(in, rc == 0);
+		if (rc == 0)
+			inode_detach(in);
+		inode_unref(in);
+	}
+	if (rc == 0) {
+		dir_emptied_here(parent, dir, left);
 		names_update(parent, name, NULL);
+	}
 	fuse_reply_err(req, -rc);
 }
 
@@ -876,8 +1034,10 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 			rc = 0;
 		}
 	}
-	if (rc == 0)
+	if (rc == 0) {
 		inode_names_add(p, name);
+		dir_touch(p);
+	}
 	inode_unref(p);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
@@ -889,6 +1049,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	 * every entry it gets is known (local ones, and the watch's), unless
 	 * a key appeared under it before the set existed. */
 	inode_names_start(in);
+	dir_touch(in);
 	if (watch_changed_since(seq, dp, true))
 		inode_names_forget(in);
 	reply_entry(req, in, watch_trusted());
@@ -898,7 +1059,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct ef_inode *p = NULL;
 	g_autoptr(GBytes) dir = NULL, fk = NULL, dp = NULL;
-	bool any = false;
+	bool any[2] = { false, true };
 	int rc = parent_dir(parent, &p, &dir);
 
 	if (rc == 0)
@@ -906,38 +1067,71 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	inode_unref(p);
 	if (rc == 0 && !dp)
 		rc = -ENOTDIR;
+	/* Its own keys, and its parent's: that may be left empty. */
 	if (rc == 0)
-		rc = prefix_has_keys(dp, &any);
-	if (rc == 0 && (any || localdir_has_below(dp)))
+		rc = etcd_any(fs.etcd, (GBytes *[]){ dp, dir }, parent == FUSE_ROOT_ID ? 1 : 2, any);
+	if (rc == 0 && (any[0] || localdir_has_below(dp)))
 		rc = -ENOTEMPTY;
 	if (rc == 0) {
 		localdir_remove(dp);
-		/* As for unlink: the parent outlives its last entry. */
-		if (parent != FUSE_ROOT_ID)
-			localdir_add(dir);
+		dir_emptied_here(parent, dir, any[1]);
 		names_update(parent, name, NULL);
 	}
 	fuse_reply_err(req, -rc);
 }
 
-static int rename_file(GBytes *sfk, struct ef_kv *src, GBytes *dfk, unsigned int flags)
+/* The kv a file has after a rename moved src to dst at revision rev: a new
+ * key (etcd gives it version 1), so a late event about dst's earlier life
+ * can never pass for newer. */
+static struct ef_kv *kv_moved(const struct ef_kv *src, int64_t rev)
+{
+	struct ef_kv *kv = g_new0(struct ef_kv, 1);
+
+	kv->value = src->value ? g_bytes_ref(src->value) : NULL;
+	kv->size = src->size;
+	kv->create_revision = kv->mod_revision = rev;
+	kv->version = 1;
+	kv->lease = src->lease;
+	return kv;
+}
+
+static int rename_file(GBytes *sfk, struct ef_kv *src, GBytes *dfk, unsigned int flags,
+		       GBytes *sdir, bool *src_left)
 {
 	struct ef_move mv = { .src = src, .dst = dfk };
+	int64_t rev = 0;
 	struct ef_rename r = {
 		.moves = &mv, .n_moves = 1,
 		.absent_key = (flags & RENAME_NOREPLACE) ? dfk : NULL,
+		.rev = &rev, .probe = sdir, .probe_any = src_left,
 	};
-	int rc = etcd_rename(fs.etcd, &r);
+	struct ef_inode *dst = inode_find(EF_FILE, dfk), *moved;
+	uint64_t seq = watch_seq();
+	int rc;
 
-	if (rc == 0)
-		inode_rename(EF_FILE, sfk, dfk);
-	return rc;
+	/* The file replaced must not be revived by a Put of its own. */
+	if (dst)
+		removal_begin(dst);
+	rc = etcd_rename(fs.etcd, &r);
+	if (dst) {
+		removal_end(dst, rc == 0);
+		inode_unref(dst);
+	}
+	if (rc < 0)
+		return rc;
+	inode_rename(EF_FILE, sfk, dfk);
+	if ((moved = inode_find(EF_FILE, dfk))) {
+		cache_store(moved, kv_moved(src, rev), !watch_changed_since(seq, dfk, false));
+		inode_unref(moved);
+	}
+	return 0;
 }
 
 /* Moves every key under sdp (and the directory's own value self, if any)
  * to ddp in one Txn; EXDEV when that is more than one Txn can carry, so
  * mv(1) falls back to copying. */
-static int rename_dir(GBytes *sdp, struct ef_kv *self, GBytes *dfk, GBytes *ddp)
+static int rename_dir(GBytes *sdp, struct ef_kv *self, GBytes *dfk, GBytes *ddp, GBytes *sdir,
+		      bool *src_left)
 {
 	gsize slen, dlen;
 	const char *s = g_bytes_get_data(sdp, &slen);
@@ -946,11 +1140,14 @@ static int rename_dir(GBytes *sdp, struct ef_kv *self, GBytes *dfk, GBytes *ddp)
 	g_autoptr(GPtrArray) kvs = NULL, dsts = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
 	g_autofree struct ef_move *moves = NULL;
 	struct ef_rename r = { 0 };
-	bool more = false;
+	bool more = false, any[2] = { false, false };
 	int64_t rev = 0;
 	size_t n;
 	int rc;
 
+	/* A target with local directories below it is not empty either. */
+	if (localdir_has_below(ddp))
+		return -ENOTEMPTY;
 	rc = etcd_range(fs.etcd, s, slen, g_bytes_get_data(send, NULL), g_bytes_get_size(send),
 			RENAME_MAX_KEYS + 1, false, &kvs, &more, &rev);
 	if (rc < 0)
@@ -958,6 +1155,19 @@ static int rename_dir(GBytes *sdp, struct ef_kv *self, GBytes *dfk, GBytes *ddp)
 	n = kvs->len + (self ? 1 : 0);
 	if (more || n > RENAME_MAX_KEYS)
 		return -EXDEV;
+	if (n == 0) {
+		/* Nothing in etcd moves: only the target needs checking, for
+		 * keys under it (not empty) and a file by its name. */
+		rc = etcd_any(fs.etcd, (GBytes *[]){ ddp, dfk }, 2, any);
+		if (rc == 0 && any[0])
+			rc = -ENOTEMPTY;
+		else if (rc == 0 && any[1])
+			rc = -ENOTDIR;
+		if (rc < 0)
+			return rc;
+		*src_left = true;
+		goto moved;
+	}
 	moves = g_new0(struct ef_move, n + 1);
 	for (guint i = 0; i < kvs->len; i++) {
 		struct ef_kv *kv = kvs->pdata[i];
@@ -977,13 +1187,15 @@ static int rename_dir(GBytes *sdp, struct ef_kv *self, GBytes *dfk, GBytes *ddp)
 		.del_key = kvs->len ? sdp : NULL, .del_end = send,
 		.guard_key = sdp, .guard_end = send, .guard_rev = rev,
 		.empty_key = ddp, .empty_end = dend,
+		.probe = sdir, .probe_any = src_left,
 	};
-	if (n || !localdir_has(sdp))
-		rc = etcd_rename(fs.etcd, &r);
+	rc = etcd_rename(fs.etcd, &r);
 	if (rc == -EFBIG)
 		return -EXDEV;
 	if (rc < 0)
 		return rc;
+moved:
+	localdir_remove(ddp);
 	localdir_rename(sdp, ddp);
 	inode_rename(EF_DIR, sdp, ddp);
 	if (self)
@@ -997,7 +1209,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	struct ef_inode *p = NULL, *np = NULL, *pend;
 	g_autoptr(GBytes) sdir = NULL, ddir = NULL, sfk = NULL, sdp = NULL, dfk = NULL, ddp = NULL;
 	struct ef_kv *kv = NULL;
-	bool children = false;
+	bool children = false, src_left = true;
 	int rc = (flags & RENAME_EXCHANGE) ? -EINVAL : 0;
 
 	if (rc == 0)
@@ -1022,15 +1234,18 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		rc = sdp ? etcd_lookup(fs.etcd, sfk, sdp, &kv, &children)
 			 : etcd_get(fs.etcd, sfk, &kv);
 	if (rc == 0) {
-		if (children || (sdp && localdir_has(sdp)))
-			rc = ddp ? rename_dir(sdp, kv, dfk, ddp) : -ENOTDIR;
+		GBytes *probe = parent == FUSE_ROOT_ID ? NULL : sdir;
+
+		if (children || (sdp && localdir_holds(sdp)))
+			rc = ddp ? rename_dir(sdp, kv, dfk, ddp, probe, &src_left) : -ENOTDIR;
 		else if (kv)
-			rc = rename_file(sfk, kv, dfk, flags);
+			rc = rename_file(sfk, kv, dfk, flags, probe, &src_left);
 		else
 			rc = -ENOENT;
 	}
 	ef_kv_free(kv);
 	if (rc == 0) {
+		dir_emptied_here(parent, sdir, src_left);
 		names_update(parent, name, NULL);
 		names_update(newparent, NULL, newname);
 	}

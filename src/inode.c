@@ -66,6 +66,8 @@ static void inode_free(struct ef_inode *in)
 	if (in->names)
 		g_hash_table_destroy(in->names);
 	ef_kv_free(in->kv);
+	if (in->closed)
+		g_bytes_unref(in->closed);
 	if (in->wbuf)
 		g_byte_array_unref(in->wbuf);
 	g_free(in->key);

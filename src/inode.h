@@ -46,6 +46,14 @@ struct ef_inode {
 				      * since open, not just truncated by it */
 	bool flushing;               /* protected by lock: a Put of wbuf is in flight */
 	bool unlinked;               /* protected by lock: removed; never Put again */
+	bool removing;               /* protected by lock: an unlink or rename-over of
+				      * the key is in flight: no Put may start */
+	GBytes *closed;              /* protected by lock: the buffer as a writer
+				      * closed it, not yet Put (its Put waits for the
+				      * last release): what readers here see */
+	uint64_t closed_gen;         /* protected by lock: wgen of closed */
+	struct timespec mtime;       /* protected by lock: directory: last change to
+				      * its entries seen here (0: none yet) */
 	pid_t writer;                /* protected by lock: process (tgid) that wrote last */
 	pid_t writer_tid;            /* protected by lock: the thread that wrote last */
 	bool failed;                 /* protected by lock: a Put of wbuf failed and was

@@ -57,6 +57,20 @@ static bool starts_with(GBytes *b, GBytes *prefix)
 	return blen >= plen && memcmp(bp, pp, plen) == 0;
 }
 
+bool localdir_holds(GBytes *prefix)
+{
+	GHashTableIter it;
+	gpointer k;
+	bool found = false;
+
+	g_mutex_lock(&lock);
+	g_hash_table_iter_init(&it, dirs);
+	while (!found && g_hash_table_iter_next(&it, &k, NULL))
+		found = starts_with(k, prefix);
+	g_mutex_unlock(&lock);
+	return found;
+}
+
 bool localdir_has_below(GBytes *prefix)
 {
 	GHashTableIter it;

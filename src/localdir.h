@@ -17,6 +17,10 @@ void localdir_add(GBytes *prefix);
 bool localdir_remove(GBytes *prefix);
 bool localdir_has(GBytes *prefix);
 
+/* True if prefix is a local directory or one lies below it: either way
+ * the directory exists for this mount. */
+bool localdir_holds(GBytes *prefix);
+
 /* True if a local directory lies strictly below prefix. */
 bool localdir_has_below(GBytes *prefix);
 

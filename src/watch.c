@@ -10,6 +10,12 @@
  *
  * Invariant: while trusted is false nothing is served from a cache, and
  * trust is only withdrawn together with a full invalidation.
+ *
+ * Apply, then notify: the watch thread applies each event to the daemon's
+ * own state at once and queues the kernel notifications for the notifier
+ * thread. A notification can wait for a lock the kernel holds while a
+ * request of ours waits on etcd (inval_entry takes the directory's lock);
+ * only the notifier waits then, never the next event.
  */
 #include "watch.h"
 
@@ -31,6 +37,17 @@
 
 enum item_kind { ITEM_MSG, ITEM_CLOSE, ITEM_STOP, ITEM_DOUBT };
 
+enum notice_kind { NOTICE_INODE, NOTICE_ENTRY, NOTICE_DELETE, NOTICE_STOP };
+
+/* One kernel notification, queued for the notifier thread. */
+struct notice {
+	enum notice_kind kind;
+	fuse_ino_t ino;            /* INODE: the inode; ENTRY, DELETE: the parent */
+	fuse_ino_t child;          /* DELETE */
+	off_t off;                 /* INODE: as fuse_lowlevel_notify_inval_inode */
+	char name[];               /* ENTRY, DELETE */
+};
+
 struct item {
 	enum item_kind kind;
 	uint64_t stream;           /* which stream it came from */
@@ -44,6 +61,8 @@ static struct {
 	struct fuse_session *se;
 	GThread *thread;
 	GAsyncQueue *q;
+	GThread *notifier;
+	GAsyncQueue *nq;           /* struct notice */
 	gint stop;
 	uint64_t stream;           /* watch thread only */
 
@@ -132,6 +151,56 @@ void watch_doubt(void *unused)
 
 /* ---- kernel notifications ---- */
 
+static void notice_push(enum notice_kind kind, fuse_ino_t ino, fuse_ino_t child, off_t off,
+			const char *name)
+{
+	size_t len = name ? strlen(name) : 0;
+	struct notice *n = g_malloc(sizeof(*n) + len + 1);
+
+	n->kind = kind;
+	n->ino = ino;
+	n->child = child;
+	n->off = off;
+	memcpy(n->name, name ? name : "", len + 1);
+	g_async_queue_push(w.nq, n);
+}
+
+static gpointer notifier_main(gpointer unused)
+{
+	for (;;) {
+		struct notice *n = g_async_queue_pop(w.nq);
+		size_t len = strlen(n->name);
+
+		/* -ENOENT (the kernel forgot the inode) is harmless. */
+		switch (n->kind) {
+		case NOTICE_INODE:
+			fuse_lowlevel_notify_inval_inode(w.se, n->ino, n->off, 0);
+			break;
+		case NOTICE_ENTRY:
+			fuse_lowlevel_notify_inval_entry(w.se, n->ino, n->name, len);
+			break;
+		case NOTICE_DELETE:
+			fuse_lowlevel_notify_delete(w.se, n->ino, n->child, n->name, len);
+			break;
+		case NOTICE_STOP:
+			g_free(n);
+			return NULL;
+		}
+		g_free(n);
+	}
+}
+
+/* The entries of directory din changed: its mtime moves. */
+static void dir_changed(struct ef_inode *din)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	g_mutex_lock(&din->lock);
+	din->mtime = now;
+	g_mutex_unlock(&din->lock);
+}
+
 /* Invalidates entry `comp` (a key component) of the directory prefix dir,
  * if the kernel knows that directory. added: a key appeared (else one
  * vanished, and whether the entry went with it is unknown). */
@@ -147,10 +216,11 @@ static void inval_entry(const char *dir, size_t dlen, const char *comp, size_t c
 		inode_names_add(din, name);
 	else
 		inode_names_forget(din);
+	dir_changed(din);
 	/* The listing changes too: drop the kernel's cached readdir. */
-	fuse_lowlevel_notify_inval_inode(w.se, din->ino, 0, 0);
+	notice_push(NOTICE_INODE, din->ino, 0, 0, NULL);
 	if (name)
-		fuse_lowlevel_notify_inval_entry(w.se, din->ino, name, strlen(name));
+		notice_push(NOTICE_ENTRY, din->ino, 0, 0, name);
 	inode_unref(din);
 }
 
@@ -172,7 +242,7 @@ static void notify_deleted(const char *k, size_t len, fuse_ino_t child)
 	d = g_bytes_new(k, start);
 	name = keymap_name_from_component(k + start, len - start);
 	if (name && (din = inode_find(EF_DIR, d))) {
-		fuse_lowlevel_notify_delete(w.se, din->ino, child, name, strlen(name));
+		notice_push(NOTICE_DELETE, din->ino, child, 0, name);
 		inode_unref(din);
 	}
 	/* Keys are bytes: a NUL inside must not end the copy. */
@@ -180,8 +250,7 @@ static void notify_deleted(const char *k, size_t len, fuse_ino_t child)
 	self[len] = '/';
 	sd = g_bytes_new_take(g_steal_pointer(&self), len + 1);
 	if ((din = inode_find(EF_DIR, sd))) {
-		fuse_lowlevel_notify_delete(w.se, din->ino, child, KEYMAP_SELF_NAME,
-					    strlen(KEYMAP_SELF_NAME));
+		notice_push(NOTICE_DELETE, din->ino, child, 0, KEYMAP_SELF_NAME);
 		inode_unref(din);
 	}
 }
@@ -255,9 +324,10 @@ static void apply_event(const struct ef_watch_event *ev)
 		 * entry itself. Invalidating it would also wait for the
 		 * directory's lock, which a create in progress holds. */
 		local = in->writers > 0 && !ev->deleted;
-		/* Our own Put already stored this revision: nothing to
-		 * refetch (read-your-writes without a round trip). */
-		if (!ev->deleted && in->kv && in->kv->mod_revision >= ev->kv->mod_revision) {
+		/* Our own Put (or rename) already stored this revision or a
+		 * newer one: nothing to refetch (read-your-writes without a
+		 * round trip), and a late event must not undo it. */
+		if (in->kv && in->kv->mod_revision >= ev->kv->mod_revision) {
 			stale = false;
 		} else if (ev->deleted) {
 			cache_drop_locked(in);
@@ -274,8 +344,8 @@ static void apply_event(const struct ef_watch_event *ev)
 			cache_touch(in);
 		/* Even our own Put moves mtime: the kernel may hold the
 		 * attributes from before it (off -1: attributes only). */
-		fuse_lowlevel_notify_inval_inode(w.se, in->ino, stale ? 0 : -1, 0);
-		if (ev->deleted) {
+		notice_push(NOTICE_INODE, in->ino, 0, stale ? 0 : -1, NULL);
+		if (ev->deleted && stale) {
 			gsize klen;
 			const char *k = g_bytes_get_data(key, &klen);
 
@@ -300,7 +370,7 @@ static void invalidate_all(void)
 
 		cache_drop(in);
 		inode_names_forget(in);
-		fuse_lowlevel_notify_inval_inode(w.se, in->ino, 0, 0);
+		notice_push(NOTICE_INODE, in->ino, 0, 0, NULL);
 		/* Entries point at this inode from its parent: drop them so
 		 * a key that vanished meanwhile is looked up again. */
 		if (in->ino != FUSE_ROOT_ID)
@@ -478,6 +548,8 @@ void watch_start(struct ef_etcd *etcd, GBytes *root, struct fuse_session *se)
 	w.key = len ? g_bytes_ref(root) : g_bytes_new("", 1);
 	w.end = keymap_prefix_end(r, len);
 	w.q = g_async_queue_new();
+	w.nq = g_async_queue_new();
+	w.notifier = g_thread_new("notify", notifier_main, NULL);
 	w.thread = g_thread_new("watch", watch_main, NULL);
 }
 
@@ -492,6 +564,9 @@ void watch_stop(void)
 	g_async_queue_push(w.q, it);
 	g_thread_join(w.thread);
 	w.thread = NULL;
+	notice_push(NOTICE_STOP, 0, 0, 0, NULL);
+	g_thread_join(w.notifier);
+	g_async_queue_unref(w.nq);
 	while ((it = g_async_queue_try_pop(w.q)))
 		item_free(it);
 	g_async_queue_unref(w.q);

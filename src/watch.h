@@ -2,9 +2,10 @@
  * watch — one Watch stream over the mounted prefix keeps the daemon's and
  * the kernel's caches coherent with etcd.
  *
- * Its thread applies each event to the inode table and makes the kernel
- * notifications (fuse_lowlevel_notify_*): it never serves a FUSE request,
- * as libfuse requires of notifying threads. While the stream is up the
+ * Its thread applies each event to the inode table at once and queues the
+ * kernel notifications (fuse_lowlevel_notify_*) for a notifier thread of
+ * its own: neither serves a FUSE request, as libfuse requires of notifying
+ * threads, and a notification that waits for a kernel lock delays no event. While the stream is up the
  * caches are trusted and FUSE replies carry long timeouts; when it drops,
  * trust is withdrawn and every cache is invalidated before anything is
  * served again, and the stream resumes from the last revision seen + 1.

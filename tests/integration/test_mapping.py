@@ -356,17 +356,34 @@ def test_chmod_chown(etcd, mnt):
     assert etcd.revision() == rev
 
 
-def test_set_times_accepted_without_effect(etcd, mnt):
+def test_explicit_times_accepted_without_effect(etcd, mnt):
     etcd.put("/tm", "v")
     before = os.stat(mnt.p("tm"))
     rev = etcd.revision()
     sh("touch -d 2001-02-03 " + mnt.p("tm"))
     os.utime(mnt.p("tm"), (1e9, 1e9))
-    sh("touch " + mnt.p("tm"))
     after = os.stat(mnt.p("tm"))
     assert after.st_mtime_ns == before.st_mtime_ns
     assert etcd.revision() == rev
     assert etcd.get("/tm") == b"v"
+
+
+def test_touch_makes_a_new_revision(etcd, mnt):
+    """touch (times set to now) is how programs are told to reload: the
+    value stays, etcd gets a new revision, and mtime moves everywhere."""
+    etcd.put("/tn", "v")
+    kv = etcd.kv("/tn")
+    before = os.stat(mnt.p("tn"))
+    time.sleep(1.1)
+    sh("touch " + mnt.p("tn"))
+    after = etcd.kv("/tn")
+    assert after["value"] == b"v" and after["version"] == kv["version"] + 1
+    assert os.stat(mnt.p("tn")).st_mtime_ns > before.st_mtime_ns
+    # through an open descriptor too (futimens): published at close
+    with open(mnt.p("tn"), "r+b") as f:
+        os.utime(f.fileno())
+    assert etcd.kv("/tn")["version"] == kv["version"] + 2
+    assert etcd.get("/tn") == b"v"
 
 
 def test_missing_names(etcd, mnt):

@@ -74,8 +74,11 @@ def test_touch_creates_empty_key(etcd, mnt):
     assert kv is not None and kv["value"] == b""
     assert os.stat(mnt.p("empty")).st_size == 0
     assert "empty" in os.listdir(mnt.path)
-    sh("touch " + mnt.p("empty"))   # touching again changes nothing
-    assert etcd.kv("/empty") == kv
+    # touching again keeps the value and makes a new revision (mtime moves)
+    sh("touch " + mnt.p("empty"))
+    again = etcd.kv("/empty")
+    assert again["value"] == b"" and again["version"] == kv["version"] + 1
+    assert again["mod_revision"] > kv["mod_revision"]
 
 
 def test_overwrite_with_shorter_value(etcd, mnt):
