@@ -4,10 +4,13 @@
  *
  *   fsbench stat ROUND_MS ROUNDS DIR...   hot stat of DIR/hot-stat
  *   fsbench read ROUND_MS ROUNDS DIR...   hot open+read(1 KiB)+close of DIR/hot-1k
+ *   fsbench readn FILE N                  N open+read+close of FILE, untimed
  *   fsbench check DIR                     writes and locks still right after that
  *   fsbench create DIR N                  create+write(100 B)+close, sequential
  *   fsbench pwrite DIR THREADS N          the same from THREADS threads
  *   fsbench list DIR                      opendir+readdir of every entry+closedir
+ *   fsbench readall DIR                   list DIR, then read each file once
+ *   fsbench mkfiles DIR N VLEN            N files of VLEN bytes, named as rawclient fill
  *   fsbench walk DIR THREADS              read every file under DIR
  *
  * Results go to stdout as bare numbers (documented per command) for bench/run
@@ -236,6 +239,34 @@ static int cmd_hot(bool is_read, int argc, char **argv)
 	return 0;
 }
 
+/* readn FILE N: N times open, one read, close, as the hot read loop does,
+ * untimed: bench/run counts the FUSE requests this makes. Prints the length
+ * read; every read must return the same one. */
+static int cmd_readn(const char *path, long n)
+{
+	char buf[HOT_READ_LEN + 1];
+	ssize_t first = -1;
+
+	for (long i = 0; i < n; i++) {
+		int fd = open(path, O_RDONLY);
+		ssize_t got;
+
+		if (fd < 0)
+			die("%s: %s", path, strerror(errno));
+		got = read(fd, buf, sizeof(buf));
+		if (got < 0)
+			die("%s: read: %s", path, strerror(errno));
+		if (close(fd) < 0)
+			die("%s: close: %s", path, strerror(errno));
+		if (first < 0)
+			first = got;
+		else if (got != first)
+			die("%s: read %zd bytes, then %zd", path, first, got);
+	}
+	printf("%zd\n", first);
+	return 0;
+}
+
 /* ---- correctness after the hot loops ---- */
 
 enum lock_kind { LOCK_POSIX, LOCK_FLOCK };
@@ -446,6 +477,81 @@ static int cmd_list(const char *dir)
 	return 0;
 }
 
+/* readall DIR: "milliseconds files bytes" for reading every file of DIR once:
+ * opendir, readdir to the end, closedir, then open+read to EOF+close of each
+ * entry in the order readdir gave them, as grep -r does. The entries must all
+ * be regular files (a directory would fail its read with EISDIR). */
+static int cmd_readall(const char *dir)
+{
+	static char buf[1 << 16];
+	double t0 = now_s();
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char **names = NULL;
+	size_t n = 0, cap = 0;
+	long long bytes = 0;
+
+	if (!d)
+		die("%s: %s", dir, strerror(errno));
+	errno = 0;
+	while ((e = readdir(d)) != NULL) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN)
+			die("%s/%s: not a regular file (d_type %d)", dir, e->d_name, e->d_type);
+		if (n == cap) {
+			cap = cap ? cap * 2 : 1024;
+			names = realloc(names, cap * sizeof(*names));
+			if (!names)
+				die("out of memory");
+		}
+		names[n] = path_join(dir, e->d_name);
+		n++;
+		errno = 0;
+	}
+	if (errno)
+		die("%s: readdir: %s", dir, strerror(errno));
+	closedir(d);
+	for (size_t i = 0; i < n; i++) {
+		ssize_t got = read_file(names[i], buf, sizeof(buf));
+
+		if (got < 0)
+			die("%s: %s", names[i], strerror((int)-got));
+		bytes += got;
+	}
+	printf("%.3f %zu %lld\n", (now_s() - t0) * 1e3, n, bytes);
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	return 0;
+}
+
+/* mkfiles DIR N VLEN: the tree `rawclient fill PREFIX N 0 VLEN` puts in
+ * etcd (files f000000.. of VLEN bytes 'p'), as files in DIR, for the tmpfs
+ * side of readall. Prints "ok". */
+static int cmd_mkfiles(const char *dir, long n, long vlen)
+{
+	char *data = malloc(vlen ? vlen : 1), name[64];
+
+	if (!data)
+		die("out of memory");
+	memset(data, 'p', vlen);
+	for (long i = 0; i < n; i++) {
+		char *path;
+		int rc;
+
+		snprintf(name, sizeof(name), "f%06ld", i);
+		path = path_join(dir, name);
+		rc = write_file(path, data, vlen, 0);
+		if (rc < 0)
+			die("%s: %s", path, strerror(-rc));
+		free(path);
+	}
+	free(data);
+	puts("ok");
+	return 0;
+}
+
 /* A walk shares a stack of directories still to list among its threads. */
 struct walk {
 	pthread_mutex_t lock;
@@ -597,10 +703,13 @@ static long arg_long(const char *s, long min, long max)
 static void usage(void)
 {
 	fputs("usage: fsbench stat|read ROUND_MS ROUNDS DIR...\n"
+	      "       fsbench readn FILE N\n"
 	      "       fsbench check DIR\n"
 	      "       fsbench create DIR N\n"
 	      "       fsbench pwrite DIR THREADS N\n"
 	      "       fsbench list DIR\n"
+	      "       fsbench readall DIR\n"
+	      "       fsbench mkfiles DIR N VLEN\n"
 	      "       fsbench walk DIR THREADS\n", stderr);
 	exit(2);
 }
@@ -614,6 +723,8 @@ int main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (strcmp(cmd, "stat") == 0 || strcmp(cmd, "read") == 0)
 		rc = cmd_hot(strcmp(cmd, "read") == 0, argc - 2, argv + 2);
+	else if (strcmp(cmd, "readn") == 0 && argc == 4)
+		rc = cmd_readn(argv[2], arg_long(argv[3], 1, 100000000));
 	else if (strcmp(cmd, "check") == 0 && argc == 3)
 		rc = cmd_check(argv[2]);
 	else if (strcmp(cmd, "create") == 0 && argc == 4)
@@ -623,6 +734,11 @@ int main(int argc, char **argv)
 				arg_long(argv[4], 1, 100000000));
 	else if (strcmp(cmd, "list") == 0 && argc == 3)
 		rc = cmd_list(argv[2]);
+	else if (strcmp(cmd, "readall") == 0 && argc == 3)
+		rc = cmd_readall(argv[2]);
+	else if (strcmp(cmd, "mkfiles") == 0 && argc == 5)
+		rc = cmd_mkfiles(argv[2], arg_long(argv[3], 1, 10000000),
+				 arg_long(argv[4], 0, 1 << 20));
 	else if (strcmp(cmd, "walk") == 0 && argc == 4)
 		rc = cmd_walk(argv[2], (int)arg_long(argv[3], 1, 1024));
 	else

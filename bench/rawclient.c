@@ -5,7 +5,7 @@
  *
  *   rawclient ENDPOINT put-seq PREFIX N            sequential 100-byte Puts
  *   rawclient ENDPOINT put-par PREFIX THREADS N    N Puts from THREADS threads
- *   rawclient ENDPOINT range PREFIX                paged keys-only Range
+ *   rawclient ENDPOINT range PREFIX [PAGE]         keys-only Range, paged or not
  *   rawclient ENDPOINT fill PREFIX N PER_DIR VLEN  populate keys (16 threads)
  *   rawclient ENDPOINT get KEY                     value to stdout, raw
  *   rawclient ENDPOINT visible KEY PATH N          put -> visible on a mount
@@ -36,7 +36,7 @@
 #include "h2.h"
 
 #define CALL_TIMEOUT_MS 10000
-#define RANGE_PAGE 1000          /* as the daemon's DIR_PAGE */
+#define RANGE_PAGE 1000          /* default page: as the daemon's DIR_PAGE */
 #define VALUE_LEN 100
 #define FILL_THREADS 16
 
@@ -198,12 +198,13 @@ static GByteArray *prefix_end(const char *p)
 }
 
 /*
- * One keys-only Range page over [start, end). Counts the keys into *n,
- * copies the last key into last, sets *more. The keys themselves are walked
- * (KeyValue.key located) so the baseline pays the decode a lister must.
+ * One keys-only Range over [start, end), of at most limit keys (0: no limit,
+ * the whole range in one answer). Counts the keys into *n, copies the last
+ * key into last, sets *more. The keys themselves are walked (KeyValue.key
+ * located) so the baseline pays the decode a lister must.
  */
-static void range_page(const GByteArray *start, const GByteArray *end, GByteArray *last,
-		       size_t *n, bool *more)
+static void range_page(const GByteArray *start, const GByteArray *end, long limit,
+		       GByteArray *last, size_t *n, bool *more)
 {
 	g_autoptr(GByteArray) req = g_byte_array_new();
 	g_autoptr(GBytes) resp = NULL;
@@ -214,7 +215,8 @@ static void range_page(const GByteArray *start, const GByteArray *end, GByteArra
 
 	pb_bytes(req, 1, start->data, start->len);
 	pb_bytes(req, 2, end->data, end->len);
-	pb_uint(req, 3, RANGE_PAGE);
+	if (limit > 0)
+		pb_uint(req, 3, (uint64_t)limit);
 	pb_uint(req, 8, 1);
 	call("/etcdserverpb.KV/Range", req, &resp);
 	p = g_bytes_get_data(resp, &len);
@@ -368,8 +370,9 @@ static int cmd_fill(const char *prefix, long n, long per_dir, long vlen)
 	return 0;
 }
 
-/* range PREFIX: prints "milliseconds keys" for the whole paged listing. */
-static int cmd_range(const char *prefix)
+/* range PREFIX PAGE: prints "milliseconds keys" for the whole listing, in
+ * Ranges of PAGE keys, or in one unpaged Range when PAGE is 0. */
+static int cmd_range(const char *prefix, long page)
 {
 	g_autoptr(GByteArray) start = g_byte_array_new();
 	g_autoptr(GByteArray) end = prefix_end(prefix);
@@ -383,7 +386,7 @@ static int cmd_range(const char *prefix)
 	while (more) {
 		size_t before = n;
 
-		range_page(start, end, last, &n, &more);
+		range_page(start, end, page, last, &n, &more);
 		if (n == before)
 			break;
 		/* Continue just after the last key, as the daemon pages. */
@@ -525,7 +528,7 @@ static void usage(void)
 {
 	fputs("usage: rawclient ENDPOINT put-seq PREFIX N\n"
 	      "       rawclient ENDPOINT put-par PREFIX THREADS N\n"
-	      "       rawclient ENDPOINT range PREFIX\n"
+	      "       rawclient ENDPOINT range PREFIX [PAGE]\n"
 	      "       rawclient ENDPOINT fill PREFIX N PER_DIR VLEN\n"
 	      "       rawclient ENDPOINT get KEY\n"
 	      "       rawclient ENDPOINT visible KEY PATH N\n", stderr);
@@ -551,8 +554,8 @@ int main(int argc, char **argv)
 		rc = cmd_put_seq(argv[3], arg_long(argv[4], 1));
 	else if (strcmp(cmd, "put-par") == 0 && argc == 6)
 		rc = cmd_put_par(argv[3], arg_long(argv[4], 1), arg_long(argv[5], 1));
-	else if (strcmp(cmd, "range") == 0 && argc == 4)
-		rc = cmd_range(argv[3]);
+	else if (strcmp(cmd, "range") == 0 && (argc == 4 || argc == 5))
+		rc = cmd_range(argv[3], argc == 5 ? arg_long(argv[4], 0) : RANGE_PAGE);
 	else if (strcmp(cmd, "fill") == 0 && argc == 7)
 		rc = cmd_fill(argv[3], arg_long(argv[4], 1), arg_long(argv[5], 0),
 			      arg_long(argv[6], 0));
