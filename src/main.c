@@ -19,6 +19,7 @@
 
 #include "cache.h"
 #include "etcd.h"
+#include "fs.h"
 #include "fsops.h"
 #include "h2.h"
 #include "keymap.h"
@@ -218,8 +219,8 @@ static void add_default_opts(struct fuse_args *args, const struct ef_settings *s
 	fuse_opt_add_arg(args, "-odefault_permissions");
 }
 
-static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *co,
-		 const struct ef_settings *s, GBytes *root, bool serializable)
+static int serve(struct fuse_session *se, struct ef_fs *fs, const struct fuse_cmdline_opts *co,
+		 const struct ef_settings *s, bool serializable)
 {
 	struct ef_h2_config hc = {
 		.endpoints = (const char *const *)s->endpoints,
@@ -237,8 +238,8 @@ static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *co,
 	}
 	etcd = etcd_new(h, s->command_ms, serializable);
 	etcd_set_doubt_hook(etcd, watch_doubt, NULL);
-	fsops_set_etcd(etcd);
-	watch_start(etcd, root, se);
+	fs_set_etcd(fs, etcd);
+	watch_start(etcd, fs->root, se);
 	if (co->singlethread) {
 		rc = fuse_session_loop(se);
 	} else {
@@ -254,7 +255,7 @@ static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *co,
 		fuse_loop_cfg_destroy(lc);
 	}
 	watch_stop();
-	fsops_set_etcd(NULL);
+	fs_set_etcd(fs, NULL);
 	etcd_free(etcd);
 	h2_free(h);
 	return rc == 0 ? 0 : 1;
@@ -267,6 +268,7 @@ int main(int argc, char *argv[])
 	struct ef_settings s = { 0 };
 	struct fuse_cmdline_opts co = { 0 };
 	struct fuse_session *se = NULL;
+	struct ef_fs *fs;
 	g_autoptr(GBytes) root = NULL;
 	g_autofree char *prefix = NULL;
 	int ret = 1;
@@ -306,13 +308,13 @@ int main(int argc, char *argv[])
 	add_default_opts(&args, &s, prefix);
 	revclock_init();
 	cache_init(s.cache_size);
-	fsops_init(&(struct ef_fs_config){
+	fs = fs_new(&(struct ef_fs_config){
 		.root = root,
 		.uid = o.uid_set ? o.uid : getuid(),
 		.gid = o.gid_set ? o.gid : getgid(),
 		.umask = o.umask_set ? (o.umask & 0777) : 022,
 	});
-	se = fuse_session_new(&args, &fsops_ops, sizeof(fsops_ops), NULL);
+	se = fuse_session_new(&args, &fsops_ops, sizeof(fsops_ops), fs);
 	if (!se)
 		goto out_fs;
 	if (fuse_set_signal_handlers(se) != 0)
@@ -321,7 +323,7 @@ int main(int argc, char *argv[])
 		goto out_signals;
 	if (fuse_daemonize(co.foreground) != 0)
 		goto out_unmount;
-	ret = serve(se, &co, &s, root, o.serializable);
+	ret = serve(se, fs, &co, &s, o.serializable);
 
 out_unmount:
 	fuse_session_unmount(se);
@@ -330,7 +332,7 @@ out_signals:
 out_session:
 	fuse_session_destroy(se);
 out_fs:
-	fsops_fini();
+	fs_free(fs);
 	cache_fini();
 	revclock_fini();
 out_cmdline:

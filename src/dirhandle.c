@@ -1,0 +1,185 @@
+/*
+ * dirhandle — open directories (see dirhandle.h).
+ */
+#include "dirhandle.h"
+
+#include <string.h>
+
+#include "dirlist.h"
+#include "etcd.h"
+#include "fs.h"
+#include "inode.h"
+#include "keymap.h"
+#include "localdir.h"
+
+#define DIR_PAGE 1000
+
+struct ef_diritem {
+	char *name;
+	bool is_dir;
+	fuse_ino_t ino;
+};
+
+/* Offsets run over ".", "..", KEYMAP_SELF_NAME (the first n_pre items),
+ * then the dirlist's entries, served in place, then the rest of items:
+ * local directories etcd cannot know, added once the listing is complete. */
+struct ef_dirh {
+	GBytes *dir;               /* the directory's prefix */
+	struct ef_dirlist *list;
+	GPtrArray *items;          /* struct ef_diritem */
+	size_t n_pre;
+	bool started;              /* the first n_pre items are in */
+	bool complete;
+	bool root;
+};
+
+static void diritem_free(struct ef_diritem *it)
+{
+	g_free(it->name);
+	g_free(it);
+}
+
+static void dirh_add(struct ef_dirh *dh, const char *name, bool is_dir, fuse_ino_t ino)
+{
+	struct ef_diritem *it = g_new(struct ef_diritem, 1);
+
+	it->name = g_strdup(name);
+	it->is_dir = is_dir;
+	it->ino = ino;
+	g_ptr_array_add(dh->items, it);
+}
+
+static bool dirh_has_name(struct ef_dirh *dh, const char *name)
+{
+	for (guint i = 0; i < dh->items->len; i++)
+		if (strcmp(((struct ef_diritem *)dh->items->pdata[i])->name, name) == 0)
+			return true;
+	for (size_t i = 0; i < dirlist_count(dh->list); i++)
+		if (strcmp(dirlist_get(dh->list, i)->name, name) == 0)
+			return true;
+	return false;
+}
+
+size_t dirh_count(const struct ef_dirh *dh)
+{
+	return dh->items->len + dirlist_count(dh->list);
+}
+
+const char *dirh_entry(const struct ef_dirh *dh, size_t i, struct stat *st)
+{
+	size_t n = dirlist_count(dh->list);
+	const struct ef_diritem *it;
+	const struct ef_dirent *d;
+
+	if (i >= dh->n_pre && i - dh->n_pre < n) {
+		d = dirlist_get(dh->list, i - dh->n_pre);
+		st->st_mode = d->is_dir ? S_IFDIR : S_IFREG;
+		st->st_ino = inode_number_of(d->is_dir ? EF_DIR : EF_FILE, d->key);
+		return d->name;
+	}
+	it = dh->items->pdata[i < dh->n_pre ? i : i - n];
+	st->st_mode = it->is_dir ? S_IFDIR : S_IFREG;
+	st->st_ino = it->ino;
+	return it->name;
+}
+
+/* Appends the mkdir'd directories etcd cannot know about. */
+static void dirh_add_local(struct ef_dirh *dh)
+{
+	g_autoptr(GPtrArray) kids = localdir_children(dh->dir);
+	gsize dlen = g_bytes_get_size(dh->dir);
+
+	for (guint i = 0; i < kids->len; i++) {
+		gsize len;
+		const char *k = g_bytes_get_data(kids->pdata[i], &len);
+		g_autofree char *name = keymap_name_from_component(k + dlen, len - dlen - 1);
+
+		if (name && !dirh_has_name(dh, name))
+			dirh_add(dh, name, true, inode_number(EF_DIR, kids->pdata[i]));
+	}
+}
+
+/* The entries before the keys: ".", "..", and the directory's own value,
+ * which lies in the parent's range, so it takes a round trip of its own.
+ * Done on the first readdir, not in opendir: a listing the kernel has
+ * cached is opened but never read. */
+static int dirh_start(struct ef_fs *fs, struct ef_dirh *dh, fuse_ino_t ino)
+{
+	gsize dlen;
+	const char *d = g_bytes_get_data(dh->dir, &dlen);
+	size_t self = keymap_self_len(d, dlen);
+	g_autoptr(GPtrArray) kvs = NULL;
+	int rc = 0;
+
+	if (self && !dh->root)
+		rc = etcd_range(fs->etcd, d, self, NULL, 0, 1, true, &kvs, NULL, NULL);
+	if (rc < 0)
+		return rc;
+	dirh_add(dh, ".", true, ino);
+	dirh_add(dh, "..", true, FUSE_ROOT_ID);
+	if (kvs && kvs->len) {
+		g_autoptr(GBytes) sk = g_bytes_new(d, self);
+		dirh_add(dh, KEYMAP_SELF_NAME, false, inode_number(EF_FILE, sk));
+	}
+	dh->n_pre = dh->items->len;
+	dh->started = true;
+	return 0;
+}
+
+static void dirh_feed(void *ud, const char *const *keys, const size_t *lens, size_t n, bool more)
+{
+	dirlist_feed(ud, keys, lens, n, more);
+}
+
+/* Fetches one more page of the listing. */
+static int dirh_fetch_page(struct ef_fs *fs, struct ef_dirh *dh)
+{
+	const char *start, *end;
+	size_t slen, elen;
+	int rc;
+
+	if (!dirlist_range(dh->list, &start, &slen, &end, &elen)) {
+		dh->complete = true;
+	} else {
+		rc = etcd_range_keys(fs->etcd, start, slen, end, elen, DIR_PAGE, dirh_feed, dh->list);
+		if (rc < 0)
+			return rc;
+		dh->complete = dirlist_done(dh->list);
+	}
+	if (dh->complete)
+		dirh_add_local(dh);
+	return 0;
+}
+
+void dirh_free(struct ef_dirh *dh)
+{
+	g_bytes_unref(dh->dir);
+	dirlist_free(dh->list);
+	g_ptr_array_unref(dh->items);
+	g_free(dh);
+}
+
+struct ef_dirh *dirh_new(GBytes *dir, bool root)
+{
+	struct ef_dirh *dh = g_new0(struct ef_dirh, 1);
+	gsize dlen;
+	const char *d;
+
+	dh->dir = g_bytes_ref(dir);
+	d = g_bytes_get_data(dh->dir, &dlen);
+	dh->list = dirlist_new(d, dlen);
+	dh->items = g_ptr_array_new_with_free_func((GDestroyNotify)diritem_free);
+	dh->root = root;
+	return dh;
+}
+
+int dirh_fetch(struct ef_fs *fs, struct ef_dirh *dh, fuse_ino_t ino, off_t off)
+{
+	int rc = 0;
+
+	if (!dh->started)
+		rc = dirh_start(fs, dh, ino);
+	while (rc == 0 && !dh->complete && dirh_count(dh) <= (size_t)off)
+		rc = dirh_fetch_page(fs, dh);
+	return rc;
+}

@@ -1,0 +1,46 @@
+/*
+ * dirhandle — an open directory: the listing readdir serves, fetched from
+ * etcd a page at a time as the reader gets to it.
+ *
+ * Offsets run over ".", "..", KEYMAP_SELF_NAME (the directory's own value,
+ * if it has one), then the keys' entries (dirlist), then the local
+ * directories of this mount that etcd cannot know (localdir), added once the
+ * listing is complete. An offset keeps naming the same entry for the life
+ * of the handle. The kernel serialises readdir on one open directory, so a
+ * handle needs no lock.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <fuse_lowlevel.h>
+#include <glib.h>
+
+struct ef_fs;
+struct ef_dirh;
+
+/* A new handle listing directory prefix dir (borrowed: it takes its own
+ * reference); root: dir is the mount's root, which has no value of its own.
+ * Nothing is fetched yet: a listing the kernel has cached is opened but
+ * never read. */
+struct ef_dirh *dirh_new(GBytes *dir, bool root);
+
+void dirh_free(struct ef_dirh *dh);
+
+/*
+ * Makes entry off available, or learns that there is none: the first call
+ * adds ".", ".." (ino is the directory's own number) and the directory's
+ * value (a round trip of its own: the value lies in the parent's range);
+ * then pages of keys are fetched until more than off entries are in or the
+ * listing is complete. Returns 0 or an etcd call's -errno.
+ */
+int dirh_fetch(struct ef_fs *fs, struct ef_dirh *dh, fuse_ino_t ino, off_t off);
+
+/* The number of entries available so far. */
+size_t dirh_count(const struct ef_dirh *dh);
+
+/* Entry i (< dirh_count): its name (borrowed until dirh_free), with type
+ * and inode number set in st. */
+const char *dirh_entry(const struct ef_dirh *dh, size_t i, struct stat *st);

@@ -1,0 +1,78 @@
+/*
+ * handle — open files (see handle.h).
+ */
+#include "handle.h"
+
+#include "cache.h"
+#include "fs.h"
+#include "inode.h"
+#include "watch.h"
+#include "writeback.h"
+
+struct ef_handle *handle_new(struct ef_inode *in, bool writer)
+{
+	struct ef_handle *h = g_new0(struct ef_handle, 1);
+
+	h->in = in;
+	h->writer = writer;
+	return h;
+}
+
+void handle_free(struct ef_handle *h)
+{
+	if (h->val)
+		g_bytes_unref(h->val);
+	g_free(h);
+}
+
+int handle_take_value(struct ef_fs *fs, struct ef_handle *h)
+{
+	struct ef_inode *in = h->in;
+	GBytes *v = NULL;
+	bool trusted = watch_trusted();
+	int rc = 0;
+
+	g_mutex_lock(&in->lock);
+	if (in->closed)
+		v = g_bytes_ref(in->closed);
+	else if (in->kv && in->kv->value && in->kv_ok && trusted)
+		v = g_bytes_ref(in->kv->value);
+	g_mutex_unlock(&in->lock);
+	if (!v) {
+		rc = fs_file_refresh_value(fs, in, &v);
+		if (rc < 0 && h->val)
+			return 0;
+		if (rc < 0)
+			return rc;
+	}
+	if (!v && !h->val)
+		v = g_bytes_new(NULL, 0);
+	if (v) {
+		if (h->val)
+			g_bytes_unref(h->val);
+		h->val = v;
+	}
+	h->read_once = false;
+	cache_touch(in);
+	return 0;
+}
+
+int handle_read_value(struct ef_fs *fs, struct ef_handle *h, off_t off, GBytes **val)
+{
+	int rc = 0;
+
+	/* A writer reads its own buffer, as it stands. */
+	if (h->writer) {
+		*val = writeback_buffer(h->in);
+		return 0;
+	}
+	/* A new pass from the start sees the newest value; the rest of a
+	 * pass continues in the value it started. */
+	if (off == 0 && h->read_once)
+		rc = handle_take_value(fs, h);
+	if (rc < 0)
+		return rc;
+	h->read_once = true;
+	*val = g_bytes_ref(h->val);
+	return 0;
+}

@@ -1,0 +1,319 @@
+/*
+ * writeback — the write-back engine (see writeback.h for the write model,
+ * its invariants and each function's contract).
+ */
+#include "writeback.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cache.h"
+#include "etcd.h"
+#include "fs.h"
+#include "inode.h"
+#include "localdir.h"
+#include "watch.h"
+
+/* The process (thread group) of thread tid, or 0 when that cannot be told
+ * (another pid namespace, or the thread is gone). */
+static pid_t thread_tgid(pid_t tid)
+{
+	char path[64], line[128];
+	pid_t tgid = 0;
+	FILE *f;
+
+	if (tid <= 0)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Tgid: %d", &tgid) == 1)
+			break;
+	fclose(f);
+	return tgid;
+}
+
+int writeback_publish(struct ef_fs *fs, struct ef_inode *in, enum ef_publish_when when)
+{
+	g_autoptr(GBytes) key = NULL, snap = NULL;
+	int64_t base, lease, mod = 0;
+	uint64_t gen, seq;
+	bool ok;
+	int rc;
+
+	g_mutex_lock(&in->lock);
+	/* One Put per inode at a time (two concurrent Puts of one buffer
+	 * would make the second fail its own guard), and none while the key
+	 * is being deleted or replaced: it would land after and revive it. */
+	while (in->flushing || in->removing)
+		g_cond_wait(&in->cond, &in->lock);
+	if (in->werr && in->dirty && !in->unlinked && when != EF_PUBLISH_LEFTOVER) {
+		rc = -in->werr;
+		g_mutex_unlock(&in->lock);
+		return rc;
+	}
+	if (when == EF_PUBLISH_WRITTEN && in->dirty && !in->written && !in->unlinked) {
+		if (in->closed)
+			g_bytes_unref(in->closed);
+		in->closed = g_bytes_new(in->wbuf->data, in->wbuf->len);
+		in->closed_gen = in->wgen;
+	}
+	if (!in->dirty || in->unlinked || (when == EF_PUBLISH_WRITTEN && !in->written) ||
+	    (when == EF_PUBLISH_LEFTOVER && (in->werr || in->failed))) {
+		g_mutex_unlock(&in->lock);
+		return 0;
+	}
+	in->flushing = true;
+	snap = g_bytes_new(in->wbuf->data, in->wbuf->len);
+	base = in->base_mod;
+	lease = in->lease;
+	gen = in->wgen;
+	g_mutex_unlock(&in->lock);
+
+	key = inode_key(in);
+	seq = watch_seq();
+	rc = etcd_put(fs->etcd, key, g_bytes_get_data(snap, NULL), g_bytes_get_size(snap), lease,
+		      base, &mod);
+	/* What we wrote is current unless an event (perhaps its own echo)
+	 * came first: then the newer of the two wins. */
+	ok = rc == 0 && !watch_changed_since(seq, key, false);
+
+	g_mutex_lock(&in->lock);
+	in->flushing = false;
+	if (rc < 0)
+		in->failed = true;
+	if (rc == 0) {
+		struct ef_kv *kv = g_new0(struct ef_kv, 1);
+
+		kv->key = g_bytes_ref(key);
+		kv->value = g_bytes_ref(snap);
+		kv->size = g_bytes_get_size(snap);
+		kv->mod_revision = mod;
+		kv->create_revision = in->kv ? in->kv->create_revision : mod;
+		kv->version = in->kv ? in->kv->version + 1 : 1;
+		kv->lease = lease;
+		cache_store_locked(in, kv, ok);
+		in->base_mod = mod;
+		in->failed = false;
+		if (in->wgen == gen)
+			in->dirty = in->written = false;
+		if (in->closed && gen >= in->closed_gen)
+			g_clear_pointer(&in->closed, g_bytes_unref);
+	}
+	g_cond_broadcast(&in->cond);
+	g_mutex_unlock(&in->lock);
+	if (rc == 0) {
+		cache_touch(in);
+		localdir_backed(key);
+	} else {
+		/* The kernel's pages hold what we failed to write: the next
+		 * open must not keep them. */
+		cache_drop(in);
+	}
+	return rc;
+}
+
+void writeback_removal_begin(struct ef_inode *in)
+{
+	g_mutex_lock(&in->lock);
+	while (in->flushing || in->removing)
+		g_cond_wait(&in->cond, &in->lock);
+	in->removing = true;
+	g_mutex_unlock(&in->lock);
+}
+
+void writeback_removal_end(struct ef_inode *in, bool removed)
+{
+	g_mutex_lock(&in->lock);
+	in->removing = false;
+	if (removed) {
+		in->unlinked = true;
+		g_clear_pointer(&in->closed, g_bytes_unref);
+	}
+	g_cond_broadcast(&in->cond);
+	g_mutex_unlock(&in->lock);
+}
+
+int writeback_writer_open(struct ef_fs *fs, struct ef_inode *in, bool trunc, int64_t create_guard)
+{
+	struct ef_kv *kv = NULL;
+	int rc;
+
+	g_mutex_lock(&in->lock);
+	if (!in->wbuf && !trunc) {
+		g_mutex_unlock(&in->lock);
+		g_autoptr(GBytes) key = inode_key(in);
+		rc = etcd_get(fs->etcd, key, &kv);
+		if (rc < 0)
+			return rc;
+		g_mutex_lock(&in->lock);
+	}
+	if (!in->wbuf) {
+		in->wbuf = g_byte_array_new();
+		if (kv && !trunc)
+			g_byte_array_append(in->wbuf, g_bytes_get_data(kv->value, NULL),
+					    g_bytes_get_size(kv->value));
+		/* Without O_TRUNC the buffer builds on what was read, so the
+		 * Put must find it unchanged; 0 means "still absent". */
+		in->base_mod = trunc ? create_guard : (kv ? kv->mod_revision : 0);
+		in->lease = kv ? kv->lease : (in->kv ? in->kv->lease : 0);
+		in->dirty = trunc;
+	} else if (trunc) {
+		g_byte_array_set_size(in->wbuf, 0);
+		in->base_mod = create_guard;
+		in->dirty = true;
+	}
+	in->wgen++;
+	in->writers++;
+	if (kv)
+		cache_store_locked(in, g_steal_pointer(&kv), false);
+	g_mutex_unlock(&in->lock);
+	return 0;
+}
+
+void writeback_writer_close(struct ef_inode *in)
+{
+	bool discarded = false;
+
+	g_mutex_lock(&in->lock);
+	if (--in->writers == 0) {
+		/* A buffer still dirty here failed its Put, and close or
+		 * fsync already reported that. */
+		discarded = in->dirty;
+		g_byte_array_unref(in->wbuf);
+		in->wbuf = NULL;
+		in->dirty = in->failed = false;
+		in->werr = 0;
+		in->writer = in->writer_tid = 0;
+		g_clear_pointer(&in->closed, g_bytes_unref);
+	}
+	g_mutex_unlock(&in->lock);
+	/* The kernel's pages hold the discarded writes: the next open must
+	 * read etcd's value again. */
+	if (discarded)
+		cache_drop(in);
+}
+
+void writeback_writer_release(struct ef_fs *fs, struct ef_inode *in)
+{
+	int rc;
+
+	g_mutex_lock(&in->lock);
+	if (in->writers > 1) {
+		in->writers--;
+		g_mutex_unlock(&in->lock);
+		return;
+	}
+	g_mutex_unlock(&in->lock);
+	/* Nobody waits for release, so a failure can only be logged. */
+	if ((rc = writeback_publish(fs, in, EF_PUBLISH_LEFTOVER)) < 0)
+		g_message("etcdfs: could not write a file at its last close: %s", g_strerror(-rc));
+	writeback_writer_close(in);
+}
+
+int writeback_write(struct ef_inode *in, pid_t tid, const char *buf, size_t size, off_t off)
+{
+	size_t end = (size_t)off + size;
+	pid_t writer;
+
+	/* The same thread as last time needs no look at /proc. */
+	g_mutex_lock(&in->lock);
+	writer = tid == in->writer_tid ? in->writer : 0;
+	g_mutex_unlock(&in->lock);
+	if (!writer)
+		writer = thread_tgid(tid);
+
+	g_mutex_lock(&in->lock);
+	if (writer) {
+		in->writer = writer;
+		in->writer_tid = tid;
+	}
+	if (off < 0 || end > EF_MAX_VALUE) {
+		/* What was written so far is a prefix of what the caller
+		 * meant: it must never become the value. */
+		in->werr = EFBIG;
+		in->dirty = true;
+		g_mutex_unlock(&in->lock);
+		return -EFBIG;
+	}
+	if (end > in->wbuf->len) {
+		size_t old = in->wbuf->len;
+
+		/* A write past the end leaves a hole that reads as zeros. */
+		g_byte_array_set_size(in->wbuf, end);
+		memset(in->wbuf->data + old, 0, end - old);
+	}
+	memcpy(in->wbuf->data + off, buf, size);
+	in->dirty = in->written = true;
+	in->wgen++;
+	g_mutex_unlock(&in->lock);
+	return 0;
+}
+
+GBytes *writeback_buffer(struct ef_inode *in)
+{
+	GBytes *val;
+
+	g_mutex_lock(&in->lock);
+	val = g_bytes_new(in->wbuf->data, in->wbuf->len);
+	g_mutex_unlock(&in->lock);
+	return val;
+}
+
+bool writeback_closer_is_writer(struct ef_inode *in, pid_t tid)
+{
+	pid_t writer, writer_tid, closer;
+
+	g_mutex_lock(&in->lock);
+	writer = in->writer;
+	writer_tid = in->writer_tid;
+	g_mutex_unlock(&in->lock);
+	if (!writer || tid == writer_tid)
+		return true;
+	closer = thread_tgid(tid);
+	return !closer || writer == closer;
+}
+
+int writeback_rewrite(struct ef_fs *fs, struct ef_inode *in, off_t size, bool via_writer)
+{
+	g_autoptr(GBytes) key = NULL;
+	g_autoptr(GByteArray) val = NULL;
+	struct ef_kv *kv = NULL;
+	gsize old;
+	int rc;
+
+	if (size > EF_MAX_VALUE)
+		return -EFBIG;
+	g_mutex_lock(&in->lock);
+	if (in->wbuf) {
+		old = in->wbuf->len;
+		if (size >= 0)
+			g_byte_array_set_size(in->wbuf, size);
+		if (size >= 0 && (gsize)size > old)
+			memset(in->wbuf->data + old, 0, size - old);
+		in->dirty = in->written = true;
+		in->wgen++;
+		g_mutex_unlock(&in->lock);
+		return via_writer ? 0 : writeback_publish(fs, in, EF_PUBLISH_ALWAYS);
+	}
+	g_mutex_unlock(&in->lock);
+	key = inode_key(in);
+	rc = etcd_get(fs->etcd, key, &kv);
+	if (rc < 0)
+		return rc;
+	if (!kv)
+		return -ENOENT;
+	val = g_byte_array_new();
+	g_byte_array_append(val, g_bytes_get_data(kv->value, NULL), g_bytes_get_size(kv->value));
+	old = val->len;
+	if (size >= 0)
+		g_byte_array_set_size(val, size);
+	if (size >= 0 && (gsize)size > old)
+		memset(val->data + old, 0, size - old);
+	rc = etcd_put(fs->etcd, key, val->data, val->len, kv->lease, kv->mod_revision, NULL);
+	ef_kv_free(kv);
+	return rc < 0 ? rc : fs_file_refresh(fs, in);
+}
