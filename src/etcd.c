@@ -125,6 +125,20 @@ static void range_init(Etcdserverpb__RangeRequest *rr, const struct ef_etcd *e)
 	rr->serializable = e->serializable;
 }
 
+/* A keys-only Range of at most one key under prefix: "is anything there". */
+static void probe_init(Etcdserverpb__RangeRequest *rr, const struct ef_etcd *e, GBytes *prefix,
+		       GBytes *end, Etcdserverpb__RequestOp *op)
+{
+	range_init(rr, e);
+	rr->key = bin_bytes(prefix);
+	rr->range_end = bin_bytes(end);
+	rr->limit = 1;
+	rr->keys_only = true;
+	etcdserverpb__request_op__init(op);
+	op->request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
+	op->request_range = rr;
+}
+
 /* One page of [key, end): the decoded response (free_unpacked by the
  * caller), its header already fed to revclock. */
 static int range_call(struct ef_etcd *e, const void *key, size_t klen, const void *end,
@@ -165,23 +179,28 @@ int etcd_range(struct ef_etcd *e, const void *key, size_t klen, const void *end,
 	return 0;
 }
 
+/* Hands r's keys to fn without copying them. */
+static void feed_keys(const Etcdserverpb__RangeResponse *r, etcd_keys_fn fn, void *ud)
+{
+	g_autofree const char **keys = g_new(const char *, r->n_kvs + 1);
+	g_autofree size_t *lens = g_new(size_t, r->n_kvs + 1);
+
+	for (size_t i = 0; i < r->n_kvs; i++) {
+		keys[i] = (const char *)r->kvs[i]->key.data;
+		lens[i] = r->kvs[i]->key.len;
+	}
+	fn(ud, keys, lens, r->n_kvs, r->more);
+}
+
 int etcd_range_keys(struct ef_etcd *e, const void *key, size_t klen, const void *end,
 		    size_t elen, int64_t limit, etcd_keys_fn fn, void *ud)
 {
 	Etcdserverpb__RangeResponse *resp = NULL;
-	g_autofree const char **keys = NULL;
-	g_autofree size_t *lens = NULL;
 	int rc = range_call(e, key, klen, end, elen, limit, true, &resp);
 
 	if (rc < 0)
 		return rc;
-	keys = g_new(const char *, resp->n_kvs + 1);
-	lens = g_new(size_t, resp->n_kvs + 1);
-	for (size_t i = 0; i < resp->n_kvs; i++) {
-		keys[i] = (const char *)resp->kvs[i]->key.data;
-		lens[i] = resp->kvs[i]->key.len;
-	}
-	fn(ud, keys, lens, resp->n_kvs, resp->more);
+	feed_keys(resp, fn, ud);
 	etcdserverpb__range_response__free_unpacked(resp, NULL);
 	return 0;
 }
@@ -218,49 +237,62 @@ static Etcdserverpb__RangeResponse *txn_range(const Etcdserverpb__TxnResponse *r
 	return r->responses[i]->response_range;
 }
 
-int etcd_lookup(struct ef_etcd *e, GBytes *file_key, GBytes *dir_prefix, struct ef_kv **kv,
-		bool *has_children)
+int etcd_lookup_listing(struct ef_etcd *e, GBytes *file_key, GBytes *dir_prefix,
+			GBytes *list_dir, int64_t limit, etcd_keys_fn fn, void *ud,
+			struct ef_kv **kv, bool *has_children)
 {
-	Etcdserverpb__RangeRequest rf, rd;
-	Etcdserverpb__RequestOp of = ETCDSERVERPB__REQUEST_OP__INIT;
-	Etcdserverpb__RequestOp od = ETCDSERVERPB__REQUEST_OP__INIT;
-	Etcdserverpb__RequestOp *ops[] = { &of, &od };
+	Etcdserverpb__RangeRequest rr[3];
+	Etcdserverpb__RequestOp ops[3];
+	Etcdserverpb__RequestOp *opp[] = { &ops[0], &ops[1], &ops[2] };
 	Etcdserverpb__TxnRequest req = ETCDSERVERPB__TXN_REQUEST__INIT;
 	Etcdserverpb__TxnResponse *resp = NULL;
-	Etcdserverpb__RangeResponse *a, *b;
-	gsize plen;
-	const char *p = g_bytes_get_data(dir_prefix, &plen);
-	g_autoptr(GBytes) end = NULL;
+	Etcdserverpb__RangeResponse *a, *b, *c = NULL;
+	g_autoptr(GBytes) dend = NULL, lend = NULL;
+	gsize len;
+	const char *p;
 	int rc;
 
-	range_init(&rf, e);
-	rf.key = bin_bytes(file_key);
-	range_init(&rd, e);
-	rd.key = bin(p, plen);
-	end = keymap_prefix_end(p, plen);
-	rd.range_end = bin_bytes(end);
-	rd.limit = 1;
-	rd.keys_only = true;
-	of.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
-	of.request_range = &rf;
-	od.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
-	od.request_range = &rd;
+	range_init(&rr[0], e);
+	rr[0].key = bin_bytes(file_key);
+	etcdserverpb__request_op__init(&ops[0]);
+	ops[0].request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
+	ops[0].request_range = &rr[0];
+	p = g_bytes_get_data(dir_prefix, &len);
+	dend = keymap_prefix_end(p, len);
+	probe_init(&rr[1], e, dir_prefix, dend, &ops[1]);
 	req.n_success = 2;
-	req.success = ops;
+	if (list_dir) {
+		p = g_bytes_get_data(list_dir, &len);
+		lend = keymap_prefix_end(p, len);
+		probe_init(&rr[2], e, list_dir, lend, &ops[2]);
+		rr[2].limit = limit;
+		req.n_success = 3;
+	}
+	req.success = opp;
 	rc = txn(e, &req, &resp);
 	if (rc < 0)
 		return rc;
 	a = txn_range(resp, 0);
 	b = txn_range(resp, 1);
-	if (!a || !b) {
+	if (list_dir)
+		c = txn_range(resp, 2);
+	if (!a || !b || (list_dir && !c)) {
 		rc = -EPROTO;
 		goto out;
 	}
 	*kv = a->n_kvs ? kv_from_pb(a->kvs[0], false) : NULL;
 	*has_children = b->n_kvs > 0;
+	if (c)
+		feed_keys(c, fn, ud);
 out:
 	etcdserverpb__txn_response__free_unpacked(resp, NULL);
 	return rc;
+}
+
+int etcd_lookup(struct ef_etcd *e, GBytes *file_key, GBytes *dir_prefix, struct ef_kv **kv,
+		bool *has_children)
+{
+	return etcd_lookup_listing(e, file_key, dir_prefix, NULL, 0, NULL, NULL, kv, has_children);
 }
 
 int etcd_put(struct ef_etcd *e, GBytes *key, const void *val, size_t vlen, int64_t lease,
@@ -320,20 +352,6 @@ int etcd_delete(struct ef_etcd *e, GBytes *key, GBytes *end, int64_t *deleted)
 		*deleted = resp->deleted;
 	etcdserverpb__delete_range_response__free_unpacked(resp, NULL);
 	return 0;
-}
-
-/* A keys-only Range of at most one key under prefix: "is anything there". */
-static void probe_init(Etcdserverpb__RangeRequest *rr, const struct ef_etcd *e, GBytes *prefix,
-		       GBytes *end, Etcdserverpb__RequestOp *op)
-{
-	range_init(rr, e);
-	rr->key = bin_bytes(prefix);
-	rr->range_end = bin_bytes(end);
-	rr->limit = 1;
-	rr->keys_only = true;
-	etcdserverpb__request_op__init(op);
-	op->request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
-	op->request_range = rr;
 }
 
 int etcd_any(struct ef_etcd *e, GBytes *const *prefixes, size_t n, bool *any)

@@ -72,6 +72,15 @@ int etcd_lookup(struct ef_etcd *e, GBytes *file_key, GBytes *dir_prefix, struct 
 		bool *has_children);
 
 /*
+ * etcd_lookup, and in the same Txn one keys-only page of the directory
+ * list_dir (at most limit keys), handed to fn as by etcd_range_keys: a
+ * lookup that also learns the directory's names. list_dir NULL: none.
+ */
+int etcd_lookup_listing(struct ef_etcd *e, GBytes *file_key, GBytes *dir_prefix,
+			GBytes *list_dir, int64_t limit, etcd_keys_fn fn, void *ud,
+			struct ef_kv **kv, bool *has_children);
+
+/*
  * Puts value under key, keeping the key's lease. If expect_mod >= 0 the Put
  * only happens while the key's mod_revision is still expect_mod (0: the key
  * must not exist); otherwise -ESTALE. On success *mod (if non-NULL) is the

@@ -52,8 +52,10 @@ void fs_fill_attr(struct ef_fs *fs, struct stat *st, struct ef_inode *in)
 	st->st_blksize = 4096;
 	if (in->kind == EF_DIR) {
 		st->st_mode = S_IFDIR | (0777 & ~fs->umask);
-		st->st_nlink = 2;
 		g_mutex_lock(&in->lock);
+		/* "." and each subdirectory's ".." link here; when the
+		 * entries are not known, 1 says so, as find(1) expects. */
+		st->st_nlink = in->names ? 2 + in->nsubdirs : 1;
 		st->st_mtim = in->mtime.tv_sec ? in->mtime : fs->mount_time;
 		g_mutex_unlock(&in->lock);
 		st->st_ctim = st->st_atim = st->st_mtim;

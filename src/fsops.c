@@ -276,7 +276,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	if (rc == 0 && g_bytes_get_size(fk) == 0)
 		rc = -EINVAL;
 	if (rc == 0) {
-		inode_names_add(p, name);
+		inode_names_add(p, name, false);
 		fs_dir_touch(p);
 	}
 	inode_unref(p);
@@ -409,7 +409,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 
 /* After a change here to directory ino's entries: keeps its known name set
  * current and moves its mtime. */
-static void names_update(fuse_ino_t ino, const char *gone, const char *added)
+static void names_update(fuse_ino_t ino, const char *gone, const char *added, bool is_dir)
 {
 	struct ef_inode *d = inode_get(ino);
 
@@ -418,7 +418,7 @@ static void names_update(fuse_ino_t ino, const char *gone, const char *added)
 	if (gone)
 		inode_names_remove(d, gone);
 	if (added)
-		inode_names_add(d, added);
+		inode_names_add(d, added, is_dir);
 	fs_dir_touch(d);
 	inode_unref(d);
 }
@@ -464,7 +464,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	if (rc == 0) {
 		dir_emptied_here(parent, dir, left);
-		names_update(parent, name, NULL);
+		names_update(parent, name, NULL, false);
 	}
 	fuse_reply_err(req, -rc);
 }
@@ -493,7 +493,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		}
 	}
 	if (rc == 0) {
-		inode_names_add(p, name);
+		inode_names_add(p, name, true);
 		fs_dir_touch(p);
 	}
 	inode_unref(p);
@@ -534,7 +534,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (rc == 0) {
 		localdir_remove(dp);
 		dir_emptied_here(parent, dir, any[1]);
-		names_update(parent, name, NULL);
+		names_update(parent, name, NULL, false);
 	}
 	fuse_reply_err(req, -rc);
 }
@@ -545,7 +545,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	struct ef_fs *fs = fuse_req_userdata(req);
 	struct ef_inode *p = NULL, *np = NULL;
 	g_autoptr(GBytes) sdir = NULL, ddir = NULL, sfk = NULL, sdp = NULL, dfk = NULL, ddp = NULL;
-	bool src_left = true;
+	bool src_left = true, is_dir = false;
 	int rc = (flags & RENAME_EXCHANGE) ? -EINVAL : 0;
 
 	if (rc == 0)
@@ -562,11 +562,11 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		rc = -EINVAL;
 	if (rc == 0)
 		rc = rename_move(fs, sfk, sdp, dfk, ddp, flags,
-				 parent == FUSE_ROOT_ID ? NULL : sdir, &src_left);
+				 parent == FUSE_ROOT_ID ? NULL : sdir, &src_left, &is_dir);
 	if (rc == 0) {
 		dir_emptied_here(parent, sdir, src_left);
-		names_update(parent, name, NULL);
-		names_update(newparent, NULL, newname);
+		names_update(parent, name, NULL, false);
+		names_update(newparent, NULL, newname, is_dir);
 	}
 	fuse_reply_err(req, -rc);
 }

@@ -45,6 +45,9 @@ int handle_take_value(struct ef_fs *fs, struct ef_handle *h)
 		if (rc < 0)
 			return rc;
 	}
+	/* Threads reading one descriptor at once share h: in->lock guards
+	 * its value. */
+	g_mutex_lock(&in->lock);
 	if (!v && !h->val)
 		v = g_bytes_new(NULL, 0);
 	if (v) {
@@ -53,8 +56,19 @@ int handle_take_value(struct ef_fs *fs, struct ef_handle *h)
 		h->val = v;
 	}
 	h->read_once = false;
+	g_mutex_unlock(&in->lock);
 	cache_touch(in);
 	return 0;
+}
+
+static bool handle_read_once(struct ef_handle *h)
+{
+	bool once;
+
+	g_mutex_lock(&h->in->lock);
+	once = h->read_once;
+	g_mutex_unlock(&h->in->lock);
+	return once;
 }
 
 int handle_read_value(struct ef_fs *fs, struct ef_handle *h, off_t off, GBytes **val)
@@ -68,11 +82,13 @@ int handle_read_value(struct ef_fs *fs, struct ef_handle *h, off_t off, GBytes *
 	}
 	/* A new pass from the start sees the newest value; the rest of a
 	 * pass continues in the value it started. */
-	if (off == 0 && h->read_once)
+	if (off == 0 && handle_read_once(h))
 		rc = handle_take_value(fs, h);
 	if (rc < 0)
 		return rc;
+	g_mutex_lock(&h->in->lock);
 	h->read_once = true;
 	*val = g_bytes_ref(h->val);
+	g_mutex_unlock(&h->in->lock);
 	return 0;
 }

@@ -320,33 +320,58 @@ GPtrArray *inode_all(void)
 void inode_names_start(struct ef_inode *in)
 {
 	g_mutex_lock(&in->lock);
-	if (!in->names)
+	if (!in->names) {
 		in->names = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+		in->nsubdirs = 0;
+	}
 	g_mutex_unlock(&in->lock);
 }
 
-void inode_names_add(struct ef_inode *in, const char *name)
+static void names_forget_locked(struct ef_inode *in)
 {
-	g_mutex_lock(&in->lock);
 	if (in->names)
-		g_hash_table_add(in->names, g_strdup(name));
+		g_hash_table_destroy(in->names);
+	in->names = NULL;
+	in->nsubdirs = 0;
+}
+
+void inode_names_add(struct ef_inode *in, const char *name, bool is_dir)
+{
+	gpointer old;
+
+	g_mutex_lock(&in->lock);
+	if (in->names) {
+		old = g_hash_table_lookup(in->names, name);
+		/* A name can be a file and a directory at once (a key with
+		 * children): the directory wins, as in a listing. */
+		if (GPOINTER_TO_INT(old) != 2) {
+			if (is_dir)
+				in->nsubdirs++;
+			g_hash_table_insert(in->names, g_strdup(name), GINT_TO_POINTER(is_dir ? 2 : 1));
+		}
+		if (g_hash_table_size(in->names) > INODE_NAMES_MAX)
+			names_forget_locked(in);
+	}
 	g_mutex_unlock(&in->lock);
 }
 
 void inode_names_remove(struct ef_inode *in, const char *name)
 {
+	gpointer old;
+
 	g_mutex_lock(&in->lock);
-	if (in->names)
+	if (in->names && (old = g_hash_table_lookup(in->names, name))) {
+		if (GPOINTER_TO_INT(old) == 2)
+			in->nsubdirs--;
 		g_hash_table_remove(in->names, name);
+	}
 	g_mutex_unlock(&in->lock);
 }
 
 void inode_names_forget(struct ef_inode *in)
 {
 	g_mutex_lock(&in->lock);
-	if (in->names)
-		g_hash_table_destroy(in->names);
-	in->names = NULL;
+	names_forget_locked(in);
 	g_mutex_unlock(&in->lock);
 }
 
@@ -358,4 +383,14 @@ bool inode_names_lack(struct ef_inode *in, const char *name)
 	lack = in->names && !g_hash_table_contains(in->names, name);
 	g_mutex_unlock(&in->lock);
 	return lack;
+}
+
+int inode_names_subdirs(struct ef_inode *in)
+{
+	int n;
+
+	g_mutex_lock(&in->lock);
+	n = in->names ? (int)in->nsubdirs : -1;
+	g_mutex_unlock(&in->lock);
+	return n;
 }

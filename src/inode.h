@@ -29,9 +29,10 @@ struct ef_inode {
 
 	GMutex lock;
 	GCond cond;                  /* signalled when flushing ends */
-	GHashTable *names;           /* protected by lock: directory made by our mkdir
-				      * whose every entry is known: their names (a
-				      * set); NULL when not known */
+	GHashTable *names;           /* protected by lock: a directory whose every
+				      * entry is known: name -> 1 (file) or 2
+				      * (directory); NULL when not known */
+	unsigned nsubdirs;           /* protected by lock: directories in names */
 	struct ef_kv *kv;            /* protected by lock: last kv read or written */
 	bool kv_ok;                  /* protected by lock: kv is current (the watch
 				      * has applied every event since it was read) */
@@ -112,10 +113,15 @@ void inode_detach(struct ef_inode *in);
 GPtrArray *inode_all(void);
 
 /* Directory name sets (in->names): a lookup of a name absent from a known
- * set needs no round trip. Each takes in->lock. */
+ * set needs no round trip, and a known set counts the subdirectories (the
+ * link count). A set is bounded by INODE_NAMES_MAX names: past that it is
+ * forgotten. Each takes in->lock. */
+#define INODE_NAMES_MAX 10000
 void inode_names_start(struct ef_inode *in);
-void inode_names_add(struct ef_inode *in, const char *name);
+void inode_names_add(struct ef_inode *in, const char *name, bool is_dir);
 void inode_names_remove(struct ef_inode *in, const char *name);
 void inode_names_forget(struct ef_inode *in);
 /* True if in's set is known and lacks name. */
 bool inode_names_lack(struct ef_inode *in, const char *name);
+/* The number of subdirectories, or -1 when the set is not known. */
+int inode_names_subdirs(struct ef_inode *in);

@@ -143,7 +143,7 @@ moved:
 }
 
 int rename_move(struct ef_fs *fs, GBytes *sfk, GBytes *sdp, GBytes *dfk, GBytes *ddp,
-		unsigned int flags, GBytes *probe, bool *src_left)
+		unsigned int flags, GBytes *probe, bool *src_left, bool *is_dir)
 {
 	struct ef_inode *pend;
 	struct ef_kv *kv = NULL;
@@ -160,7 +160,8 @@ int rename_move(struct ef_fs *fs, GBytes *sfk, GBytes *sdp, GBytes *dfk, GBytes 
 		rc = sdp ? etcd_lookup(fs->etcd, sfk, sdp, &kv, &children)
 			 : etcd_get(fs->etcd, sfk, &kv);
 	if (rc == 0) {
-		if (children || (sdp && localdir_holds(sdp)))
+		*is_dir = children || (sdp && localdir_holds(sdp));
+		if (*is_dir)
 			rc = ddp ? rename_dir(fs, sdp, kv, dfk, ddp, probe, src_left) : -ENOTDIR;
 		else if (kv)
 			rc = rename_file(fs, sfk, kv, dfk, flags, probe, src_left);

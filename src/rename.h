@@ -23,10 +23,11 @@ struct ef_fs;
  * flags (RENAME_NOREPLACE; RENAME_EXCHANGE is the caller's to refuse).
  * probe: the source's parent prefix, or NULL for the root; *src_left, which
  * the caller sets true first, receives whether any key is left under probe
- * after the move (if none, the caller keeps that directory as a local one). Keys are borrowed. Returns 0 or -errno: -ENOENT (no
+ * after the move (if none, the caller keeps that directory as a local one);
+ * *is_dir whether a directory moved. Keys are borrowed. Returns 0 or -errno: -ENOENT (no
  * source), -EEXIST (RENAME_NOREPLACE), -ENOTDIR, -ENOTEMPTY, -EXDEV (too
  * many keys for one Txn), -ESTALE (a guard failed: something changed
  * meanwhile), or another of etcd's.
  */
 int rename_move(struct ef_fs *fs, GBytes *sfk, GBytes *sdp, GBytes *dfk, GBytes *ddp,
-		unsigned int flags, GBytes *probe, bool *src_left);
+		unsigned int flags, GBytes *probe, bool *src_left, bool *is_dir);

@@ -203,8 +203,10 @@ static void dir_changed(struct ef_inode *din)
 
 /* Invalidates entry `comp` (a key component) of the directory prefix dir,
  * if the kernel knows that directory. added: a key appeared (else one
- * vanished, and whether the entry went with it is unknown). */
-static void inval_entry(const char *dir, size_t dlen, const char *comp, size_t clen, bool added)
+ * vanished, and whether the entry went with it is unknown); is_dir: the
+ * entry is a directory (the key goes on below it). */
+static void inval_entry(const char *dir, size_t dlen, const char *comp, size_t clen, bool added,
+			bool is_dir)
 {
 	g_autoptr(GBytes) d = g_bytes_new(dir, dlen);
 	struct ef_inode *din = inode_find(EF_DIR, d);
@@ -213,7 +215,7 @@ static void inval_entry(const char *dir, size_t dlen, const char *comp, size_t c
 	if (!din)
 		return;
 	if (added && name)
-		inode_names_add(din, name);
+		inode_names_add(din, name, is_dir);
 	else
 		inode_names_forget(din);
 	dir_changed(din);
@@ -257,7 +259,7 @@ static void notify_deleted(const char *k, size_t len, fuse_ino_t child)
 
 /* Invalidates the entry for the last component of key (len bytes) in its
  * directory, when the key lies below the root. Returns false at the root. */
-static bool inval_parent_entry(const char *k, size_t len, bool added)
+static bool inval_parent_entry(const char *k, size_t len, bool added, bool is_dir)
 {
 	size_t rlen = g_bytes_get_size(w.root), start = len;
 
@@ -265,7 +267,7 @@ static bool inval_parent_entry(const char *k, size_t len, bool added)
 		return false;
 	while (start > rlen && k[start - 1] != '/')
 		start--;
-	inval_entry(k, start, k + start, len - start, added);
+	inval_entry(k, start, k + start, len - start, added, is_dir);
 	return start > rlen;
 }
 
@@ -297,10 +299,10 @@ static void inval_namespace(GBytes *key, bool added)
 	g_byte_array_append(self, (const guint8 *)k, klen);
 	g_byte_array_append(self, (const guint8 *)"/", 1);
 	inval_entry((const char *)self->data, self->len, KEYMAP_SELF_NAME,
-		    strlen(KEYMAP_SELF_NAME), added);
+		    strlen(KEYMAP_SELF_NAME), added, false);
 	/* Walk up: the component ending at `end` lives in the prefix that
 	 * ends at the '/' before it. */
-	while (inval_parent_entry(k, end, added)) {
+	while (inval_parent_entry(k, end, added, end < klen)) {
 		while (k[end - 1] != '/')
 			end--;
 		if (added && dir_known(k, end))
@@ -374,7 +376,8 @@ static void invalidate_all(void)
 		/* Entries point at this inode from its parent: drop them so
 		 * a key that vanished meanwhile is looked up again. */
 		if (in->ino != FUSE_ROOT_ID)
-			inval_parent_entry(k, in->kind == EF_DIR && len ? len - 1 : len, false);
+			inval_parent_entry(k, in->kind == EF_DIR && len ? len - 1 : len, false,
+					   in->kind == EF_DIR);
 	}
 }
 

@@ -174,11 +174,12 @@ int writeback_writer_open(struct ef_fs *fs, struct ef_inode *in, bool trunc, int
 	return 0;
 }
 
-void writeback_writer_close(struct ef_inode *in)
+/* Counts one writer out; the last one out drops the buffer. Returns true
+ * if that dropped a value never Put (the caller drops the cached kv). */
+static bool writer_close_locked(struct ef_inode *in)
 {
 	bool discarded = false;
 
-	g_mutex_lock(&in->lock);
 	if (--in->writers == 0) {
 		/* A buffer still dirty here failed its Put, and close or
 		 * fsync already reported that. */
@@ -190,6 +191,15 @@ void writeback_writer_close(struct ef_inode *in)
 		in->writer = in->writer_tid = 0;
 		g_clear_pointer(&in->closed, g_bytes_unref);
 	}
+	return discarded;
+}
+
+void writeback_writer_close(struct ef_inode *in)
+{
+	bool discarded;
+
+	g_mutex_lock(&in->lock);
+	discarded = writer_close_locked(in);
 	g_mutex_unlock(&in->lock);
 	/* The kernel's pages hold the discarded writes: the next open must
 	 * read etcd's value again. */
@@ -199,19 +209,26 @@ void writeback_writer_close(struct ef_inode *in)
 
 void writeback_writer_release(struct ef_fs *fs, struct ef_inode *in)
 {
+	bool discarded;
 	int rc;
 
 	g_mutex_lock(&in->lock);
-	if (in->writers > 1) {
-		in->writers--;
+	/* A writer that opened and closed while we published left its
+	 * leftovers to us (it was not last then): look again until nothing
+	 * is left, and leave in the same step as the last look. */
+	while (in->writers == 1 && in->dirty && !in->unlinked && !in->werr && !in->failed) {
 		g_mutex_unlock(&in->lock);
-		return;
+		/* Nobody waits for release: a failure can only be logged
+		 * (and marks the buffer failed, which ends the loop). */
+		if ((rc = writeback_publish(fs, in, EF_PUBLISH_LEFTOVER)) < 0)
+			g_message("etcdfs: could not write a file at its last close: %s",
+				  g_strerror(-rc));
+		g_mutex_lock(&in->lock);
 	}
+	discarded = writer_close_locked(in);
 	g_mutex_unlock(&in->lock);
-	/* Nobody waits for release, so a failure can only be logged. */
-	if ((rc = writeback_publish(fs, in, EF_PUBLISH_LEFTOVER)) < 0)
-		g_message("etcdfs: could not write a file at its last close: %s", g_strerror(-rc));
-	writeback_writer_close(in);
+	if (discarded)
+		cache_drop(in);
 }
 
 int writeback_write(struct ef_inode *in, pid_t tid, const char *buf, size_t size, off_t off)

@@ -839,18 +839,19 @@ static void test_no_settings(void)
 {
 	uint16_t port;
 	int lfd = listen_any(&port);    /* the kernel accepts; nobody answers */
-	struct ef_h2 *h = h2_for(port, 200);
+	struct ef_h2 *h = h2_for(port, 1500);
 	GBytes *resp;
 	GError *err = NULL;
 	gint64 t0 = g_get_monotonic_time();
 
-	/* The deadline comes before the dial timeout. */
+	/* The deadline (0.1 s) comes before the dial timeout (1.5 s); the
+	 * margin between them absorbs a loaded machine. */
 	g_assert_cmpint(grpc_unary(h, "/x.Y/Z", "a", 1, 100, &resp, NULL), ==, -ETIMEDOUT);
-	g_assert_cmpfloat(elapsed_s(t0), <, 0.19);
+	g_assert_cmpfloat(elapsed_s(t0), <, 1.0);
 
 	g_assert_false(h2_connect(h, &err));
 	g_assert_nonnull(strstr(err->message, "no HTTP/2 SETTINGS"));
-	g_assert_cmpfloat(elapsed_s(t0), <, 1.0);
+	g_assert_cmpfloat(elapsed_s(t0), <, 4.0);
 	g_clear_error(&err);
 	h2_free(h);
 	close(lfd);
