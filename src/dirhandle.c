@@ -11,6 +11,7 @@
 #include "inode.h"
 #include "keymap.h"
 #include "localdir.h"
+#include "watch.h"
 
 #define DIR_PAGE 1000
 
@@ -29,6 +30,7 @@ struct ef_dirh {
 	GPtrArray *items;          /* struct ef_diritem */
 	size_t n_pre;
 	bool started;              /* the first n_pre items are in */
+	uint64_t seq;              /* watch_seq() before the first page */
 	bool complete;
 	bool root;
 };
@@ -111,6 +113,7 @@ static int dirh_start(struct ef_fs *fs, struct ef_dirh *dh, fuse_ino_t ino)
 	g_autoptr(GPtrArray) kvs = NULL;
 	int rc = 0;
 
+	dh->seq = watch_seq();
 	if (self && !dh->root)
 		rc = etcd_range(fs->etcd, d, self, NULL, 0, 1, true, &kvs, NULL, NULL);
 	if (rc < 0)
@@ -132,7 +135,7 @@ static void dirh_feed(void *ud, const char *const *keys, const size_t *lens, siz
 }
 
 /* Fetches one more page of the listing. */
-static int dirh_fetch_page(struct ef_fs *fs, struct ef_dirh *dh)
+static int dirh_fetch_page(struct ef_fs *fs, struct ef_dirh *dh, fuse_ino_t ino)
 {
 	const char *start, *end;
 	size_t slen, elen;
@@ -146,9 +149,67 @@ static int dirh_fetch_page(struct ef_fs *fs, struct ef_dirh *dh)
 			return rc;
 		dh->complete = dirlist_done(dh->list);
 	}
-	if (dh->complete)
+	if (dh->complete) {
+		struct ef_inode *din = inode_get(ino);
+
 		dirh_add_local(dh);
+		if (din)
+			dirh_learn_names(din, dh->dir, dh->list, dh->seq);
+		inode_unref(din);
+	}
 	return 0;
+}
+
+void dirh_learn_names(struct ef_inode *din, GBytes *dir, const struct ef_dirlist *l, uint64_t seq)
+{
+	g_autoptr(GPtrArray) kids = localdir_children(dir);
+	gsize dlen;
+	const char *d = g_bytes_get_data(dir, &dlen);
+	g_autoptr(GBytes) around = g_bytes_new(d, dlen ? dlen - 1 : 0);
+
+	inode_names_forget(din);
+	inode_names_start(din);
+	for (size_t i = 0; i < dirlist_count(l); i++)
+		inode_names_add(din, dirlist_get(l, i)->name, dirlist_get(l, i)->is_dir);
+	for (guint i = 0; i < kids->len; i++) {
+		gsize len;
+		const char *k = g_bytes_get_data(kids->pdata[i], &len);
+		g_autofree char *name = keymap_name_from_component(k + dlen, len - dlen - 1);
+
+		if (name)
+			inode_names_add(din, name, true);
+	}
+	/* The set exists from before the check, so the watch kept it current
+	 * from then on; an event before that (on the directory's keys or its
+	 * own value, both under `around`) may be missing from it. */
+	if (!watch_trusted() || watch_changed_since(seq, around, true))
+		inode_names_forget(din);
+}
+
+static void lookup_feed(void *ud, const char *const *keys, const size_t *lens, size_t n, bool more)
+{
+	dirlist_feed(ud, keys, lens, n, more);
+}
+
+int dirh_lookup(struct ef_fs *fs, struct ef_inode *din, GBytes *dir, GBytes *fk, GBytes *dp,
+		struct ef_kv **kv, bool *children)
+{
+	gsize dlen;
+	const char *d = g_bytes_get_data(dir, &dlen);
+	struct ef_dirlist *l;
+	uint64_t seq = watch_seq();
+	int rc;
+
+	if (!din || !dlen || !watch_trusted() || !inode_names_wanted(din))
+		return etcd_lookup(fs->etcd, fk, dp, kv, children);
+	l = dirlist_new(d, dlen);
+	rc = etcd_lookup_listing(fs->etcd, fk, dp, dir, DIR_PAGE, lookup_feed, l, kv, children);
+	if (rc == 0 && dirlist_done(l))
+		dirh_learn_names(din, dir, l, seq);
+	else if (rc == 0)
+		inode_names_set_big(din);
+	dirlist_free(l);
+	return rc;
 }
 
 void dirh_free(struct ef_dirh *dh)
@@ -180,6 +241,6 @@ int dirh_fetch(struct ef_fs *fs, struct ef_dirh *dh, fuse_ino_t ino, off_t off)
 	if (!dh->started)
 		rc = dirh_start(fs, dh, ino);
 	while (rc == 0 && !dh->complete && dirh_count(dh) <= (size_t)off)
-		rc = dirh_fetch_page(fs, dh);
+		rc = dirh_fetch_page(fs, dh, ino);
 	return rc;
 }

@@ -44,3 +44,24 @@ size_t dirh_count(const struct ef_dirh *dh);
 /* Entry i (< dirh_count): its name (borrowed until dirh_free), with type
  * and inode number set in st. */
 const char *dirh_entry(const struct ef_dirh *dh, size_t i, struct stat *st);
+
+struct ef_dirlist;
+struct ef_inode;
+struct ef_kv;
+
+/*
+ * The complete listing l of directory prefix dir (with the local
+ * directories below it) becomes din's known name set, unless an event
+ * touched the directory since seq (watch_seq() taken before the listing's
+ * first etcd call): then din is left with no set.
+ */
+void dirh_learn_names(struct ef_inode *din, GBytes *dir, const struct ef_dirlist *l, uint64_t seq);
+
+/*
+ * Looks up the entry fk/dp of directory din (prefix dir) as etcd_lookup
+ * does. When din has no name set yet, the same Txn reads one page of the
+ * directory too, and a page that holds it all becomes its set, so later
+ * lookups of absent names there need no round trip. Returns 0 or -errno.
+ */
+int dirh_lookup(struct ef_fs *fs, struct ef_inode *din, GBytes *dir, GBytes *fk, GBytes *dp,
+		struct ef_kv **kv, bool *children);

@@ -120,8 +120,8 @@ static bool inode_pending_key(GBytes *fk)
 
 /* What an entry currently is: on success *out is a new reference with one
  * kernel lookup counted (a pending local file, a directory or a file). */
-static int resolve_entry(struct ef_fs *fs, GBytes *fk, GBytes *dp, struct ef_inode **out,
-			 bool *cacheable)
+static int resolve_entry(struct ef_fs *fs, struct ef_inode *p, GBytes *dir, GBytes *fk, GBytes *dp,
+			 struct ef_inode **out, bool *cacheable)
 {
 	struct ef_inode *pending = inode_find(EF_FILE, fk);
 	struct ef_kv *kv = NULL;
@@ -141,7 +141,7 @@ static int resolve_entry(struct ef_fs *fs, GBytes *fk, GBytes *dp, struct ef_ino
 	if (g_bytes_get_size(fk) == 0)
 		rc = dp ? prefix_has_keys(fs, dp, &children) : -ENOENT;
 	else if (dp)
-		rc = etcd_lookup(fs->etcd, fk, dp, &kv, &children);
+		rc = dirh_lookup(fs, p, dir, fk, dp, &kv, &children);
 	else
 		rc = etcd_get(fs->etcd, fk, &kv);
 	if (rc < 0)
@@ -170,13 +170,15 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 	if (rc == 0)
 		rc = entry_keys(dir, name, &fk, &dp);
-	/* A directory made here whose entries are all known answers "no
-	 * such name" itself: creating a file asks this first, while the
-	 * kernel holds the directory's lock. */
-	if (rc == 0 && inode_names_lack(p, name) && watch_trusted() && !inode_pending_key(fk))
+	/* A directory whose entries are all known (made or listed here)
+	 * answers "no such name" itself: creating a file asks this first,
+	 * while the kernel holds the directory's lock. Its own value
+	 * (%self) lies outside its range, so that name always asks. */
+	if (rc == 0 && strcmp(name, KEYMAP_SELF_NAME) != 0 && inode_names_lack(p, name) &&
+	    watch_trusted() && !inode_pending_key(fk))
 		rc = -ENOENT;
 	else if (rc == 0)
-		rc = resolve_entry(fs, fk, dp, &in, &cacheable);
+		rc = resolve_entry(fs, p, dir, fk, dp, &in, &cacheable);
 	inode_unref(p);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
@@ -483,7 +485,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		rc = -EINVAL;
 	seq = watch_seq();
 	if (rc == 0) {
-		rc = resolve_entry(fs, fk, dp, &in, &(bool){ false });
+		rc = resolve_entry(fs, p, dir, fk, dp, &in, &(bool){ false });
 		if (rc == 0) {
 			inode_unlookup(in);
 			inode_unref(in);

@@ -333,6 +333,7 @@ static void names_forget_locked(struct ef_inode *in)
 		g_hash_table_destroy(in->names);
 	in->names = NULL;
 	in->nsubdirs = 0;
+	in->names_big = false;
 }
 
 void inode_names_add(struct ef_inode *in, const char *name, bool is_dir)
@@ -383,6 +384,23 @@ bool inode_names_lack(struct ef_inode *in, const char *name)
 	lack = in->names && !g_hash_table_contains(in->names, name);
 	g_mutex_unlock(&in->lock);
 	return lack;
+}
+
+bool inode_names_wanted(struct ef_inode *in)
+{
+	bool wanted;
+
+	g_mutex_lock(&in->lock);
+	wanted = !in->names && !in->names_big;
+	g_mutex_unlock(&in->lock);
+	return wanted;
+}
+
+void inode_names_set_big(struct ef_inode *in)
+{
+	g_mutex_lock(&in->lock);
+	in->names_big = true;
+	g_mutex_unlock(&in->lock);
 }
 
 int inode_names_subdirs(struct ef_inode *in)

@@ -33,6 +33,9 @@ struct ef_inode {
 				      * entry is known: name -> 1 (file) or 2
 				      * (directory); NULL when not known */
 	unsigned nsubdirs;           /* protected by lock: directories in names */
+	bool names_big;              /* protected by lock: too many keys below to
+				      * learn names from one page; try again after
+				      * the set is next forgotten */
 	struct ef_kv *kv;            /* protected by lock: last kv read or written */
 	bool kv_ok;                  /* protected by lock: kv is current (the watch
 				      * has applied every event since it was read) */
@@ -123,5 +126,8 @@ void inode_names_remove(struct ef_inode *in, const char *name);
 void inode_names_forget(struct ef_inode *in);
 /* True if in's set is known and lacks name. */
 bool inode_names_lack(struct ef_inode *in, const char *name);
+/* True if in has no set yet and one may be learned from a page. */
+bool inode_names_wanted(struct ef_inode *in);
+void inode_names_set_big(struct ef_inode *in);
 /* The number of subdirectories, or -1 when the set is not known. */
 int inode_names_subdirs(struct ef_inode *in);

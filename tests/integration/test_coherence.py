@@ -385,3 +385,55 @@ def test_remote_creates_nearby_keep_known_directories(etcd, mnt):
         assert errno_of(os.stat, mnt.p("near/mine/x%d" % i)) == errno.ENOENT
     assert kv_requests(etcd) == before
     assert read(mnt.p("near/theirs/k3")) == b"v"
+
+
+def test_existing_directory_learns_its_names(etcd, mnt):
+    """A directory another client made: the first lookup there reads a page
+    of it in the same Txn, so later absent names and creates cost no lookup
+    round trip, while remote changes still show."""
+    etcd.put("/ex/a", "1")
+    etcd.put("/ex/sub/b", "2")
+    assert errno_of(os.stat, mnt.p("ex/absent0")) == errno.ENOENT
+    time.sleep(0.2)
+    before = kv_requests(etcd)
+    for i in range(1, 20):
+        assert errno_of(os.stat, mnt.p("ex/absent%d" % i)) == errno.ENOENT
+    assert kv_requests(etcd) == before
+    for i in range(10):
+        write(mnt.p("ex/f%d" % i), b"x")
+    assert kv_requests(etcd) - before == 10
+    assert os.stat(mnt.p("ex")).st_nlink == 3       # ".", "..", and sub's ".."
+    assert sorted(os.listdir(mnt.p("ex"))) == ["a"] + ["f%d" % i for i in range(10)] + ["sub"]
+    assert etcd.keys("/ex/") == sorted([b"/ex/a", b"/ex/sub/b"] +
+                                       [b"/ex/f%d" % i for i in range(10)])
+    # the set follows remote changes: a new name shows, a deleted one goes
+    etcd.put("/ex/remote", "r")
+    eventually(lambda: errno_of(read, mnt.p("ex/remote")) is None, "remote file hidden")
+    etcd.put("/ex/newdir/x", "y")
+    eventually(lambda: os.path.isdir(mnt.p("ex/newdir")), "remote directory hidden")
+    etcd.delete("/ex/a")
+    eventually(lambda: errno_of(os.stat, mnt.p("ex/a")) == errno.ENOENT, "deleted file seen")
+    etcd.put("/ex/again", "a")
+    eventually(lambda: errno_of(read, mnt.p("ex/again")) is None, "recreated file hidden")
+
+
+def test_listed_directory_answers_absent_names_itself(etcd, mnt):
+    etcd.put_many(("/ls/k%03d" % i, "v") for i in range(50))
+    assert len(os.listdir(mnt.p("ls"))) == 50
+    time.sleep(0.2)
+    before = kv_requests(etcd)
+    for i in range(20):
+        assert errno_of(os.stat, mnt.p("ls/absent%d" % i)) == errno.ENOENT
+    assert kv_requests(etcd) == before
+    assert os.stat(mnt.p("ls")).st_nlink == 2
+
+
+def test_large_directory_names_still_looked_up(etcd, mnt):
+    """Past one page the set is not learned from a lookup: every answer
+    still comes from etcd, and is right."""
+    etcd.put_many(("/big/k%04d" % i, "v") for i in range(1100))
+    assert errno_of(os.stat, mnt.p("big/absent")) == errno.ENOENT
+    assert read(mnt.p("big/k1099")) == b"v"
+    etcd.put("/big/late", "l")
+    eventually(lambda: errno_of(read, mnt.p("big/late")) is None, "new key hidden")
+    assert os.stat(mnt.p("big")).st_nlink == 1
