@@ -14,6 +14,8 @@
 #include "watch.h"
 
 #define DIR_PAGE 1000
+/* Keys of an entry's own directory read along with its lookup. */
+#define CHILD_PAGE 256
 
 struct ef_diritem {
 	char *name;
@@ -31,6 +33,7 @@ struct ef_dirh {
 	size_t n_pre;
 	bool started;              /* the first n_pre items are in */
 	uint64_t seq;              /* watch_seq() before the first page */
+	int64_t rev;               /* the revision of the first page (0: none yet) */
 	bool complete;
 	bool root;
 };
@@ -144,9 +147,16 @@ static int dirh_fetch_page(struct ef_fs *fs, struct ef_dirh *dh, fuse_ino_t ino)
 	if (!dirlist_range(dh->list, &start, &slen, &end, &elen)) {
 		dh->complete = true;
 	} else {
-		rc = etcd_range_keys(fs->etcd, start, slen, end, elen, DIR_PAGE, dirh_feed, dh->list);
+		int64_t rev = 0;
+
+		rc = etcd_range_keys(fs->etcd, start, slen, end, elen, DIR_PAGE, dirh_feed, dh->list,
+				     &rev);
 		if (rc < 0)
 			return rc;
+		/* Each page is read at its own revision: events after the
+		 * first one may be missing from the earlier pages. */
+		if (!dh->rev)
+			dh->rev = rev;
 		dh->complete = dirlist_done(dh->list);
 	}
 	if (dh->complete) {
@@ -154,13 +164,14 @@ static int dirh_fetch_page(struct ef_fs *fs, struct ef_dirh *dh, fuse_ino_t ino)
 
 		dirh_add_local(dh);
 		if (din)
-			dirh_learn_names(din, dh->dir, dh->list, dh->seq);
+			dirh_learn_names(din, dh->dir, dh->list, dh->seq, dh->rev);
 		inode_unref(din);
 	}
 	return 0;
 }
 
-void dirh_learn_names(struct ef_inode *din, GBytes *dir, const struct ef_dirlist *l, uint64_t seq)
+void dirh_learn_names(struct ef_inode *din, GBytes *dir, const struct ef_dirlist *l, uint64_t seq,
+		      int64_t rev)
 {
 	g_autoptr(GPtrArray) kids = localdir_children(dir);
 	gsize dlen;
@@ -180,9 +191,10 @@ void dirh_learn_names(struct ef_inode *din, GBytes *dir, const struct ef_dirlist
 			inode_names_add(din, name, true);
 	}
 	/* The set exists from before the check, so the watch kept it current
-	 * from then on; an event before that (on the directory's keys or its
-	 * own value, both under `around`) may be missing from it. */
-	if (!watch_trusted() || watch_changed_since(seq, around, true))
+	 * from then on; an event before that, newer than the listing (on the
+	 * directory's keys or its own value, both under `around`), or a
+	 * change made here, may be missing from it. */
+	if (!watch_trusted() || watch_changed_after(seq, around, true, rev))
 		inode_names_forget(din);
 }
 
@@ -191,24 +203,67 @@ static void lookup_feed(void *ud, const char *const *keys, const size_t *lens, s
 	dirlist_feed(ud, keys, lens, n, more);
 }
 
-int dirh_lookup(struct ef_fs *fs, struct ef_inode *din, GBytes *dir, GBytes *fk, GBytes *dp,
-		struct ef_kv **kv, bool *children)
+static void dirh_page_learn_none(struct ef_dirpage *pg);
+
+/* A page of a directory's keys, read before its inode is known. */
+struct ef_dirpage {
+	GBytes *dir;
+	struct ef_dirlist *list;
+	uint64_t seq;
+	int64_t rev;
+};
+
+void dirh_page_learn(struct ef_dirpage *pg, struct ef_inode *in)
 {
-	gsize dlen;
+	if (!pg)
+		return;
+	if (in && in->kind == EF_DIR && dirlist_done(pg->list) && inode_names_wanted(in))
+		dirh_learn_names(in, pg->dir, pg->list, pg->seq, pg->rev);
+	g_bytes_unref(pg->dir);
+	dirlist_free(pg->list);
+	g_free(pg);
+}
+
+int dirh_lookup(struct ef_fs *fs, struct ef_inode *din, GBytes *dir, GBytes *fk, GBytes *dp,
+		struct ef_kv **kv, bool *children, struct ef_dirpage **child)
+{
+	gsize dlen, plen;
 	const char *d = g_bytes_get_data(dir, &dlen);
-	struct ef_dirlist *l;
+	const char *p = g_bytes_get_data(dp, &plen);
+	struct ef_dirlist *l = NULL;
+	struct ef_dirpage *pg = g_new0(struct ef_dirpage, 1);
+	struct ef_lookup_pages pages = { 0 };
 	uint64_t seq = watch_seq();
+	int64_t rev = 0;
 	int rc;
 
-	if (!din || !dlen || !watch_trusted() || !inode_names_wanted(din))
-		return etcd_lookup(fs->etcd, fk, dp, kv, children);
-	l = dirlist_new(d, dlen);
-	rc = etcd_lookup_listing(fs->etcd, fk, dp, dir, DIR_PAGE, lookup_feed, l, kv, children);
-	if (rc == 0 && dirlist_done(l))
-		dirh_learn_names(din, dir, l, seq);
-	else if (rc == 0)
+	/* The entry's own keys, should it be a directory: a small one's
+	 * page tells its names (and so its link count) at no extra trip. */
+	pg->dir = g_bytes_ref(dp);
+	pg->list = dirlist_new(p, plen);
+	pg->seq = seq;
+	pages = (struct ef_lookup_pages){
+		.child_fn = lookup_feed, .child_ud = pg->list, .child_limit = CHILD_PAGE,
+	};
+	/* The parent's keys, if its names are not known yet. */
+	if (din && dlen && watch_trusted() && inode_names_wanted(din)) {
+		l = dirlist_new(d, dlen);
+		pages.list_dir = dir;
+		pages.list_fn = lookup_feed;
+		pages.list_ud = l;
+		pages.list_limit = DIR_PAGE;
+	}
+	rc = etcd_lookup_pages(fs->etcd, fk, dp, &pages, kv, children, &rev);
+	pg->rev = rev;
+	if (rc == 0 && l && dirlist_done(l))
+		dirh_learn_names(din, dir, l, seq, rev);
+	else if (rc == 0 && l)
 		inode_names_set_big(din);
-	dirlist_free(l);
+	if (l)
+		dirlist_free(l);
+	if (rc < 0)
+		g_clear_pointer(&pg, dirh_page_learn_none);
+	*child = pg;
 	return rc;
 }
 
@@ -243,4 +298,36 @@ int dirh_fetch(struct ef_fs *fs, struct ef_dirh *dh, fuse_ino_t ino, off_t off)
 	while (rc == 0 && !dh->complete && dirh_count(dh) <= (size_t)off)
 		rc = dirh_fetch_page(fs, dh, ino);
 	return rc;
+}
+
+void dirh_learn(struct ef_fs *fs, struct ef_inode *din)
+{
+	g_autoptr(GBytes) dir = NULL;
+	struct ef_dirlist *l;
+	const char *start, *end;
+	size_t slen, elen;
+	uint64_t seq = watch_seq();
+	int64_t rev = 0;
+	gsize dlen;
+	const char *d;
+
+	if (!watch_trusted() || !inode_names_wanted(din))
+		return;
+	dir = inode_key(din);
+	d = g_bytes_get_data(dir, &dlen);
+	l = dirlist_new(d, dlen);
+	/* Errors leave the set unknown: the link count says so. */
+	if (dirlist_range(l, &start, &slen, &end, &elen) &&
+	    etcd_range_keys(fs->etcd, start, slen, end, elen, DIR_PAGE, lookup_feed, l, &rev) == 0) {
+		if (dirlist_done(l))
+			dirh_learn_names(din, dir, l, seq, rev);
+		else
+			inode_names_set_big(din);
+	}
+	dirlist_free(l);
+}
+
+static void dirh_page_learn_none(struct ef_dirpage *pg)
+{
+	dirh_page_learn(pg, NULL);
 }

@@ -52,16 +52,32 @@ struct ef_kv;
 /*
  * The complete listing l of directory prefix dir (with the local
  * directories below it) becomes din's known name set, unless an event
- * touched the directory since seq (watch_seq() taken before the listing's
- * first etcd call): then din is left with no set.
+ * newer than rev (the revision of the listing's first page) or a change
+ * made here touched the directory since seq (watch_seq() taken before the
+ * listing's first etcd call): then din is left with no set.
  */
-void dirh_learn_names(struct ef_inode *din, GBytes *dir, const struct ef_dirlist *l, uint64_t seq);
+void dirh_learn_names(struct ef_inode *din, GBytes *dir, const struct ef_dirlist *l, uint64_t seq,
+		      int64_t rev);
+
+struct ef_dirpage;
 
 /*
  * Looks up the entry fk/dp of directory din (prefix dir) as etcd_lookup
- * does. When din has no name set yet, the same Txn reads one page of the
- * directory too, and a page that holds it all becomes its set, so later
- * lookups of absent names there need no round trip. Returns 0 or -errno.
+ * does. The same Txn reads a page of the entry's own keys, returned in
+ * *child (hand it to dirh_page_learn, once the entry's inode is known);
+ * and when din has no name set yet, a page of din's keys: a page that
+ * holds the whole directory becomes its set, so later lookups of absent
+ * names there need no round trip. Returns 0 or -errno (then *child is
+ * NULL).
  */
 int dirh_lookup(struct ef_fs *fs, struct ef_inode *din, GBytes *dir, GBytes *fk, GBytes *dp,
-		struct ef_kv **kv, bool *children);
+		struct ef_kv **kv, bool *children, struct ef_dirpage **child);
+
+/* in (a directory; NULL or a file: nothing) learns its names from pg if pg
+ * holds them all; frees pg (NULL: nothing). */
+void dirh_page_learn(struct ef_dirpage *pg, struct ef_inode *in);
+
+/* Learns din's name set from one page of its keys when it has none yet and
+ * the page holds them all (errors, or a larger directory, leave it
+ * unknown). */
+void dirh_learn(struct ef_fs *fs, struct ef_inode *din);

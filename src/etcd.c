@@ -193,13 +193,15 @@ static void feed_keys(const Etcdserverpb__RangeResponse *r, etcd_keys_fn fn, voi
 }
 
 int etcd_range_keys(struct ef_etcd *e, const void *key, size_t klen, const void *end,
-		    size_t elen, int64_t limit, etcd_keys_fn fn, void *ud)
+		    size_t elen, int64_t limit, etcd_keys_fn fn, void *ud, int64_t *rev)
 {
 	Etcdserverpb__RangeResponse *resp = NULL;
 	int rc = range_call(e, key, klen, end, elen, limit, true, &resp);
 
 	if (rc < 0)
 		return rc;
+	if (rev)
+		*rev = resp->header ? resp->header->revision : 0;
 	feed_keys(resp, fn, ud);
 	etcdserverpb__range_response__free_unpacked(resp, NULL);
 	return 0;
@@ -237,9 +239,9 @@ static Etcdserverpb__RangeResponse *txn_range(const Etcdserverpb__TxnResponse *r
 	return r->responses[i]->response_range;
 }
 
-int etcd_lookup_listing(struct ef_etcd *e, GBytes *file_key, GBytes *dir_prefix,
-			GBytes *list_dir, int64_t limit, etcd_keys_fn fn, void *ud,
-			struct ef_kv **kv, bool *has_children)
+int etcd_lookup_pages(struct ef_etcd *e, GBytes *file_key, GBytes *dir_prefix,
+		      const struct ef_lookup_pages *pg, struct ef_kv **kv, bool *has_children,
+		      int64_t *rev)
 {
 	Etcdserverpb__RangeRequest rr[3];
 	Etcdserverpb__RequestOp ops[3];
@@ -260,12 +262,14 @@ int etcd_lookup_listing(struct ef_etcd *e, GBytes *file_key, GBytes *dir_prefix,
 	p = g_bytes_get_data(dir_prefix, &len);
 	dend = keymap_prefix_end(p, len);
 	probe_init(&rr[1], e, dir_prefix, dend, &ops[1]);
+	if (pg && pg->child_fn)
+		rr[1].limit = pg->child_limit;
 	req.n_success = 2;
-	if (list_dir) {
-		p = g_bytes_get_data(list_dir, &len);
+	if (pg && pg->list_dir) {
+		p = g_bytes_get_data(pg->list_dir, &len);
 		lend = keymap_prefix_end(p, len);
-		probe_init(&rr[2], e, list_dir, lend, &ops[2]);
-		rr[2].limit = limit;
+		probe_init(&rr[2], e, pg->list_dir, lend, &ops[2]);
+		rr[2].limit = pg->list_limit;
 		req.n_success = 3;
 	}
 	req.success = opp;
@@ -274,16 +278,20 @@ int etcd_lookup_listing(struct ef_etcd *e, GBytes *file_key, GBytes *dir_prefix,
 		return rc;
 	a = txn_range(resp, 0);
 	b = txn_range(resp, 1);
-	if (list_dir)
+	if (req.n_success == 3)
 		c = txn_range(resp, 2);
-	if (!a || !b || (list_dir && !c)) {
+	if (!a || !b || (req.n_success == 3 && !c)) {
 		rc = -EPROTO;
 		goto out;
 	}
 	*kv = a->n_kvs ? kv_from_pb(a->kvs[0], false) : NULL;
 	*has_children = b->n_kvs > 0;
+	if (rev)
+		*rev = resp->header ? resp->header->revision : 0;
+	if (pg && pg->child_fn)
+		feed_keys(b, pg->child_fn, pg->child_ud);
 	if (c)
-		feed_keys(c, fn, ud);
+		feed_keys(c, pg->list_fn, pg->list_ud);
 out:
 	etcdserverpb__txn_response__free_unpacked(resp, NULL);
 	return rc;
@@ -292,7 +300,7 @@ out:
 int etcd_lookup(struct ef_etcd *e, GBytes *file_key, GBytes *dir_prefix, struct ef_kv **kv,
 		bool *has_children)
 {
-	return etcd_lookup_listing(e, file_key, dir_prefix, NULL, 0, NULL, NULL, kv, has_children);
+	return etcd_lookup_pages(e, file_key, dir_prefix, NULL, kv, has_children, NULL);
 }
 
 int etcd_put(struct ef_etcd *e, GBytes *key, const void *val, size_t vlen, int64_t lease,

@@ -56,12 +56,13 @@ int etcd_range(struct ef_etcd *e, const void *key, size_t klen, const void *end,
 
 /*
  * One keys-only page of [key, end), handed to fn without copying: keys[i]
- * (lens[i] bytes) are valid only during the call. Returns 0 or -errno.
+ * (lens[i] bytes) are valid only during the call. rev, if non-NULL,
+ * receives the revision the page was read at. Returns 0 or -errno.
  */
 typedef void (*etcd_keys_fn)(void *ud, const char *const *keys, const size_t *lens, size_t n,
 			     bool more);
 int etcd_range_keys(struct ef_etcd *e, const void *key, size_t klen, const void *end,
-		    size_t elen, int64_t limit, etcd_keys_fn fn, void *ud);
+		    size_t elen, int64_t limit, etcd_keys_fn fn, void *ud, int64_t *rev);
 
 /*
  * Resolves a directory entry in one round trip (a read-only Txn): the file
@@ -72,13 +73,26 @@ int etcd_lookup(struct ef_etcd *e, GBytes *file_key, GBytes *dir_prefix, struct 
 		bool *has_children);
 
 /*
- * etcd_lookup, and in the same Txn one keys-only page of the directory
- * list_dir (at most limit keys), handed to fn as by etcd_range_keys: a
- * lookup that also learns the directory's names. list_dir NULL: none.
+ * etcd_lookup, reading in the same Txn keys-only pages that tell a
+ * directory's names: up to child_limit keys under dir_prefix (the entry
+ * itself, if a directory), handed to child_fn; and up to list_limit keys
+ * under list_dir (the entry's parent), handed to list_fn; both as by
+ * etcd_range_keys. A NULL fn or list_dir: that page is not read. rev, if
+ * non-NULL, receives the revision of the whole read.
  */
-int etcd_lookup_listing(struct ef_etcd *e, GBytes *file_key, GBytes *dir_prefix,
-			GBytes *list_dir, int64_t limit, etcd_keys_fn fn, void *ud,
-			struct ef_kv **kv, bool *has_children);
+struct ef_lookup_pages {
+	etcd_keys_fn child_fn;
+	void *child_ud;
+	int64_t child_limit;
+	GBytes *list_dir;
+	etcd_keys_fn list_fn;
+	void *list_ud;
+	int64_t list_limit;
+};
+
+int etcd_lookup_pages(struct ef_etcd *e, GBytes *file_key, GBytes *dir_prefix,
+		      const struct ef_lookup_pages *pg, struct ef_kv **kv, bool *has_children,
+		      int64_t *rev);
 
 /*
  * Puts value under key, keeping the key's lease. If expect_mod >= 0 the Put

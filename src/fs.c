@@ -10,6 +10,7 @@
 #include "cache.h"
 #include "etcd.h"
 #include "inode.h"
+#include "keymap.h"
 #include "localdir.h"
 #include "revclock.h"
 #include "watch.h"
@@ -72,6 +73,32 @@ void fs_fill_attr(struct ef_fs *fs, struct stat *st, struct ef_inode *in)
 	g_mutex_unlock(&in->lock);
 	st->st_ctim = st->st_atim = st->st_mtim;
 	st->st_blocks = (st->st_size + 511) / 512;
+}
+
+void fs_note_created(struct ef_fs *fs, GBytes *key, bool is_dir)
+{
+	gsize len, rlen = g_bytes_get_size(fs->root), start;
+	const char *k = g_bytes_get_data(key, &len);
+	g_autoptr(GBytes) dir = NULL;
+	g_autofree char *name = NULL;
+	struct ef_inode *din;
+
+	watch_note_local(key);
+	/* A directory's prefix ends in '/': its name is the component
+	 * before that. */
+	if (is_dir && len)
+		len--;
+	if (len < rlen)
+		return;
+	start = len;
+	while (start > rlen && k[start - 1] != '/')
+		start--;
+	dir = g_bytes_new(k, start);
+	name = keymap_name_from_component(k + start, len - start);
+	if (name && (din = inode_find(EF_DIR, dir))) {
+		inode_names_add(din, name, is_dir);
+		inode_unref(din);
+	}
 }
 
 void fs_dir_touch(struct ef_inode *in)

@@ -67,6 +67,13 @@ void fs_free(struct ef_fs *fs);
  * in->lock. */
 void fs_fill_attr(struct ef_fs *fs, struct stat *st, struct ef_inode *in);
 
+/*
+ * This mount made key (a file's key, or with is_dir a directory's prefix)
+ * exist: its directory's name set gets its name, and a name set being
+ * learned from a page read before that is not taken (watch_note_local).
+ */
+void fs_note_created(struct ef_fs *fs, GBytes *key, bool is_dir);
+
 /* The entries of directory in (NULL, or a file: nothing) changed here: its
  * mtime moves. Takes in->lock. */
 void fs_dir_touch(struct ef_inode *in);

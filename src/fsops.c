@@ -124,6 +124,7 @@ static int resolve_entry(struct ef_fs *fs, struct ef_inode *p, GBytes *dir, GByt
 			 struct ef_inode **out, bool *cacheable)
 {
 	struct ef_inode *pending = inode_find(EF_FILE, fk);
+	struct ef_dirpage *page = NULL;
 	struct ef_kv *kv = NULL;
 	bool children = false;
 	uint64_t seq = watch_seq();
@@ -141,7 +142,7 @@ static int resolve_entry(struct ef_fs *fs, struct ef_inode *p, GBytes *dir, GByt
 	if (g_bytes_get_size(fk) == 0)
 		rc = dp ? prefix_has_keys(fs, dp, &children) : -ENOENT;
 	else if (dp)
-		rc = dirh_lookup(fs, p, dir, fk, dp, &kv, &children);
+		rc = dirh_lookup(fs, p, dir, fk, dp, &kv, &children, &page);
 	else
 		rc = etcd_get(fs->etcd, fk, &kv);
 	if (rc < 0)
@@ -151,8 +152,10 @@ static int resolve_entry(struct ef_fs *fs, struct ef_inode *p, GBytes *dir, GByt
 	if (children || (!kv && dp && localdir_holds(dp))) {
 		ef_kv_free(kv);
 		*out = inode_lookup(EF_DIR, dp);
+		dirh_page_learn(page, *out);
 		return 0;
 	}
+	dirh_page_learn(page, NULL);
 	if (!kv)
 		return -ENOENT;
 	*out = inode_lookup(EF_FILE, fk);
@@ -223,6 +226,9 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	/* Open writers' buffer is the size to show: no need to ask etcd. */
 	if (rc == 0 && in->kind == EF_FILE && !fs_inode_pending(in) && !fs_file_cached(in, false))
 		rc = fs_file_refresh(fs, in);
+	/* A directory's link count needs its entries: one page, once. */
+	if (rc == 0 && in->kind == EF_DIR)
+		dirh_learn(fs, in);
 	reply_attr(fs, req, in, rc);
 }
 
@@ -512,6 +518,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	fs_dir_touch(in);
 	if (watch_changed_since(seq, dp, true))
 		inode_names_forget(in);
+	fs_note_created(fs, dp, true);
 	reply_entry(fs, req, in, watch_trusted());
 }
 

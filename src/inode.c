@@ -16,6 +16,8 @@ static GMutex table_lock;
 static GHashTable *by_ino;        /* protected by table_lock: ino -> inode */
 static GHashTable *by_key;        /* protected by table_lock: set of inodes, by kind+key */
 static fuse_ino_t next_fallback;  /* protected by table_lock */
+static gint n_odd;                /* inodes in by_key whose number is not their
+				   * key's hash (renamed, or a collision) */
 
 #define FALLBACK_BASE ((fuse_ino_t)1 << 63)
 
@@ -61,6 +63,18 @@ static fuse_ino_t hash_number(enum ef_kind kind, const char *key, size_t len)
 	return h <= FUSE_ROOT_ID ? h + 2 : h;
 }
 
+/* Keeps in->odd and n_odd true to in's key and number. Table lock held. */
+static void set_odd_locked(struct ef_inode *in)
+{
+	bool odd = in->key && in->ino != FUSE_ROOT_ID &&
+		   in->ino != hash_number(in->kind, in->key, in->klen);
+
+	if (odd != in->odd) {
+		in->odd = odd;
+		g_atomic_int_add(&n_odd, odd ? 1 : -1);
+	}
+}
+
 static void inode_free(struct ef_inode *in)
 {
 	if (in->names)
@@ -90,6 +104,7 @@ static struct ef_inode *inode_new_locked(enum ef_kind kind, const char *key, siz
 	g_cond_init(&in->cond);
 	g_hash_table_insert(by_ino, GSIZE_TO_POINTER(ino), in);
 	g_hash_table_add(by_key, in);
+	set_odd_locked(in);
 	return in;
 }
 
@@ -139,6 +154,7 @@ static void detach_locked(struct ef_inode *in)
 	g_free(in->key);
 	in->key = NULL;
 	in->klen = 0;
+	set_odd_locked(in);
 }
 
 /* Frees in once nobody (kernel or request) refers to it. */
@@ -241,6 +257,9 @@ fuse_ino_t inode_number_of(enum ef_kind kind, GBytes *key)
 {
 	struct ef_inode pr = probe(kind, key);
 
+	/* Almost always no inode has moved: no lock needed then. */
+	if (g_atomic_int_get(&n_odd))
+		return inode_number(kind, key);
 	return hash_number(kind, pr.key, pr.klen);
 }
 
@@ -258,6 +277,7 @@ static void rekey_locked(struct ef_inode *in, char *nk, size_t nlen)
 	in->key = nk;
 	in->klen = nlen;
 	g_hash_table_add(by_key, in);
+	set_odd_locked(in);
 }
 
 void inode_rename(enum ef_kind kind, GBytes *from, GBytes *to)
@@ -366,6 +386,14 @@ void inode_names_remove(struct ef_inode *in, const char *name)
 			in->nsubdirs--;
 		g_hash_table_remove(in->names, name);
 	}
+	g_mutex_unlock(&in->lock);
+}
+
+void inode_names_remove_file(struct ef_inode *in, const char *name)
+{
+	g_mutex_lock(&in->lock);
+	if (in->names && GPOINTER_TO_INT(g_hash_table_lookup(in->names, name)) == 1)
+		g_hash_table_remove(in->names, name);
 	g_mutex_unlock(&in->lock);
 }
 

@@ -69,6 +69,8 @@ struct ef_inode {
 	char *key;                   /* protected by the table lock: NULL once detached */
 	size_t klen;                 /* protected by the table lock */
 	uint64_t nlookup;            /* protected by the table lock */
+	bool odd;                    /* protected by the table lock: in the key index
+				      * with a number that is not its key's hash */
 	unsigned refs;               /* protected by the table lock */
 };
 
@@ -98,8 +100,8 @@ GBytes *inode_key(struct ef_inode *in);
 /* The number (kind, key) has or would get, without creating anything. */
 fuse_ino_t inode_number(enum ef_kind kind, GBytes *key);
 
-/* The same without the table lock, for listings: it differs from
- * inode_number() only for a key whose hash collided (never in practice). */
+/* The same, for listings: without the table lock while no inode has a
+ * number other than its key's hash (one renamed, or a collision). */
 fuse_ino_t inode_number_of(enum ef_kind kind, GBytes *key);
 
 /* After a rename: every inode whose key starts with from (of either kind,
@@ -123,6 +125,8 @@ GPtrArray *inode_all(void);
 void inode_names_start(struct ef_inode *in);
 void inode_names_add(struct ef_inode *in, const char *name, bool is_dir);
 void inode_names_remove(struct ef_inode *in, const char *name);
+/* Removes name only if the set has it as a file (a directory stays). */
+void inode_names_remove_file(struct ef_inode *in, const char *name);
 void inode_names_forget(struct ef_inode *in);
 /* True if in's set is known and lacks name. */
 bool inode_names_lack(struct ef_inode *in, const char *name);

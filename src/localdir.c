@@ -88,6 +88,7 @@ bool localdir_has_below(GBytes *prefix)
 GPtrArray *localdir_children(GBytes *prefix)
 {
 	GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
+	g_autoptr(GHashTable) seen = g_hash_table_new(g_bytes_hash, g_bytes_equal);
 	gsize plen = g_bytes_get_size(prefix);
 	GHashTableIter it;
 	gpointer k;
@@ -97,12 +98,21 @@ GPtrArray *localdir_children(GBytes *prefix)
 	while (g_hash_table_iter_next(&it, &k, NULL)) {
 		gsize len;
 		const char *p = g_bytes_get_data(k, &len);
+		const char *slash;
+		GBytes *child;
 
-		/* Direct child: one more component, i.e. the only '/' after
-		 * the prefix is the final one. */
-		if (len > plen && starts_with(k, prefix) &&
-		    !memchr(p + plen, '/', len - plen - 1))
-			g_ptr_array_add(out, g_bytes_ref(k));
+		if (len <= plen || !starts_with(k, prefix))
+			continue;
+		/* A local directory deeper down makes the child on its way
+		 * exist too: the prefix up to the first '/' after ours. */
+		slash = memchr(p + plen, '/', len - plen);
+		child = g_bytes_new(p, slash - p + 1);
+		if (g_hash_table_contains(seen, child)) {
+			g_bytes_unref(child);
+			continue;
+		}
+		g_hash_table_add(seen, child);
+		g_ptr_array_add(out, child);
 	}
 	g_mutex_unlock(&lock);
 	return out;

@@ -24,8 +24,9 @@ bool localdir_holds(GBytes *prefix);
 /* True if a local directory lies strictly below prefix. */
 bool localdir_has_below(GBytes *prefix);
 
-/* The local directories directly below prefix: a new array of new GBytes
- * prefixes. */
+/* The directories directly below prefix that local directories make exist
+ * (themselves, or on the way to one deeper down): a new array of new GBytes
+ * prefixes, each once. */
 GPtrArray *localdir_children(GBytes *prefix);
 
 /* A key was written: its ancestors are now backed by keys. */

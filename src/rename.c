@@ -46,24 +46,39 @@ static int rename_file(struct ef_fs *fs, GBytes *sfk, struct ef_kv *src, GBytes 
 	};
 	struct ef_inode *dst = inode_find(EF_FILE, dfk), *moved;
 	uint64_t seq = watch_seq();
+	void *local;
 	int rc;
 
 	/* The file replaced must not be revived by a Put of its own. */
 	if (dst)
 		writeback_removal_begin(dst);
+	/* The Txn's event may come before its reply: it must not make the
+	 * kernel drop the entry it is moving (and forget the inode). */
+	local = watch_local_begin(dfk, false);
 	rc = etcd_rename(fs->etcd, &r);
 	if (dst) {
 		writeback_removal_end(dst, rc == 0);
 		inode_unref(dst);
 	}
-	if (rc < 0)
-		return rc;
-	inode_rename(EF_FILE, sfk, dfk);
-	if ((moved = inode_find(EF_FILE, dfk))) {
-		cache_store(moved, kv_moved(src, rev), !watch_changed_since(seq, dfk, false));
-		inode_unref(moved);
+	if (rc == 0) {
+		inode_rename(EF_FILE, sfk, dfk);
+		if ((moved = inode_find(EF_FILE, dfk))) {
+			cache_store(moved, kv_moved(src, rev), !watch_changed_since(seq, dfk, false));
+			inode_unref(moved);
+		}
 	}
-	return 0;
+	watch_local_end(local);
+	return rc;
+}
+
+/* After a directory moved: local directories and inodes follow. */
+static void rename_dir_follow(GBytes *sdp, struct ef_kv *self, GBytes *dfk, GBytes *ddp)
+{
+	localdir_remove(ddp);
+	localdir_rename(sdp, ddp);
+	inode_rename(EF_DIR, sdp, ddp);
+	if (self)
+		inode_rename(EF_FILE, self->key, dfk);
 }
 
 /* Moves every key under sdp (and the directory's own value self, if any)
@@ -80,6 +95,7 @@ static int rename_dir(struct ef_fs *fs, GBytes *sdp, struct ef_kv *self, GBytes 
 	g_autofree struct ef_move *moves = NULL;
 	struct ef_rename r = { 0 };
 	bool more = false, any[2] = { false, false };
+	void *local;
 	int64_t rev = 0;
 	size_t n;
 	int rc;
@@ -128,17 +144,17 @@ static int rename_dir(struct ef_fs *fs, GBytes *sdp, struct ef_kv *self, GBytes 
 		.empty_key = ddp, .empty_end = dend,
 		.probe = sdir, .probe_any = src_left,
 	};
+	/* As for a file: the events of the keys moving in (and of the
+	 * directory's own value, dfk) must not make the kernel drop the
+	 * entries being moved. */
+	local = watch_local_begin(dfk, true);
 	rc = etcd_rename(fs->etcd, &r);
-	if (rc == -EFBIG)
-		return -EXDEV;
-	if (rc < 0)
-		return rc;
+	if (rc == 0)
+		rename_dir_follow(sdp, self, dfk, ddp);
+	watch_local_end(local);
+	return rc == -EFBIG ? -EXDEV : rc;
 moved:
-	localdir_remove(ddp);
-	localdir_rename(sdp, ddp);
-	inode_rename(EF_DIR, sdp, ddp);
-	if (self)
-		inode_rename(EF_FILE, self->key, dfk);
+	rename_dir_follow(sdp, self, dfk, ddp);
 	return 0;
 }
 
@@ -168,6 +184,8 @@ int rename_move(struct ef_fs *fs, GBytes *sfk, GBytes *sdp, GBytes *dfk, GBytes 
 		else
 			rc = -ENOENT;
 	}
+	if (rc == 0 && (*is_dir ? ddp : dfk))
+		fs_note_created(fs, *is_dir ? ddp : dfk, *is_dir);
 	ef_kv_free(kv);
 	return rc;
 }

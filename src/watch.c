@@ -19,6 +19,7 @@
  */
 #include "watch.h"
 
+#include <errno.h>
 #include <string.h>
 
 #include "cache.h"
@@ -37,7 +38,7 @@
 
 enum item_kind { ITEM_MSG, ITEM_CLOSE, ITEM_STOP, ITEM_DOUBT };
 
-enum notice_kind { NOTICE_INODE, NOTICE_ENTRY, NOTICE_DELETE, NOTICE_STOP };
+enum notice_kind { NOTICE_INODE, NOTICE_ENTRY, NOTICE_EXPIRE, NOTICE_DELETE, NOTICE_STOP };
 
 /* One kernel notification, queued for the notifier thread. */
 struct notice {
@@ -73,6 +74,9 @@ static struct {
 	uint64_t seq;              /* protected by lock */
 	uint64_t lost_seq;         /* protected by lock: seq when trust was last lost */
 	GBytes *ring[RING];        /* protected by lock: key of event number seq % RING */
+	GPtrArray *local;          /* protected by lock: struct local_op, in flight */
+	int64_t ring_rev[RING];    /* protected by lock: its mod_revision (INT64_MAX:
+				    * a change made here, whatever its revision) */
 } w;
 
 bool watch_trusted(void)
@@ -106,7 +110,7 @@ static bool key_matches(GBytes *k, GBytes *key, bool prefix)
 	return klen == len && memcmp(kp, p, len) == 0;
 }
 
-bool watch_changed_since(uint64_t seq, GBytes *key, bool prefix)
+bool watch_changed_after(uint64_t seq, GBytes *key, bool prefix, int64_t rev)
 {
 	bool changed = false;
 
@@ -114,19 +118,74 @@ bool watch_changed_since(uint64_t seq, GBytes *key, bool prefix)
 	if (!w.trusted || w.lost_seq > seq || w.seq - seq >= RING)
 		changed = true;
 	for (uint64_t s = seq + 1; !changed && s <= w.seq; s++)
-		changed = key_matches(w.ring[s % RING], key, prefix);
+		changed = w.ring_rev[s % RING] > rev && key_matches(w.ring[s % RING], key, prefix);
 	g_mutex_unlock(&w.lock);
 	return changed;
 }
 
-static void record_event(GBytes *key)
+bool watch_changed_since(uint64_t seq, GBytes *key, bool prefix)
+{
+	return watch_changed_after(seq, key, prefix, 0);
+}
+
+static void record_event(GBytes *key, int64_t rev)
 {
 	g_mutex_lock(&w.lock);
 	w.seq++;
 	if (w.ring[w.seq % RING])
 		g_bytes_unref(w.ring[w.seq % RING]);
 	w.ring[w.seq % RING] = g_bytes_ref(key);
+	w.ring_rev[w.seq % RING] = rev;
 	g_mutex_unlock(&w.lock);
+}
+
+void watch_note_local(GBytes *key)
+{
+	record_event(key, INT64_MAX);
+}
+
+/* A change this mount is making: its events are ours to apply to the
+ * kernel's view, not the watch's. */
+struct local_op {
+	GBytes *key;
+	bool prefix;
+};
+
+void *watch_local_begin(GBytes *key, bool prefix)
+{
+	struct local_op *op = g_new(struct local_op, 1);
+
+	op->key = g_bytes_ref(key);
+	op->prefix = prefix;
+	g_mutex_lock(&w.lock);
+	g_ptr_array_add(w.local, op);
+	g_mutex_unlock(&w.lock);
+	return op;
+}
+
+void watch_local_end(void *token)
+{
+	struct local_op *op = token;
+
+	g_mutex_lock(&w.lock);
+	g_ptr_array_remove_fast(w.local, op);
+	g_mutex_unlock(&w.lock);
+	g_bytes_unref(op->key);
+	g_free(op);
+}
+
+static bool key_is_local(GBytes *key)
+{
+	bool local = false;
+
+	g_mutex_lock(&w.lock);
+	for (guint i = 0; !local && i < w.local->len; i++) {
+		struct local_op *op = w.local->pdata[i];
+
+		local = key_matches(key, op->key, op->prefix);
+	}
+	g_mutex_unlock(&w.lock);
+	return local;
 }
 
 static void set_trusted(bool trusted)
@@ -179,6 +238,12 @@ static gpointer notifier_main(gpointer unused)
 		case NOTICE_ENTRY:
 			fuse_lowlevel_notify_inval_entry(w.se, n->ino, n->name, len);
 			break;
+		case NOTICE_EXPIRE:
+			/* Without FUSE_CAP_EXPIRE_ONLY, drop the entry. */
+			if (fuse_lowlevel_notify_expire_entry(w.se, n->ino, n->name, len,
+							      FUSE_LL_EXPIRE_ONLY) == -ENOSYS)
+				fuse_lowlevel_notify_inval_entry(w.se, n->ino, n->name, len);
+			break;
 		case NOTICE_DELETE:
 			fuse_lowlevel_notify_delete(w.se, n->ino, n->child, n->name, len);
 			break;
@@ -201,12 +266,18 @@ static void dir_changed(struct ef_inode *din)
 	g_mutex_unlock(&din->lock);
 }
 
-/* Invalidates entry `comp` (a key component) of the directory prefix dir,
- * if the kernel knows that directory. added: a key appeared (else one
- * vanished, and whether the entry went with it is unknown); is_dir: the
- * entry is a directory (the key goes on below it). */
+/*
+ * Entry `comp` (a key component) of the directory prefix dir changed, if
+ * that directory is known: its name set follows (added: a key appeared
+ * below the entry, else one vanished; is_dir: the entry is a directory, the
+ * key goes on below it), and with notify the kernel forgets the entry. A
+ * file entry goes with its key (unless it is a directory too); whether a
+ * directory entry went with a vanished key is unknown, so the set is
+ * dropped and the kernel's entry only expires: it is looked up again when
+ * next used, and what the kernel holds below it stays if it still exists.
+ */
 static void inval_entry(const char *dir, size_t dlen, const char *comp, size_t clen, bool added,
-			bool is_dir)
+			bool is_dir, bool notify)
 {
 	g_autoptr(GBytes) d = g_bytes_new(dir, dlen);
 	struct ef_inode *din = inode_find(EF_DIR, d);
@@ -216,13 +287,18 @@ static void inval_entry(const char *dir, size_t dlen, const char *comp, size_t c
 		return;
 	if (added && name)
 		inode_names_add(din, name, is_dir);
+	else if (name && !is_dir)
+		inode_names_remove_file(din, name);
 	else
 		inode_names_forget(din);
-	dir_changed(din);
-	/* The listing changes too: drop the kernel's cached readdir. */
-	notice_push(NOTICE_INODE, din->ino, 0, 0, NULL);
-	if (name)
-		notice_push(NOTICE_ENTRY, din->ino, 0, 0, name);
+	if (notify) {
+		dir_changed(din);
+		/* The listing changes too: drop the kernel's cached readdir. */
+		notice_push(NOTICE_INODE, din->ino, 0, 0, NULL);
+		if (name)
+			notice_push(!added && is_dir ? NOTICE_EXPIRE : NOTICE_ENTRY, din->ino, 0, 0,
+				    name);
+	}
 	inode_unref(din);
 }
 
@@ -259,7 +335,7 @@ static void notify_deleted(const char *k, size_t len, fuse_ino_t child)
 
 /* Invalidates the entry for the last component of key (len bytes) in its
  * directory, when the key lies below the root. Returns false at the root. */
-static bool inval_parent_entry(const char *k, size_t len, bool added, bool is_dir)
+static bool inval_parent_entry(const char *k, size_t len, bool added, bool is_dir, bool notify)
 {
 	size_t rlen = g_bytes_get_size(w.root), start = len;
 
@@ -267,7 +343,7 @@ static bool inval_parent_entry(const char *k, size_t len, bool added, bool is_di
 		return false;
 	while (start > rlen && k[start - 1] != '/')
 		start--;
-	inval_entry(k, start, k + start, len - start, added, is_dir);
+	inval_entry(k, start, k + start, len - start, added, is_dir, notify);
 	return start > rlen;
 }
 
@@ -289,7 +365,7 @@ static bool dir_known(const char *k, size_t len)
  * directory the kernel already knows: its entry, and everything above,
  * stands as it was, and invalidating it would make the kernel forget it.
  */
-static void inval_namespace(GBytes *key, bool added)
+static void inval_namespace(GBytes *key, bool added, bool notify)
 {
 	gsize klen;
 	const char *k = g_bytes_get_data(key, &klen);
@@ -299,10 +375,10 @@ static void inval_namespace(GBytes *key, bool added)
 	g_byte_array_append(self, (const guint8 *)k, klen);
 	g_byte_array_append(self, (const guint8 *)"/", 1);
 	inval_entry((const char *)self->data, self->len, KEYMAP_SELF_NAME,
-		    strlen(KEYMAP_SELF_NAME), added, false);
+		    strlen(KEYMAP_SELF_NAME), added, false, notify);
 	/* Walk up: the component ending at `end` lives in the prefix that
 	 * ends at the '/' before it. */
-	while (inval_parent_entry(k, end, added, end < klen)) {
+	while (inval_parent_entry(k, end, added, end < klen, notify)) {
 		while (k[end - 1] != '/')
 			end--;
 		if (added && dir_known(k, end))
@@ -318,7 +394,7 @@ static void apply_event(const struct ef_watch_event *ev)
 	bool ns_change = ev->deleted || ev->kv->version == 1;
 	bool stale = true, local = false;
 
-	record_event(key);
+	record_event(key, ev->kv->mod_revision);
 	revclock_observe(ev->kv->mod_revision);
 	if (in) {
 		g_mutex_lock(&in->lock);
@@ -355,8 +431,12 @@ static void apply_event(const struct ef_watch_event *ev)
 		}
 		inode_unref(in);
 	}
-	if (ns_change && stale && !local)
-		inval_namespace(key, !ev->deleted);
+	/* Name sets follow every new key, our own too (a set learned from
+	 * a page read before our Put lacks it); the kernel only needs
+	 * telling about what it does not know already. A late delete is
+	 * news to nobody. */
+	if (ns_change && (stale || !ev->deleted))
+		inval_namespace(key, !ev->deleted, stale && !local && !key_is_local(key));
 }
 
 /* Trust is gone: every cache could be stale. */
@@ -377,7 +457,7 @@ static void invalidate_all(void)
 		 * a key that vanished meanwhile is looked up again. */
 		if (in->ino != FUSE_ROOT_ID)
 			inval_parent_entry(k, in->kind == EF_DIR && len ? len - 1 : len, false,
-					   in->kind == EF_DIR);
+					   in->kind == EF_DIR, true);
 	}
 }
 
@@ -552,6 +632,7 @@ void watch_start(struct ef_etcd *etcd, GBytes *root, struct fuse_session *se)
 	w.end = keymap_prefix_end(r, len);
 	w.q = g_async_queue_new();
 	w.nq = g_async_queue_new();
+	w.local = g_ptr_array_new();
 	w.notifier = g_thread_new("notify", notifier_main, NULL);
 	w.thread = g_thread_new("watch", watch_main, NULL);
 }
@@ -570,6 +651,7 @@ void watch_stop(void)
 	notice_push(NOTICE_STOP, 0, 0, 0, NULL);
 	g_thread_join(w.notifier);
 	g_async_queue_unref(w.nq);
+	g_ptr_array_unref(w.local);
 	while ((it = g_async_queue_try_pop(w.q)))
 		item_free(it);
 	g_async_queue_unref(w.q);

@@ -38,6 +38,23 @@ bool watch_trusted(void);
 /* A position in the sequence of applied events. */
 uint64_t watch_seq(void);
 
+/*
+ * This mount is about to change key (or, with prefix, every key under it)
+ * and updates the kernel's view itself: until watch_local_end(token), the
+ * events of key update the daemon's name sets but make no kernel
+ * notification about its entry. Returns the token.
+ */
+void *watch_local_begin(GBytes *key, bool prefix);
+void watch_local_end(void *token);
+
+/* This mount changed key's namespace itself (a new key, a rename): what
+ * was read before must not pass for current, as after an event. */
+void watch_note_local(GBytes *key);
+
 /* True if, since seq, an event touched key (or, with prefix, any key that
  * starts with it), trust was lost, or this cannot be told any more. */
 bool watch_changed_since(uint64_t seq, GBytes *key, bool prefix);
+
+/* The same, counting only events newer than revision rev (a read made at
+ * rev already reflects the others) and changes made here. */
+bool watch_changed_after(uint64_t seq, GBytes *key, bool prefix, int64_t rev);

@@ -41,7 +41,7 @@ int writeback_publish(struct ef_fs *fs, struct ef_inode *in, enum ef_publish_whe
 	g_autoptr(GBytes) key = NULL, snap = NULL;
 	int64_t base, lease, mod = 0;
 	uint64_t gen, seq;
-	bool ok;
+	bool ok, created;
 	int rc;
 
 	g_mutex_lock(&in->lock);
@@ -71,6 +71,9 @@ int writeback_publish(struct ef_fs *fs, struct ef_inode *in, enum ef_publish_whe
 	base = in->base_mod;
 	lease = in->lease;
 	gen = in->wgen;
+	/* Whether this Put may make the key exist (a guess that errs
+	 * towards yes). */
+	created = base == 0 || !in->kv || in->kv->version == 0;
 	g_mutex_unlock(&in->lock);
 
 	key = inode_key(in);
@@ -81,6 +84,13 @@ int writeback_publish(struct ef_fs *fs, struct ef_inode *in, enum ef_publish_whe
 	 * came first: then the newer of the two wins. */
 	ok = rc == 0 && !watch_changed_since(seq, key, false);
 
+	/* Before the Put counts as done (an unlink waits for that): the
+	 * directories above are backed by a key now, and one unlink may
+	 * empty again. */
+	if (rc == 0)
+		localdir_backed(key);
+	if (rc == 0 && created)
+		fs_note_created(fs, key, false);
 	g_mutex_lock(&in->lock);
 	in->flushing = false;
 	if (rc < 0)
@@ -107,7 +117,6 @@ int writeback_publish(struct ef_fs *fs, struct ef_inode *in, enum ef_publish_whe
 	g_mutex_unlock(&in->lock);
 	if (rc == 0) {
 		cache_touch(in);
-		localdir_backed(key);
 	} else {
 		/* The kernel's pages hold what we failed to write: the next
 		 * open must not keep them. */

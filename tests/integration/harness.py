@@ -212,8 +212,13 @@ class Etcd:
             return ""
 
     def sigstop(self):
+        """Stops etcd and returns once every thread of it has stopped
+        (kill() returns before a busy process is stopped)."""
         self.proc.send_signal(signal.SIGSTOP)
         self.stopped = True
+        deadline = time.monotonic() + 5
+        while _state(self.proc.pid) not in ("T", None) and time.monotonic() < deadline:
+            time.sleep(0.005)
 
     def sigcont(self):
         self.proc.send_signal(signal.SIGCONT)

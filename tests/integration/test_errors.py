@@ -78,16 +78,22 @@ def assert_shell_fails_fast(m, cmds):
 
 
 def assert_back(etcd, m):
+    """The mount works again and agrees with etcd. The first write made
+    while etcd was down (d/new) was sent before it timed out, so etcd may
+    have applied it when it came back: it is there or not, never torn."""
     ok = wait_until(lambda: errno_of(read, m.p("top")) is None, timeout=15)
     assert ok, "etcdfs did not recover: %s" % errname(errno_of(read, m.p("top")))
     assert read(m.p("d/k1")) == b"v1"
-    assert sorted(os.listdir(m.p("d"))) == ["k1", "k2", "k3"]
+    late = {b"/d/new": b"x"} if etcd.get("/d/new") is not None else {}
+    assert etcd.keys("/d/", with_values=True) == dict({b"/d/k1": b"v1", b"/d/k2": b"v2",
+                                                       b"/d/k3": b"v3"}, **late)
+    assert sorted(os.listdir(m.p("d"))) == ["k1", "k2", "k3"] + (["new"] if late else [])
     assert read(m.p("d/k2")) == b"v2"
     write(m.p("d/after"), "back")
     assert etcd.get("/d/after") == b"back"
     os.unlink(m.p("d/k3"))
-    assert etcd.keys("/d/", with_values=True) == {b"/d/after": b"back", b"/d/k1": b"v1",
-                                                   b"/d/k2": b"v2"}
+    assert etcd.keys("/d/", with_values=True) == dict({b"/d/after": b"back", b"/d/k1": b"v1",
+                                                       b"/d/k2": b"v2"}, **late)
 
 
 def test_etcd_killed_and_restarted(own_etcd, mounter):
