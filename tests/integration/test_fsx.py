@@ -429,7 +429,12 @@ class Checker:
         out = ["%d violations: %s" % (len(self.violations), ", ".join(
             "%s %d" % kv for kv in sorted(counts.items())))]
         shown = collections.Counter()
-        for v in self.violations:
+        rank = ["lost", "failed write applied", "wrong value", "real-time order",
+                "change out of time", "read-your-writes", "read of a value", "torn read",
+                "torn value", "value nobody wrote", "unexplained"]
+        first = sorted(self.violations, key=lambda v: next(
+            (i for i, p in enumerate(rank) if v["what"].startswith(p)), len(rank)))
+        for v in first:
             if shown[v["what"]] >= per_kind or sum(shown.values()) >= limit:
                 continue
             shown[v["what"]] += 1
@@ -978,8 +983,6 @@ class Sim:
     etcd's revisions.  It logs operations as the workers do, so the checker
     can be run on executions whose outcome is known: it must accept every
     one, and find the faults the model injects on request."""
-
-    NAMES = NAMES
 
     def __init__(self, seed, late_create=False):
         self.rng = random.Random(seed)
