@@ -58,23 +58,25 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture(autouse=True)
-def _watchdog():
+def _watchdog(request):
     main = threading.main_thread().ident
     fired = []
+    # a module may need longer (its own TEST_TIMEOUT), never less
+    limit = max(TEST_TIMEOUT, getattr(request.module, "TEST_TIMEOUT", 0))
 
     def fire():
         fired.append(True)
-        print("WATCHDOG: the test ran longer than %ss; killing its daemons" % TEST_TIMEOUT,
+        print("WATCHDOG: the test ran longer than %ss; killing its daemons" % limit,
               file=sys.stderr)
         harness.abort_everything()
         signal.pthread_kill(main, signal.SIGALRM)
 
-    t = threading.Timer(TEST_TIMEOUT, fire)
+    t = threading.Timer(limit, fire)
     t.daemon = True
     t.start()
     yield
     t.cancel()
-    assert not fired, "watchdog: the test ran longer than %ss" % TEST_TIMEOUT
+    assert not fired, "watchdog: the test ran longer than %ss" % limit
 
 
 @pytest.fixture(scope="session")
