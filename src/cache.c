@@ -58,6 +58,20 @@ void cache_store_locked(struct ef_inode *in, struct ef_kv *kv, bool ok)
 	in->kv_ok = ok;
 }
 
+void cache_replace(struct ef_inode *in, struct ef_kv *kv, bool ok)
+{
+	g_mutex_lock(&in->lock);
+	if (kv->key) {
+		g_bytes_unref(kv->key);
+		kv->key = NULL;
+	}
+	ef_kv_free(in->kv);
+	in->kv = kv;
+	in->kv_ok = ok;
+	g_mutex_unlock(&in->lock);
+	cache_touch(in);
+}
+
 void cache_store(struct ef_inode *in, struct ef_kv *kv, bool ok)
 {
 	g_mutex_lock(&in->lock);

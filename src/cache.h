@@ -29,6 +29,11 @@ void cache_store(struct ef_inode *in, struct ef_kv *kv, bool ok);
  * through cache_touch). */
 void cache_store_locked(struct ef_inode *in, struct ef_kv *kv, bool ok);
 
+/* Stores kv in in whatever in holds (takes ownership): in now stands for
+ * another key (a rename), and what it held, however new, was about the
+ * old one. Call with in->lock NOT held. */
+void cache_replace(struct ef_inode *in, struct ef_kv *kv, bool ok);
+
 /* The key is gone, or may have changed unseen: forget in's kv. */
 void cache_drop(struct ef_inode *in);
 void cache_drop_locked(struct ef_inode *in);

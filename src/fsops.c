@@ -246,6 +246,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		rc = -EISDIR;
 	if (rc == 0) {
 		h = handle_new(in, writer);
+		h->append = fi->flags & O_APPEND;
+		h->opener = fuse_req_ctx(req)->pid;
 		rc = writer ? writeback_writer_open(fs, in, fi->flags & O_TRUNC, -1)
 			    : handle_take_value(fs, h);
 	}
@@ -296,6 +298,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	/* O_EXCL: the Put must still find no key, else another client won. */
 	writeback_writer_open(fs, in, true, (fi->flags & O_EXCL) ? 0 : -1);
 	h = handle_new(in, true);
+	h->append = fi->flags & O_APPEND;
+	h->opener = fuse_req_ctx(req)->pid;
 	fi->fh = (uintptr_t)h;
 	fi->direct_io = 1;
 	e.ino = in->ino;
@@ -335,7 +339,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		     struct fuse_file_info *fi)
 {
 	struct ef_handle *h = (struct ef_handle *)(uintptr_t)fi->fh;
-	int rc = writeback_write(h->in, fuse_req_ctx(req)->pid, buf, size, off);
+	int rc = writeback_write(h->in, fuse_req_ctx(req)->pid, buf, size, off, h->append);
 
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
@@ -349,8 +353,8 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct ef_handle *h = (struct ef_handle *)(uintptr_t)fi->fh;
 	int rc = 0;
 
-	if (h->writer && writeback_closer_is_writer(h->in, fuse_req_ctx(req)->pid))
-		rc = writeback_publish(fs, h->in, EF_PUBLISH_WRITTEN);
+	if (h->writer)
+		rc = writeback_flush(fs, h->in, fuse_req_ctx(req)->pid, h->opener);
 	fuse_reply_err(req, -rc);
 }
 

@@ -22,6 +22,8 @@ struct ef_inode;
 struct ef_handle {
 	struct ef_inode *in;   /* reference held while open */
 	bool writer;
+	bool append;           /* opened with O_APPEND */
+	pid_t opener;          /* the thread that opened it */
 	/* Readers: the value this handle reads, taken at open and again at
 	 * each read from offset 0, so one pass through the file sees one
 	 * whole value even while others replace it. */

@@ -44,6 +44,8 @@ struct ef_inode {
 				      * on; -1: overwrite whatever is there */
 	int64_t lease;               /* protected by lock: lease to keep on Put */
 	uint64_t wgen;               /* protected by lock: bumped by every change to wbuf */
+	uint64_t tgen;               /* protected by lock: bumped when an open
+				      * truncates wbuf (its guard starts over) */
 	unsigned writers;            /* protected by lock: open handles that may write */
 	bool dirty;                  /* protected by lock: wbuf differs from etcd */
 	bool written;                /* protected by lock: data written or resized

@@ -63,7 +63,10 @@ static int rename_file(struct ef_fs *fs, GBytes *sfk, struct ef_kv *src, GBytes 
 	if (rc == 0) {
 		inode_rename(EF_FILE, sfk, dfk);
 		if ((moved = inode_find(EF_FILE, dfk))) {
-			cache_store(moved, kv_moved(src, rev), !watch_changed_since(seq, dfk, false));
+			/* An event of the source key after the Txn may have
+			 * reached the inode before it moved. */
+			cache_replace(moved, kv_moved(src, rev),
+				      !watch_changed_since(seq, dfk, false));
 			inode_unref(moved);
 		}
 	}

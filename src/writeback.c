@@ -36,11 +36,64 @@ static pid_t thread_tgid(pid_t tid)
 	return tgid;
 }
 
+/* True if process tgid has a descriptor open on inode number ino (from
+ * /proc/TGID/fdinfo, which asks no file system; stat would ask us). */
+static bool process_has_open(pid_t tgid, fuse_ino_t ino)
+{
+	char path[64], line[128];
+	const char *name;
+	bool found = false;
+	GDir *dir;
+
+	snprintf(path, sizeof(path), "/proc/%d/fdinfo", (int)tgid);
+	dir = g_dir_open(path, 0, NULL);
+	if (!dir)
+		return false;
+	while (!found && (name = g_dir_read_name(dir))) {
+		g_autofree char *p = g_build_filename(path, name, NULL);
+		FILE *f = fopen(p, "re");
+		unsigned long long n;
+
+		if (!f)
+			continue;
+		while (fgets(line, sizeof(line), f))
+			if (sscanf(line, "ino: %llu", &n) == 1) {
+				found = n == ino;
+				break;
+			}
+		fclose(f);
+	}
+	g_dir_close(dir);
+	return found;
+}
+
+int writeback_flush(struct ef_fs *fs, struct ef_inode *in, pid_t tid, pid_t opener)
+{
+	bool truncated;
+	pid_t tgid;
+
+	if (!writeback_closer_is_writer(in, tid))
+		return 0;
+	g_mutex_lock(&in->lock);
+	truncated = in->dirty && !in->written && !in->unlinked;
+	g_mutex_unlock(&in->lock);
+	/* A buffer only truncated by open is Put when the process that
+	 * opened it closes its last descriptor on the file. Not at another
+	 * close: a shell opens, dup2()s and closes the original before the
+	 * command writes, and that first close must not Put an empty value
+	 * ahead of the real one; a child closing an inherited descriptor
+	 * must not Put what its parent is about to write. */
+	if (truncated && (tgid = thread_tgid(tid)) &&
+	    (tid == opener || tgid == thread_tgid(opener)) && !process_has_open(tgid, in->ino))
+		return writeback_publish(fs, in, EF_PUBLISH_ALWAYS);
+	return writeback_publish(fs, in, EF_PUBLISH_WRITTEN);
+}
+
 int writeback_publish(struct ef_fs *fs, struct ef_inode *in, enum ef_publish_when when)
 {
 	g_autoptr(GBytes) key = NULL, snap = NULL;
 	int64_t base, lease, mod = 0;
-	uint64_t gen, seq;
+	uint64_t gen, tgen, seq;
 	bool ok, created;
 	int rc;
 
@@ -71,6 +124,7 @@ int writeback_publish(struct ef_fs *fs, struct ef_inode *in, enum ef_publish_whe
 	base = in->base_mod;
 	lease = in->lease;
 	gen = in->wgen;
+	tgen = in->tgen;
 	/* Whether this Put may make the key exist (a guess that errs
 	 * towards yes). */
 	created = base == 0 || !in->kv || in->kv->version == 0;
@@ -106,7 +160,10 @@ int writeback_publish(struct ef_fs *fs, struct ef_inode *in, enum ef_publish_whe
 		kv->version = in->kv ? in->kv->version + 1 : 1;
 		kv->lease = lease;
 		cache_store_locked(in, kv, ok);
-		in->base_mod = mod;
+		/* What is in the buffer now builds on this Put, unless an
+		 * open truncated it meanwhile: that replaces any value. */
+		if (in->tgen == tgen)
+			in->base_mod = mod;
 		in->failed = false;
 		if (in->wgen == gen)
 			in->dirty = in->written = false;
@@ -174,6 +231,10 @@ int writeback_writer_open(struct ef_fs *fs, struct ef_inode *in, bool trunc, int
 		g_byte_array_set_size(in->wbuf, 0);
 		in->base_mod = create_guard;
 		in->dirty = true;
+		in->tgen++;
+		/* The buffer starts over: whoever wrote the old one (its
+		 * release still on its way) is not its writer. */
+		in->writer = in->writer_tid = 0;
 	}
 	in->wgen++;
 	in->writers++;
@@ -240,9 +301,10 @@ void writeback_writer_release(struct ef_fs *fs, struct ef_inode *in)
 		cache_drop(in);
 }
 
-int writeback_write(struct ef_inode *in, pid_t tid, const char *buf, size_t size, off_t off)
+int writeback_write(struct ef_inode *in, pid_t tid, const char *buf, size_t size, off_t off,
+		    bool append)
 {
-	size_t end = (size_t)off + size;
+	size_t end;
 	pid_t writer;
 
 	/* The same thread as last time needs no look at /proc. */
@@ -257,6 +319,12 @@ int writeback_write(struct ef_inode *in, pid_t tid, const char *buf, size_t size
 		in->writer = writer;
 		in->writer_tid = tid;
 	}
+	/* The kernel places an O_APPEND write at the size it last saw,
+	 * which another writer or value may have changed since: the end is
+	 * where the buffer ends. */
+	if (append)
+		off = in->wbuf->len;
+	end = (size_t)off + size;
 	if (off < 0 || end > EF_MAX_VALUE) {
 		/* What was written so far is a prefix of what the caller
 		 * meant: it must never become the value. */
@@ -308,6 +376,8 @@ int writeback_rewrite(struct ef_fs *fs, struct ef_inode *in, off_t size, bool vi
 	g_autoptr(GBytes) key = NULL;
 	g_autoptr(GByteArray) val = NULL;
 	struct ef_kv *kv = NULL;
+	int64_t mod = 0;
+	uint64_t seq;
 	gsize old;
 	int rc;
 
@@ -339,7 +409,19 @@ int writeback_rewrite(struct ef_fs *fs, struct ef_inode *in, off_t size, bool vi
 		g_byte_array_set_size(val, size);
 	if (size >= 0 && (gsize)size > old)
 		memset(val->data + old, 0, size - old);
-	rc = etcd_put(fs->etcd, key, val->data, val->len, kv->lease, kv->mod_revision, NULL);
-	ef_kv_free(kv);
-	return rc < 0 ? rc : fs_file_refresh(fs, in);
+	seq = watch_seq();
+	rc = etcd_put(fs->etcd, key, val->data, val->len, kv->lease, kv->mod_revision, &mod);
+	if (rc < 0) {
+		ef_kv_free(kv);
+		return rc;
+	}
+	/* Done: what we wrote is the kv now (re-reading could find the key
+	 * already gone again, and report a Put that happened as failed). */
+	g_bytes_unref(kv->value);
+	kv->size = val->len;
+	kv->value = g_byte_array_free_to_bytes(g_steal_pointer(&val));
+	kv->mod_revision = mod;
+	kv->version++;
+	cache_store(in, kv, !watch_changed_since(seq, key, false));
+	return 0;
 }

@@ -97,12 +97,24 @@ void writeback_writer_close(struct ef_inode *in);
 void writeback_writer_release(struct ef_fs *fs, struct ef_inode *in);
 
 /*
+ * A writing handle's descriptor is closed by thread tid (FUSE flush):
+ * publishes what was written (EF_PUBLISH_WRITTEN), or a buffer open only
+ * truncated when the closing process is the one that opened it (opener: the
+ * opening thread) and keeps no other descriptor on the file.
+ * A process that did not write (a child closing an inherited descriptor)
+ * publishes nothing. Returns 0 or the Put's -errno.
+ */
+int writeback_flush(struct ef_fs *fs, struct ef_inode *in, pid_t tid, pid_t opener);
+
+/*
  * Writes size bytes of buf at off into in's buffer (in must have writers),
  * remembering thread tid (and its process) as the last writer. A write past
- * the end leaves a hole of zeros. Returns 0, or -EFBIG beyond EF_MAX_VALUE:
+ * the end leaves a hole of zeros. append (O_APPEND): at the buffer's end,
+ * whatever off says. Returns 0, or -EFBIG beyond EF_MAX_VALUE:
  * then the buffer is marked incomplete and is never Put.
  */
-int writeback_write(struct ef_inode *in, pid_t tid, const char *buf, size_t size, off_t off);
+int writeback_write(struct ef_inode *in, pid_t tid, const char *buf, size_t size, off_t off,
+		    bool append);
 
 /* A copy of in's write buffer as it stands (in must have writers): a new
  * reference. */

@@ -297,3 +297,33 @@ def test_python_writes_many_files(etcd, mnt):
     assert etcd.keys("/loop", with_values=True) == {
         b"/loop%02d" % i: b"%d" % i for i in range(50)}
     assert run(["ls", mnt.path]).stdout.split() == [b"loop%02d" % i for i in range(50)]
+
+
+def test_create_without_write_is_put_at_close(etcd, mnt):
+    """A file created or truncated and closed without a write exists in
+    etcd (empty) when close returns, not only when the kernel's release
+    arrives after it; a shell's `: > f` too, still as one Put."""
+    os.mkdir(mnt.p("cw"))
+    for i in range(5):
+        os.close(os.open(mnt.p("cw/f%d" % i), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+        assert etcd.get("/cw/f%d" % i) == b"", i
+    # a child still holding the descriptor delays the release: the
+    # opener's close alone must make the key exist, the child's close
+    # must not Put again
+    fd = os.open(mnt.p("cw/held"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    child = subprocess.Popen(["sleep", "1"], pass_fds=[fd])
+    os.close(fd)
+    try:
+        assert etcd.get("/cw/held") == b""
+    finally:
+        child.wait(10)
+    assert etcd.kv("/cw/held")["version"] == 1
+    etcd.put("/cw/old", "old value")
+    v = etcd.kv("/cw/old")["version"]
+    os.close(os.open(mnt.p("cw/old"), os.O_WRONLY | os.O_TRUNC))
+    assert etcd.kv("/cw/old")["value"] == b""
+    etcd.put("/cw/sh", "old value")
+    v = etcd.kv("/cw/sh")["version"]
+    sh(": > " + mnt.p("cw/sh"))
+    kv = etcd.kv("/cw/sh")
+    assert kv["value"] == b"" and kv["version"] == v + 1
