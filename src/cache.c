@@ -56,6 +56,7 @@ void cache_store_locked(struct ef_inode *in, struct ef_kv *kv, bool ok)
 	ef_kv_free(in->kv);
 	in->kv = kv;
 	in->kv_ok = ok;
+	in->gone = false;
 }
 
 void cache_replace(struct ef_inode *in, struct ef_kv *kv, bool ok)
@@ -68,6 +69,7 @@ void cache_replace(struct ef_inode *in, struct ef_kv *kv, bool ok)
 	ef_kv_free(in->kv);
 	in->kv = kv;
 	in->kv_ok = ok;
+	in->gone = false;
 	g_mutex_unlock(&in->lock);
 	cache_touch(in);
 }

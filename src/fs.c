@@ -64,7 +64,7 @@ void fs_fill_attr(struct ef_fs *fs, struct stat *st, struct ef_inode *in)
 	}
 	st->st_mode = S_IFREG | (0666 & ~fs->umask);
 	g_mutex_lock(&in->lock);
-	st->st_nlink = in->unlinked ? 0 : 1;
+	st->st_nlink = in->unlinked || in->gone ? 0 : 1;
 	if (in->wbuf && in->writers)
 		st->st_size = in->wbuf->len;
 	else if (in->kv)

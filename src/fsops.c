@@ -226,6 +226,20 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	/* Open writers' buffer is the size to show: no need to ask etcd. */
 	if (rc == 0 && in->kind == EF_FILE && !fs_inode_pending(in) && !fs_file_cached(in, false))
 		rc = fs_file_refresh(fs, in);
+	/* The key went away (another client). The kernel's entry is what
+	 * is out of date: ESTALE makes it look the name up again, so an
+	 * open(O_CREAT) racing with the delete creates the file instead of
+	 * failing. Once only: the kernel retries an ESTALE once, and the
+	 * name may come back and go again meanwhile. After that (and for an
+	 * open file) the inode answers as an unlinked one: link count 0,
+	 * last known attributes, and its open decides. */
+	if (rc == -ENOENT && in->kind == EF_FILE) {
+		g_mutex_lock(&in->lock);
+		rc = in->handles || in->told_stale ? 0 : -ESTALE;
+		in->told_stale = true;
+		in->gone = true;
+		g_mutex_unlock(&in->lock);
+	}
 	/* A directory's link count needs its entries: one page, once. */
 	if (rc == 0 && in->kind == EF_DIR)
 		dirh_learn(fs, in);

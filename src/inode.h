@@ -47,11 +47,17 @@ struct ef_inode {
 	uint64_t tgen;               /* protected by lock: bumped when an open
 				      * truncates wbuf (its guard starts over) */
 	unsigned writers;            /* protected by lock: open handles that may write */
+	unsigned handles;            /* protected by lock: open handles, any kind */
 	bool dirty;                  /* protected by lock: wbuf differs from etcd */
 	bool written;                /* protected by lock: data written or resized
 				      * since open, not just truncated by it */
 	bool flushing;               /* protected by lock: a Put of wbuf is in flight */
 	bool unlinked;               /* protected by lock: removed; never Put again */
+	bool gone;                   /* protected by lock: the key was found deleted
+				      * (by another client) since the kernel looked
+				      * it up; cleared when a kv is stored */
+	bool told_stale;             /* protected by lock: getattr answered ESTALE
+				      * once: never again (see op_getattr) */
 	bool removing;               /* protected by lock: an unlink or rename-over of
 				      * the key is in flight: no Put may start */
 	GBytes *closed;              /* protected by lock: the buffer as a writer

@@ -399,9 +399,11 @@ static void apply_event(const struct ef_watch_event *ev)
 	if (in) {
 		g_mutex_lock(&in->lock);
 		/* Open for writing here: the kernel made (or still holds) the
-		 * entry itself. Invalidating it would also wait for the
-		 * directory's lock, which a create in progress holds. */
-		local = in->writers > 0 && !ev->deleted;
+		 * entry itself, and the writers' close Puts the key again.
+		 * Invalidating it would also wait for the directory's lock,
+		 * which a create in progress holds; a delete older than the
+		 * file being created here must not take its name away. */
+		local = in->writers > 0;
 		/* Our own Put (or rename) already stored this revision or a
 		 * newer one: nothing to refetch (read-your-writes without a
 		 * round trip), and a late event must not undo it. */
@@ -423,7 +425,7 @@ static void apply_event(const struct ef_watch_event *ev)
 		/* Even our own Put moves mtime: the kernel may hold the
 		 * attributes from before it (off -1: attributes only). */
 		notice_push(NOTICE_INODE, in->ino, 0, stale ? 0 : -1, NULL);
-		if (ev->deleted && stale) {
+		if (ev->deleted && stale && !local) {
 			gsize klen;
 			const char *k = g_bytes_get_data(key, &klen);
 
@@ -435,7 +437,7 @@ static void apply_event(const struct ef_watch_event *ev)
 	 * a page read before our Put lacks it); the kernel only needs
 	 * telling about what it does not know already. A late delete is
 	 * news to nobody. */
-	if (ns_change && (stale || !ev->deleted))
+	if (ns_change && (stale || !ev->deleted) && !(ev->deleted && local))
 		inval_namespace(key, !ev->deleted, stale && !local && !key_is_local(key));
 }
 

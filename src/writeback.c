@@ -143,8 +143,6 @@ int writeback_publish(struct ef_fs *fs, struct ef_inode *in, enum ef_publish_whe
 	 * empty again. */
 	if (rc == 0)
 		localdir_backed(key);
-	if (rc == 0 && created)
-		fs_note_created(fs, key, false);
 	g_mutex_lock(&in->lock);
 	in->flushing = false;
 	if (rc < 0)
@@ -174,6 +172,10 @@ int writeback_publish(struct ef_fs *fs, struct ef_inode *in, enum ef_publish_whe
 	g_mutex_unlock(&in->lock);
 	if (rc == 0) {
 		cache_touch(in);
+		/* After the kv is stored: a late delete of the key's earlier
+		 * life, applied before that, would take the name out again. */
+		if (created)
+			fs_note_created(fs, key, false);
 	} else {
 		/* The kernel's pages hold what we failed to write: the next
 		 * open must not keep them. */
