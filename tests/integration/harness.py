@@ -705,11 +705,6 @@ def settle(check, timeout=REMOTE_DELAY):
             time.sleep(0.02)
 
 
-def same(got, want):
-    """An assertion usable inside a lambda given to settle()."""
-    assert got == want, "got %r, want %r" % (got, want)
-
-
 def wait_until(pred, timeout=10, interval=0.1):
     deadline = time.monotonic() + timeout
     while True:
