@@ -245,12 +245,69 @@ def test_default_command_timeout(own_etcd, mounter):
     assert 4.9 < took < 11, took
 
 
+def fuse_log(text):
+    """The requests in a -d log: dicts with unique, op, nodeid, pid and the
+    reply ("success" or the errno number) and its outsize."""
+    reqs, replies = {}, {}
+    for line in text.splitlines():
+        m = re.match(r"unique: (\d+), opcode: (\w+) \(\d+\), nodeid: (\d+), insize: \d+, "
+                     r"pid: (\d+)$", line)
+        if m:
+            reqs[int(m.group(1))] = {"op": m.group(2), "nodeid": int(m.group(3)),
+                                     "pid": int(m.group(4))}
+            continue
+        m = re.match(r"\s+unique: (\d+), (success|error: -(\d+) \(.*\)), outsize: (\d+)$",
+                     line)
+        if m:
+            replies[int(m.group(1))] = ("success" if m.group(2) == "success"
+                                        else int(m.group(3)), int(m.group(4)))
+    return [dict(r, unique=u, reply=replies.get(u, (None, None))[0],
+                 outsize=replies.get(u, (None, None))[1]) for u, r in sorted(reqs.items())]
+
+
+def requests_of(log, pid, op, nodeid=None):
+    return [r for r in log if r["pid"] == pid and r["op"] == op and
+            (nodeid is None or r["nodeid"] == nodeid)]
+
+
+def replies(log, pid, op, nodeid):
+    """The set of replies to pid's op requests on nodeid (empty if none)."""
+    return {r["reply"] for r in requests_of(log, pid, op, nodeid)}
+
+
 def test_debug_flag(etcd, mounter):
+    """-d prints every FUSE request (with its caller's pid and its reply)
+    and every failed etcd call."""
+    etcd.put("/f", "hello")
     m = mounter("-d", etcd=etcd, stderr_free=True)
-    works(etcd, m)
+    cat = subprocess.Popen(["cat", m.p("f")], stdout=subprocess.PIPE)
+    assert cat.communicate(timeout=30)[0] == b"hello" and cat.returncode == 0
+    shell = subprocess.Popen(["/bin/sh", "-c", "printf new > " + m.p("g")])
+    assert shell.wait(timeout=30) == 0
+    assert etcd.get("/g") == b"new"
+    # a value etcd refuses: the failed call is printed, as is the reply
+    assert errno_of(write, m.p("big"), b"x" * 1600000) == errno.EFBIG
+    assert etcd.keys() == [b"/f", b"/g"]
+    f_ino, g_ino = os.stat(m.p("f")).st_ino, os.stat(m.p("g")).st_ino
     assert m.close() == []
     assert m.proc.returncode == 0
-    assert m.stderr().strip() != ""
+    out = m.stderr() + m.stdout()
+    log = fuse_log(out)
+
+    # cat looked f up in the root, opened it and read its 5 bytes
+    assert any(r["nodeid"] == 1 and r["reply"] == "success"
+               for r in requests_of(log, cat.pid, "LOOKUP")), out
+    for op in ("OPEN", "READ", "FLUSH"):
+        assert replies(log, cat.pid, op, f_ino) == {"success"}, (op, out)
+    assert [r["outsize"] for r in requests_of(log, cat.pid, "READ", f_ino)] == [16 + 5], out
+    # the shell created g in the root and wrote it (its FLUSHes: one per
+    # close of a descriptor of the file, and the shell has two)
+    assert [r["reply"] for r in requests_of(log, shell.pid, "CREATE", 1)] == ["success"], out
+    for op in ("WRITE", "FLUSH"):
+        assert replies(log, shell.pid, op, g_ino) == {"success"}, (op, out)
+    # the close of big failed with EFBIG, because etcd refused the request
+    assert errno.EFBIG in [r["reply"] for r in requests_of(log, os.getpid(), "FLUSH")], out
+    assert re.search(r"/etcdserverpb\.KV/\w+: .*request is too large", out), out
 
 
 def test_single_threaded(etcd, mounter):
