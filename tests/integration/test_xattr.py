@@ -83,15 +83,21 @@ def test_read_only(etcd, mnt):
     before = etcd.kv("/ro")
     rev = etcd.revision()
     f = mnt.p("ro")
+    # etcdfs(1): "Setting or removing them fails with EPERM; other
+    # attributes cannot be stored (ENOTSUP)."
     for name in NAMES:
-        got = errno_of(os.setxattr, f, name, b"7")
-        assert got in (errno.EPERM, errno.ENOTSUP), "setxattr %s: %s" % (name, errname(got))
+        for flags in (0, os.XATTR_CREATE, os.XATTR_REPLACE):
+            got = errno_of(os.setxattr, f, name, b"7", flags)
+            assert got == errno.EPERM, "setxattr %s (flags %d): %s" % (name, flags, errname(got))
         got = errno_of(os.removexattr, f, name)
         assert got == errno.EPERM, "removexattr %s: %s" % (name, errname(got))
-    got = errno_of(os.setxattr, f, "user.other", b"x")
-    assert got in (errno.EPERM, errno.ENOTSUP), errname(got)
+    for name in ("user.other", "user.etcd", "trusted.x"):
+        got = errno_of(os.setxattr, f, name, b"x")
+        assert got == errno.ENOTSUP, "setxattr %s: %s" % (name, errname(got))
     p = sh("setfattr -n user.etcd.version -v 9 " + f, check=False)
-    assert p.returncode != 0
+    assert p.returncode != 0 and b"Operation not permitted" in p.stderr, p
+    p = sh("setfattr -n user.mine -v 9 " + f, check=False)
+    assert p.returncode != 0 and b"Operation not supported" in p.stderr, p
     assert etcd.kv("/ro") == before and etcd.revision() == rev
     assert xattrs(f) == expected(before)
 
