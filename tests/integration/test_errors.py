@@ -227,32 +227,82 @@ def test_stopped_etcd_at_mount(own_etcd, mounter):
         own_etcd.sigcont()
 
 
+def ro_ops(m):
+    """Every way to change something, each on its own (names are fresh
+    where an existing one would give EEXIST first)."""
+    g, f = m.p("g"), m.p("d/f")
+
+    def opener(path, flags):
+        return lambda: os.close(os.open(path, flags, 0o644))
+    return [
+        ("write", opener(g, os.O_WRONLY)),
+        ("read-write open", opener(g, os.O_RDWR)),
+        ("append", opener(g, os.O_WRONLY | os.O_APPEND)),
+        ("truncating open", opener(g, os.O_WRONLY | os.O_TRUNC)),
+        ("create", opener(m.p("new"), os.O_WRONLY | os.O_CREAT)),
+        ("exclusive create", opener(m.p("d/new"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)),
+        ("truncate", lambda: os.truncate(g, 0)),
+        ("extend", lambda: os.truncate(g, 100)),
+        ("unlink", lambda: os.unlink(g)),
+        ("unlink in a directory", lambda: os.unlink(f)),
+        ("mkdir", lambda: os.mkdir(m.p("nd"))),
+        ("rmdir", lambda: os.rmdir(m.p("d"))),
+        ("rename", lambda: os.rename(g, m.p("h"))),
+        ("rename over a file", lambda: os.rename(g, f)),
+        ("rename a directory", lambda: os.rename(m.p("d"), m.p("e"))),
+        ("link", lambda: os.link(g, m.p("hard"))),
+        ("symlink", lambda: os.symlink("g", m.p("sym"))),
+        ("mknod", lambda: os.mknod(m.p("node"), 0o644 | stat.S_IFREG)),
+        ("setxattr", lambda: os.setxattr(g, "user.etcd.version", b"1")),
+        ("setxattr other", lambda: os.setxattr(g, "user.other", b"1")),
+        ("removexattr", lambda: os.removexattr(g, "user.etcd.version")),
+        ("chmod", lambda: os.chmod(g, 0o600)),
+        ("chown", lambda: os.chown(g, os.getuid(), os.getgid())),
+        ("utime", lambda: os.utime(g, (1e9, 1e9))),
+    ]
+
+
+RO_SHELL = ["echo x > {g}", "echo x >> {g}", "rm {g}", "rm -r {d}", "mkdir {m}/nd",
+            "mv {g} {m}/h", "touch {m}/new", "truncate -s 0 {g}", "sed -i s/w/W/ {g}",
+            "cp /etc/hostname {g}", "setfattr -n user.etcd.version -v 9 {g}"]
+
+
 def test_read_only_mount(etcd, mounter):
+    """-o ro: every change fails with EROFS, and etcdfs asks etcd for no
+    write at all (etcd's raft proposals and write calls stay where they
+    were), not even for reads."""
     etcd.put("/d/f", "v")
     etcd.put("/g", "w")
+    keys = etcd.keys(with_values=True)
     m = mounter("-o", "ro", etcd=etcd)
-    assert "ro" in mountinfo_entry(m.path)["options"].split(",")
-    assert read(m.p("d/f")) == b"v"
-    assert sorted(os.listdir(m.path)) == ["d", "g"]
     rev = etcd.revision()
-    ops = {
-        "open for writing": lambda: os.open(m.p("g"), os.O_WRONLY),
-        "create": lambda: os.open(m.p("new"), os.O_WRONLY | os.O_CREAT, 0o644),
-        "truncate": lambda: os.truncate(m.p("g"), 0),
-        "unlink": lambda: os.unlink(m.p("g")),
-        "mkdir": lambda: os.mkdir(m.p("nd")),
-        "rmdir": lambda: os.rmdir(m.p("d")),
-        "rename": lambda: os.rename(m.p("g"), m.p("h")),
-        "setxattr": lambda: os.setxattr(m.p("g"), "user.etcd.version", b"1"),
-        "chmod": lambda: os.chmod(m.p("g"), 0o600),
-    }
-    for name, op in ops.items():
+    counters = etcd.write_counters()
+
+    def unchanged(what):
+        assert etcd.revision() == rev, "%s: etcd's revision moved" % what
+        now = etcd.write_counters()
+        assert now == counters, "%s: etcd was asked to write: %r" % (
+            what, {k: now[k] - v for k, v in counters.items() if now[k] != v})
+
+    # reading works, and writes nothing
+    assert read(m.p("d/f")) == b"v" and read(m.p("g")) == b"w"
+    assert sorted(os.listdir(m.path)) == ["d", "g"]
+    assert os.getxattr(m.p("g"), "user.etcd.version") == b"1"
+    assert sh("cat %s %s" % (m.p("g"), m.p("d/f"))).stdout == b"wv"
+    unchanged("reading")
+    for name, op in ro_ops(m):
         got = errno_of(op)
-        assert got == errno.EROFS, "%s: %s" % (name, errname(got))
-    p = sh("echo x > " + m.p("g"), check=False)
-    assert p.returncode != 0 and b"Read-only file system" in p.stderr
-    assert etcd.revision() == rev
-    assert etcd.keys(with_values=True) == {b"/d/f": b"v", b"/g": b"w"}
+        assert got == errno.EROFS, "%s: %s, expected EROFS" % (name, errname(got))
+        unchanged(name)
+    for cmd in RO_SHELL:
+        cmd = cmd.format(g=m.p("g"), d=m.p("d"), m=m.path)
+        p = sh(cmd, check=False)
+        assert p.returncode != 0 and b"Read-only file system" in p.stderr, (cmd, p)
+        unchanged(cmd)
+    assert etcd.keys(with_values=True) == keys
+    assert read(m.p("g")) == b"w" and sorted(os.listdir(m.path)) == ["d", "g"]
+    e = mountinfo_entry(m.path)
+    assert "ro" in e["options"].split(",") and "ro" in e["super_options"].split(",")
 
 
 def test_compaction(own_etcd, mounter):
