@@ -14,6 +14,8 @@ COMMAND_TIMEOUT = 2.0
 # An operation may take a few requests' worth of the command timeout, and
 # the slack covers a slow (sanitized) build.
 LIMIT = 2 * COMMAND_TIMEOUT + 1.0
+# How long etcd must stay unchanged once the mount is back from an outage.
+HOLD = COMMAND_TIMEOUT + 0.5
 
 
 def full_write(path, data):
@@ -91,13 +93,22 @@ def check_shell(cmd, want, ok_stdout=None):
 
 
 def assert_back(etcd, m, rev):
-    """The mount works again, and while etcd was away nothing reached it:
+    """The mount works again, and nothing it was asked to do while etcd was
+    away reached etcd, then or later: for a while after the mount is back,
     the keys and the revision are those of populate()."""
     ok = wait_until(lambda: errno_of(read, m.p("top")) is None, timeout=15)
     assert ok, "etcdfs did not recover: %s" % errname(errno_of(read, m.p("top")))
-    assert etcd.keys(with_values=True) == POPULATED and etcd.revision() == rev, \
-        "etcd changed while it was away: %r at revision %d (was %d)" % (
-            etcd.keys(with_values=True), etcd.revision(), rev)
+    # a call still in flight when etcd went away ends within a command
+    # timeout: whatever failed must not land in that time either
+    deadline = time.monotonic() + HOLD
+    while True:
+        keys, now = etcd.keys(with_values=True), etcd.revision()
+        assert keys == POPULATED and now == rev, (
+            "etcd changed, though nothing could be written while it was away: %r at "
+            "revision %d (was %d)" % (keys, now, rev))
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
     assert read(m.p("d/k1")) == b"v1"
     assert sorted(os.listdir(m.p("d"))) == ["k1", "k2", "k3"]
     assert read(m.p("d/k2")) == b"v2"
