@@ -294,20 +294,30 @@ def test_debug_flag(etcd, mounter):
     out = m.stderr() + m.stdout()
     log = fuse_log(out)
 
+    def shown(ok, what):
+        assert ok, "-d output does not show %s:\n%s" % (what, out[-6000:])
+
     # cat looked f up in the root, opened it and read its 5 bytes
-    assert any(r["nodeid"] == 1 and r["reply"] == "success"
-               for r in requests_of(log, cat.pid, "LOOKUP")), out
+    shown(any(r["nodeid"] == 1 and r["reply"] == "success"
+              for r in requests_of(log, cat.pid, "LOOKUP")),
+          "cat's (pid %d) LOOKUP in the root" % cat.pid)
     for op in ("OPEN", "READ", "FLUSH"):
-        assert replies(log, cat.pid, op, f_ino) == {"success"}, (op, out)
-    assert [r["outsize"] for r in requests_of(log, cat.pid, "READ", f_ino)] == [16 + 5], out
+        shown(replies(log, cat.pid, op, f_ino) == {"success"},
+              "cat's (pid %d) %s of f (nodeid %d), answered success" % (cat.pid, op, f_ino))
+    shown([r["outsize"] for r in requests_of(log, cat.pid, "READ", f_ino)] == [16 + 5],
+          "one READ reply of 16 + 5 bytes")
     # the shell created g in the root and wrote it (its FLUSHes: one per
     # close of a descriptor of the file, and the shell has two)
-    assert [r["reply"] for r in requests_of(log, shell.pid, "CREATE", 1)] == ["success"], out
+    shown([r["reply"] for r in requests_of(log, shell.pid, "CREATE", 1)] == ["success"],
+          "the shell's (pid %d) CREATE in the root" % shell.pid)
     for op in ("WRITE", "FLUSH"):
-        assert replies(log, shell.pid, op, g_ino) == {"success"}, (op, out)
+        shown(replies(log, shell.pid, op, g_ino) == {"success"},
+              "the shell's (pid %d) %s of g (nodeid %d)" % (shell.pid, op, g_ino))
     # the close of big failed with EFBIG, because etcd refused the request
-    assert errno.EFBIG in [r["reply"] for r in requests_of(log, os.getpid(), "FLUSH")], out
-    assert re.search(r"/etcdserverpb\.KV/\w+: .*request is too large", out), out
+    shown(errno.EFBIG in [r["reply"] for r in requests_of(log, os.getpid(), "FLUSH")],
+          "the FLUSH of big answered with EFBIG")
+    shown(re.search(r"/etcdserverpb\.KV/\w+: .*request is too large", out),
+          "the failed etcd call (request is too large)")
 
 
 def test_single_threaded(etcd, mounter):
