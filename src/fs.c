@@ -5,6 +5,7 @@
 #include "fs.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "cache.h"
@@ -99,6 +100,25 @@ void fs_note_created(struct ef_fs *fs, GBytes *key, bool is_dir)
 		inode_names_add(din, name, is_dir);
 		inode_unref(din);
 	}
+}
+
+pid_t fs_thread_tgid(pid_t tid)
+{
+	char path[64], line[128];
+	pid_t tgid = 0;
+	FILE *f;
+
+	if (tid <= 0)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Tgid: %d", &tgid) == 1)
+			break;
+	fclose(f);
+	return tgid;
 }
 
 void fs_dir_touch(struct ef_inode *in)

@@ -74,6 +74,10 @@ void fs_fill_attr(struct ef_fs *fs, struct stat *st, struct ef_inode *in);
  */
 void fs_note_created(struct ef_fs *fs, GBytes *key, bool is_dir);
 
+/* The process (thread group) of thread tid, from /proc; 0 when that cannot
+ * be told (another pid namespace, or the thread is gone). */
+pid_t fs_thread_tgid(pid_t tid);
+
 /* The entries of directory in (NULL, or a file: nothing) changed here: its
  * mtime moves. Takes in->lock. */
 void fs_dir_touch(struct ef_inode *in);

@@ -226,19 +226,17 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	/* Open writers' buffer is the size to show: no need to ask etcd. */
 	if (rc == 0 && in->kind == EF_FILE && !fs_inode_pending(in) && !fs_file_cached(in, false))
 		rc = fs_file_refresh(fs, in);
-	/* The key went away (another client). The kernel's entry is what
-	 * is out of date: ESTALE makes it look the name up again, so an
-	 * open(O_CREAT) racing with the delete creates the file instead of
-	 * failing. Once only: the kernel retries an ESTALE once, and the
-	 * name may come back and go again meanwhile. After that (and for an
-	 * open file) the inode answers as an unlinked one: link count 0,
-	 * last known attributes, and its open decides. */
+	/* The key went away (another client) while the kernel still holds
+	 * the inode: it answers as an unlinked one (link count 0, its last
+	 * attributes), and an open of it decides: a reader gets ENOENT, an
+	 * open(O_CREAT) racing with the delete creates the key again, as it
+	 * would have after a fresh lookup. An error here would fail that
+	 * open with ENOENT. */
 	if (rc == -ENOENT && in->kind == EF_FILE) {
 		g_mutex_lock(&in->lock);
-		rc = in->handles || in->told_stale ? 0 : -ESTALE;
-		in->told_stale = true;
 		in->gone = true;
 		g_mutex_unlock(&in->lock);
+		rc = 0;
 	}
 	/* A directory's link count needs its entries: one page, once. */
 	if (rc == 0 && in->kind == EF_DIR)
@@ -353,7 +351,10 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		     struct fuse_file_info *fi)
 {
 	struct ef_handle *h = (struct ef_handle *)(uintptr_t)fi->fh;
-	int rc = writeback_write(h->in, fuse_req_ctx(req)->pid, buf, size, off, h->append);
+	int rc;
+
+	handle_note_writer(h, fuse_req_ctx(req)->pid);
+	rc = writeback_write(h->in, buf, size, off, h->append);
 
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
@@ -367,7 +368,7 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct ef_handle *h = (struct ef_handle *)(uintptr_t)fi->fh;
 	int rc = 0;
 
-	if (h->writer)
+	if (h->writer && handle_closer_wrote(h, fuse_req_ctx(req)->pid))
 		rc = writeback_flush(fs, h->in, fuse_req_ctx(req)->pid, h->opener);
 	fuse_reply_err(req, -rc);
 }
@@ -398,7 +399,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 {
 	struct ef_fs *fs = fuse_req_userdata(req);
 	struct ef_inode *in = inode_get(ino);
-	bool via_writer = fi && ((struct ef_handle *)(uintptr_t)fi->fh)->writer;
+	struct ef_handle *h = fi ? (struct ef_handle *)(uintptr_t)fi->fh : NULL;
+	bool via_writer = h && h->writer;
 	struct stat st;
 	int rc = in ? 0 : -ESTALE;
 
@@ -413,6 +415,9 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		rc = -EPERM;
 	if (rc == 0 && (to_set & FUSE_SET_ATTR_GID) && attr->st_gid != st.st_gid)
 		rc = -EPERM;
+	/* ftruncate, futimens: a change through the handle, like a write. */
+	if (rc == 0 && via_writer && (to_set & (FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MTIME_NOW)))
+		handle_note_writer(h, fuse_req_ctx(req)->pid);
 	if (rc == 0 && (to_set & FUSE_SET_ATTR_SIZE)) {
 		if (in->kind == EF_DIR)
 			rc = -EISDIR;

@@ -21,6 +21,36 @@ struct ef_handle *handle_new(struct ef_inode *in, bool writer)
 	return h;
 }
 
+void handle_note_writer(struct ef_handle *h, pid_t tid)
+{
+	pid_t pid;
+
+	/* The same thread as last time needs no look at /proc. */
+	g_mutex_lock(&h->in->lock);
+	pid = tid == h->wtid ? h->wpid : 0;
+	g_mutex_unlock(&h->in->lock);
+	if (!pid)
+		pid = fs_thread_tgid(tid);
+	g_mutex_lock(&h->in->lock);
+	h->wtid = tid;
+	h->wpid = pid;
+	g_mutex_unlock(&h->in->lock);
+}
+
+bool handle_closer_wrote(struct ef_handle *h, pid_t tid)
+{
+	pid_t wtid, wpid, closer;
+
+	g_mutex_lock(&h->in->lock);
+	wtid = h->wtid;
+	wpid = h->wpid;
+	g_mutex_unlock(&h->in->lock);
+	if (!wpid || tid == wtid)
+		return true;
+	closer = fs_thread_tgid(tid);
+	return !closer || closer == wpid;
+}
+
 void handle_free(struct ef_handle *h)
 {
 	g_mutex_lock(&h->in->lock);

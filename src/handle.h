@@ -24,6 +24,8 @@ struct ef_handle {
 	bool writer;
 	bool append;           /* opened with O_APPEND */
 	pid_t opener;          /* the thread that opened it */
+	pid_t wtid, wpid;      /* the thread and process that last changed the
+				* file through it (0: none yet) */
 	/* Readers: the value this handle reads, taken at open and again at
 	 * each read from offset 0, so one pass through the file sees one
 	 * whole value even while others replace it. */
@@ -34,6 +36,16 @@ struct ef_handle {
 /* A new handle on in. It keeps the caller's reference to in (h->in) for
  * as long as it is open; handle_free leaves dropping it to the caller. */
 struct ef_handle *handle_new(struct ef_inode *in, bool writer);
+
+/* Thread tid changes the file through h (write, truncate, set times). */
+void handle_note_writer(struct ef_handle *h, pid_t tid);
+
+/* True if thread tid, closing a descriptor of h, belongs to the process that
+ * last changed the file through h, or nothing was changed through h, or
+ * that cannot be told. A child that inherited the descriptor (fork, then
+ * exec or exit) closes it too, and that must not publish a value its
+ * parent is still writing. */
+bool handle_closer_wrote(struct ef_handle *h, pid_t tid);
 
 /* Frees h and its value (not its inode reference). */
 void handle_free(struct ef_handle *h);

@@ -56,8 +56,6 @@ struct ef_inode {
 	bool gone;                   /* protected by lock: the key was found deleted
 				      * (by another client) since the kernel looked
 				      * it up; cleared when a kv is stored */
-	bool told_stale;             /* protected by lock: getattr answered ESTALE
-				      * once: never again (see op_getattr) */
 	bool removing;               /* protected by lock: an unlink or rename-over of
 				      * the key is in flight: no Put may start */
 	GBytes *closed;              /* protected by lock: the buffer as a writer
@@ -66,8 +64,6 @@ struct ef_inode {
 	uint64_t closed_gen;         /* protected by lock: wgen of closed */
 	struct timespec mtime;       /* protected by lock: directory: last change to
 				      * its entries seen here (0: none yet) */
-	pid_t writer;                /* protected by lock: process (tgid) that wrote last */
-	pid_t writer_tid;            /* protected by lock: the thread that wrote last */
 	bool failed;                 /* protected by lock: a Put of wbuf failed and was
 				      * reported by close or fsync */
 	int werr;                    /* protected by lock: a write failed (errno):

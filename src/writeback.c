@@ -17,24 +17,6 @@
 
 /* The process (thread group) of thread tid, or 0 when that cannot be told
  * (another pid namespace, or the thread is gone). */
-static pid_t thread_tgid(pid_t tid)
-{
-	char path[64], line[128];
-	pid_t tgid = 0;
-	FILE *f;
-
-	if (tid <= 0)
-		return 0;
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
-	f = fopen(path, "re");
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "Tgid: %d", &tgid) == 1)
-			break;
-	fclose(f);
-	return tgid;
-}
 
 /* True if process tgid has a descriptor open on inode number ino (from
  * /proc/TGID/fdinfo, which asks no file system; stat would ask us). */
@@ -72,8 +54,6 @@ int writeback_flush(struct ef_fs *fs, struct ef_inode *in, pid_t tid, pid_t open
 	bool truncated;
 	pid_t tgid;
 
-	if (!writeback_closer_is_writer(in, tid))
-		return 0;
 	g_mutex_lock(&in->lock);
 	truncated = in->dirty && !in->written && !in->unlinked;
 	g_mutex_unlock(&in->lock);
@@ -83,8 +63,8 @@ int writeback_flush(struct ef_fs *fs, struct ef_inode *in, pid_t tid, pid_t open
 	 * command writes, and that first close must not Put an empty value
 	 * ahead of the real one; a child closing an inherited descriptor
 	 * must not Put what its parent is about to write. */
-	if (truncated && (tgid = thread_tgid(tid)) &&
-	    (tid == opener || tgid == thread_tgid(opener)) && !process_has_open(tgid, in->ino))
+	if (truncated && (tgid = fs_thread_tgid(tid)) &&
+	    (tid == opener || tgid == fs_thread_tgid(opener)) && !process_has_open(tgid, in->ino))
 		return writeback_publish(fs, in, EF_PUBLISH_ALWAYS);
 	return writeback_publish(fs, in, EF_PUBLISH_WRITTEN);
 }
@@ -234,9 +214,6 @@ int writeback_writer_open(struct ef_fs *fs, struct ef_inode *in, bool trunc, int
 		in->base_mod = create_guard;
 		in->dirty = true;
 		in->tgen++;
-		/* The buffer starts over: whoever wrote the old one (its
-		 * release still on its way) is not its writer. */
-		in->writer = in->writer_tid = 0;
 	}
 	in->wgen++;
 	in->writers++;
@@ -260,7 +237,6 @@ static bool writer_close_locked(struct ef_inode *in)
 		in->wbuf = NULL;
 		in->dirty = in->failed = false;
 		in->werr = 0;
-		in->writer = in->writer_tid = 0;
 		g_clear_pointer(&in->closed, g_bytes_unref);
 	}
 	return discarded;
@@ -303,24 +279,11 @@ void writeback_writer_release(struct ef_fs *fs, struct ef_inode *in)
 		cache_drop(in);
 }
 
-int writeback_write(struct ef_inode *in, pid_t tid, const char *buf, size_t size, off_t off,
-		    bool append)
+int writeback_write(struct ef_inode *in, const char *buf, size_t size, off_t off, bool append)
 {
 	size_t end;
-	pid_t writer;
-
-	/* The same thread as last time needs no look at /proc. */
-	g_mutex_lock(&in->lock);
-	writer = tid == in->writer_tid ? in->writer : 0;
-	g_mutex_unlock(&in->lock);
-	if (!writer)
-		writer = thread_tgid(tid);
 
 	g_mutex_lock(&in->lock);
-	if (writer) {
-		in->writer = writer;
-		in->writer_tid = tid;
-	}
 	/* The kernel places an O_APPEND write at the size it last saw,
 	 * which another writer or value may have changed since: the end is
 	 * where the buffer ends. */
@@ -359,19 +322,6 @@ GBytes *writeback_buffer(struct ef_inode *in)
 	return val;
 }
 
-bool writeback_closer_is_writer(struct ef_inode *in, pid_t tid)
-{
-	pid_t writer, writer_tid, closer;
-
-	g_mutex_lock(&in->lock);
-	writer = in->writer;
-	writer_tid = in->writer_tid;
-	g_mutex_unlock(&in->lock);
-	if (!writer || tid == writer_tid)
-		return true;
-	closer = thread_tgid(tid);
-	return !closer || writer == closer;
-}
 
 int writeback_rewrite(struct ef_fs *fs, struct ef_inode *in, off_t size, bool via_writer)
 {

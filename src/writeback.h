@@ -54,7 +54,7 @@ enum ef_publish_when {
  * writing, and that first close's flush must not publish an empty value
  * ahead of the real one. fsync, or the release after the last close,
  * publishes it, as it does data whose writer never closed a descriptor
- * itself (see writeback_closer_is_writer); until then readers here see it
+ * itself (see handle_closer_wrote); until then readers here see it
  * as closed (in->closed). A buffer whose Put failed is left to die with the
  * last release: close or fsync already reported the failure.
  */
@@ -107,26 +107,19 @@ void writeback_writer_release(struct ef_fs *fs, struct ef_inode *in);
 int writeback_flush(struct ef_fs *fs, struct ef_inode *in, pid_t tid, pid_t opener);
 
 /*
- * Writes size bytes of buf at off into in's buffer (in must have writers),
- * remembering thread tid (and its process) as the last writer. A write past
+ * Writes size bytes of buf at off into in's buffer (in must have writers). A
+ * write past
  * the end leaves a hole of zeros. append (O_APPEND): at the buffer's end,
  * whatever off says. Returns 0, or -EFBIG beyond EF_MAX_VALUE:
  * then the buffer is marked incomplete and is never Put.
  */
-int writeback_write(struct ef_inode *in, pid_t tid, const char *buf, size_t size, off_t off,
-		    bool append);
+int writeback_write(struct ef_inode *in, const char *buf, size_t size, off_t off, bool append);
 
 /* A copy of in's write buffer as it stands (in must have writers): a new
  * reference. */
 GBytes *writeback_buffer(struct ef_inode *in);
 
-/*
- * True if thread tid, closing a descriptor of in, belongs to the process
- * that wrote, or we cannot tell. A child that inherited the descriptor
- * (fork, then exec or exit) closes it too, and that must not publish a
- * value its parent is still writing.
- */
-bool writeback_closer_is_writer(struct ef_inode *in, pid_t tid);
+
 
 /*
  * Rewrites a file with a new size (size < 0: the same size, a new revision

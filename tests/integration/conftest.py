@@ -146,10 +146,11 @@ def mounter(tmp_path, request):
                 os.kill(pid, 9)
             continue
         mp = m.close()
-        if m.stderr().strip():
-            # shown with the test's report when it fails
-            print("---- etcdfs %s stderr (last 100 lines) ----\n%s"
-                  % (m.path, "\n".join(m.stderr().splitlines()[-100:])))
+        for name, text in (("stderr", m.stderr()), ("stdout", m.stdout())):
+            if text.strip():
+                # shown with the test's report when it fails
+                print("---- etcdfs %s %s (last 100 lines) ----\n%s"
+                      % (m.path, name, "\n".join(text.splitlines()[-100:])))
         problems += ["%s: %s" % (m.path, p) for p in mp]
     for d in public_dirs:
         if not harness.mountinfo_entry(d):

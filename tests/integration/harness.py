@@ -9,9 +9,18 @@ servers additionally die with the test process (PR_SET_PDEATHSIG).
 Rules that every helper keeps:
 - every subprocess call has a timeout, so nothing can hang the suite;
 - keys and values are bytes; etcdctl's JSON output is decoded from base64;
-- a change made with etcdctl after the mount has looked at the key is
-  checked with settle(): it must show within REMOTE_DELAY (the daemon's
-  cache learns of it through a watch), and never as a mix of two versions.
+- a change made with etcdctl after the mount has looked at the key must
+  show within REMOTE_DELAY (the daemon's cache learns of it through a
+  watch), and on the way only as one of the versions etcd had.
+
+Waiting and "never" are kept apart:
+- settle() retries a check until it passes.  It is for waiting only: the
+  check it retries says "has it arrived yet", and nothing else, because a
+  failure it retries is forgotten.
+- Whatever must never be seen (a torn value, a key that comes back after
+  its delete, a stale read after a fresher one, a state no revision of
+  etcd ever had) is checked on every observation with converge() or
+  wait_for(), which fail at the first bad one and retry only the wait.
 """
 import base64
 import ctypes
@@ -26,6 +35,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 
 ETCDFS_BIN = os.path.abspath(os.environ.get(
     "ETCDFS_BIN",
@@ -350,6 +360,56 @@ class Etcd:
     def compact(self, rev):
         self.ctl("compaction", str(rev))
 
+    # ---- etcd's own counters (Prometheus text on the client URL)
+
+    def metrics(self):
+        """{"name{labels}": value} from GET /metrics on the client URL."""
+        with urllib.request.urlopen("http://%s/metrics" % self.endpoint, timeout=10) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    def grpc_started(self, service, metrics=None):
+        """{method: calls started} for one gRPC service, e.g. "etcdserverpb.KV"."""
+        out = {}
+        for name, v in (metrics or self.metrics()).items():
+            if name.startswith("grpc_server_started_total{") and \
+                    'grpc_service="%s"' % service in name:
+                method = re.search(r'grpc_method="([^"]*)"', name).group(1)
+                out[method] = out.get(method, 0) + int(v)
+        return out
+
+    def kv_requests(self):
+        """RPCs the KV service has started so far (Range, Txn, Put, ...)."""
+        return sum(self.grpc_started("etcdserverpb.KV").values())
+
+    def write_counters(self):
+        """Counters that move whenever a client asks etcd to change anything:
+        the raft proposals committed (one per Put, DeleteRange, Compact,
+        lease call or writing Txn, whether or not its compare then holds; a
+        Range or a read-only Txn makes none) and the calls started of every
+        method that can only write.  Compare two snapshots with ==."""
+        m = self.metrics()
+        out = {"raft proposals": int(m.get("etcd_server_proposals_committed_total", 0))}
+        for service, methods in WRITE_METHODS.items():
+            started = self.grpc_started(service, m)
+            for method in methods:
+                out[service + "/" + method] = started.get(method, 0)
+        return out
+
+
+# gRPC methods that change etcd's data (Txn can also just read: etcdfs looks
+# names up with one, so writing Txns are counted as raft proposals instead).
+WRITE_METHODS = {
+    "etcdserverpb.KV": ("Put", "DeleteRange", "Compact"),
+    "etcdserverpb.Lease": ("LeaseGrant", "LeaseRevoke", "LeaseKeepAlive"),
+    "v3lockpb.Lock": ("Lock", "Unlock"),
+}
+
 
 # ---------------------------------------------------------------- mounts
 
@@ -403,6 +463,14 @@ FATAL_PATTERNS = [re.compile(p) for p in (
 )]
 
 
+def _text_of(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
 class Mount:
     """One etcdfs process and its mount.
 
@@ -421,6 +489,8 @@ class Mount:
         self.proc = None
         self.dpid = None                 # the daemon's pid in the daemonizing form
         self.stderr_path = stderr_path or path.rstrip("/") + ".stderr"
+        # GLib's debug lines (-d) go to stdout: kept apart, checked alike
+        self.stdout_path = re.sub(r"(\.stderr)?$", ".stdout", self.stderr_path, count=1)
         self.sanlog_dir = None
         self.closed = False
 
@@ -437,11 +507,13 @@ class Mount:
                 env[var] = (opts + ":" if opts else "") + "log_path=" + \
                     os.path.join(self.sanlog_dir, var.split("_")[0].lower())
         err = open(self.stderr_path, "wb")
+        out = open(self.stdout_path, "wb")
         try:
             self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=err, env=env)
+                                         stdout=out, stderr=err, env=env)
         finally:
             err.close()
+            out.close()
         with _registry_lock:
             _mounts.add(self)
         deadline = time.monotonic() + timeout
@@ -467,11 +539,10 @@ class Mount:
                              % (self.path, timeout, self.stderr()))
 
     def stderr(self):
-        try:
-            with open(self.stderr_path, "rb") as f:
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
+        return _text_of(self.stderr_path)
+
+    def stdout(self):
+        return _text_of(self.stdout_path)
 
     def sanitizer_logs(self):
         out = ""
@@ -537,9 +608,9 @@ class Mount:
         return problems
 
     def check_stderr(self):
-        """Problems in the daemon's stderr: a sanitizer report or crash
-        (quoted once, from its first line), else each unexpected line."""
-        lines = [ln for ln in (self.stderr() + self.sanitizer_logs()).splitlines()
+        """Problems in the daemon's stderr and stdout: a sanitizer report or
+        crash (quoted once, from its first line), else each unexpected line."""
+        lines = [ln for ln in (self.stderr() + self.stdout() + self.sanitizer_logs()).splitlines()
                  if ln.strip()]
         for i, line in enumerate(lines):
             if any(p.search(line) for p in FATAL_PATTERNS):
@@ -547,7 +618,7 @@ class Mount:
         if self.stderr_free:
             return []
         unexpected = [ln for ln in lines if not any(p.search(ln) for p in self.allowed)]
-        return ["unexpected daemon stderr: " + ln for ln in unexpected[:20]]
+        return ["unexpected daemon output: " + ln for ln in unexpected[:20]]
 
     def close(self):
         """Unmounts and returns a list of problems (empty when all is well)."""
@@ -624,7 +695,11 @@ REMOTE_DELAY = 2.0
 
 def settle(check, timeout=REMOTE_DELAY):
     """Runs check, a function that asserts, until it passes; after timeout
-    its last failure (AssertionError or OSError) propagates."""
+    its last failure (AssertionError or OSError) propagates.
+
+    For waiting only: every failure before the last is forgotten, so check
+    may only say "not there yet".  What must never be seen on the way goes
+    in converge() or wait_for() instead."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -635,11 +710,6 @@ def settle(check, timeout=REMOTE_DELAY):
             time.sleep(0.02)
 
 
-def same(got, want):
-    """An assertion usable inside a lambda given to settle()."""
-    assert got == want, "got %r, want %r" % (got, want)
-
-
 def wait_until(pred, timeout=10, interval=0.1):
     deadline = time.monotonic() + timeout
     while True:
@@ -647,3 +717,102 @@ def wait_until(pred, timeout=10, interval=0.1):
         if v or time.monotonic() >= deadline:
             return v
         time.sleep(interval)
+
+
+def attempt(fn, *args):
+    """fn(*args), or the name of the errno it fails with ("ENOENT"): an
+    observation for converge() in which an error is one of the states."""
+    try:
+        return fn(*args)
+    except OSError as e:
+        return errname(e.errno)
+
+
+def _history(seen, limit=12):
+    """seen as runs, "value x count", the last `limit` runs."""
+    runs = []
+    for v in seen:
+        if runs and runs[-1][0] == v:
+            runs[-1][1] += 1
+        else:
+            runs.append([v, 1])
+    text = ["%r x%d" % (v, n) if n > 1 else repr(v) for v, n in runs[-limit:]]
+    return ("... " if len(runs) > limit else "") + ", ".join(text)
+
+
+def wait_for(observe, arrived, check, timeout=REMOTE_DELAY, confirm=3, what="the change",
+             interval=0.01):
+    """Observes until a change has arrived, checking every observation.
+
+    observe() is called about every `interval` seconds; check(obs, seen)
+    asserts what must hold for EVERY observation (seen: the ones before
+    it) and its failure is never retried; arrived(obs) says whether the
+    wait is over.  Once it is, `confirm` more observations are made and
+    checked too, and each must still be arrived (nothing goes back).  An
+    OSError from observe fails at once: use attempt() where an error is a
+    state.  Returns the last observation."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    more = None
+    while True:
+        obs = observe()
+        try:
+            check(obs, seen)
+            if more is not None:
+                assert arrived(obs), "went back after it had arrived"
+        except AssertionError as e:
+            raise AssertionError("%s: bad observation %r: %s\n  observations before it: %s"
+                                 % (what, obs, e, _history(seen))) from None
+        seen.append(obs)
+        if more is None and arrived(obs):
+            more = confirm
+        if more is not None:
+            if more == 0:
+                return obs
+            more -= 1
+        elif time.monotonic() >= deadline:
+            raise AssertionError("%s did not arrive within %ss; observations: %s"
+                                 % (what, timeout, _history(seen)))
+        time.sleep(interval)
+
+
+def converge(*probes, timeout=REMOTE_DELAY, confirm=3):
+    """Waits until every probe shows its last state; fails at once on any
+    observation on the way that is not one of the states, or that is a
+    state before one its probe has already shown.
+
+    A probe is (what, observe, states): observe() returns what is seen
+    now, states lists every value it may return in the order in which they
+    may appear (the old value first, the one waited for last; any may be
+    skipped).  Each round observes every probe once, in the order given.
+    So a read that is neither the whole old value nor the whole new one, a
+    deleted key that comes back, or a stale read after a fresh one fails
+    the test even when the new state arrives later."""
+    # a state equal to the one before it is the same state (two lengths
+    # of an old and a new value that happen to be equal)
+    probes = [(name, obs, [st for i, st in enumerate(states) if i == 0 or st != states[i - 1]])
+              for name, obs, states in probes]
+
+    def observe():
+        return tuple(obs() for _, obs, _ in probes)
+
+    def index(i, value):
+        for j, state in enumerate(probes[i][2]):
+            if state == value:
+                return j
+        return None
+
+    def check(obs, seen):
+        for i, (name, _, states) in enumerate(probes):
+            j = index(i, obs[i])
+            assert j is not None, "%s shows %r: none of %r" % (name, obs[i], states)
+            before = [index(i, o[i]) for o in seen]
+            assert not before or j >= max(before), \
+                "%s went back to %r after showing %r" % (name, obs[i],
+                                                         states[max(before)])
+
+    def arrived(obs):
+        return all(index(i, o) == len(probes[i][2]) - 1 for i, o in enumerate(obs))
+
+    what = " and ".join(name for name, _, _ in probes)
+    return wait_for(observe, arrived, check, timeout=timeout, confirm=confirm, what=what)

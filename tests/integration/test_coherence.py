@@ -2,39 +2,32 @@
 on every mount sees, while cached reads cost no round trip to etcd.
 
 Round trips are counted with etcd's own gRPC metrics (/metrics on the client
-port), so "served from cache" is observed on the server, not assumed.
+port), so "served from cache" is observed on the server, not assumed.  Every
+read made while a change travels to a mount is checked (converge()): it
+shows the state before or the state after, never anything else.
 """
 import errno
 import os
-import re
 import select
 import socket
 import subprocess
 import threading
 import time
-import urllib.request
 
 import pytest
 
 import harness
-from harness import errno_of, read, wait_until, write
+from harness import attempt, converge, errno_of, read, write
 
 WATCH_SETTLE = 5   # seconds a change may take to reach a mount (it takes ms)
 
 
-def kv_requests(etcd):
-    """RPCs the KV service has started so far (Range, Txn, Put, ...)."""
-    with urllib.request.urlopen("http://%s/metrics" % etcd.endpoint, timeout=10) as r:
-        text = r.read().decode()
-    total = 0
-    for m in re.finditer(r'^grpc_server_started_total\{[^}]*grpc_service="etcdserverpb\.KV"'
-                         r'[^}]*\} (\d+)', text, re.M):
-        total += int(m.group(1))
-    return total
+def converge(*probes):
+    harness.converge(*probes, timeout=WATCH_SETTLE)
 
 
-def eventually(pred, what, timeout=WATCH_SETTLE):
-    assert wait_until(pred, timeout=timeout, interval=0.01), what
+def ls(path):
+    return attempt(lambda: sorted(os.listdir(path)))
 
 
 def test_cached_read_costs_no_round_trip(etcd, mnt):
@@ -42,12 +35,12 @@ def test_cached_read_costs_no_round_trip(etcd, mnt):
     assert read(mnt.p("c/f")) == b"cached value"
     assert os.listdir(mnt.p("c")) == ["f"]
     time.sleep(0.2)   # let the watch settle
-    before = kv_requests(etcd)
+    before = etcd.kv_requests()
     for _ in range(50):
         assert read(mnt.p("c/f")) == b"cached value"
         os.stat(mnt.p("c/f"))
         assert os.listdir(mnt.p("c")) == ["f"]
-    assert kv_requests(etcd) == before
+    assert etcd.kv_requests() == before
 
 
 def test_external_put_is_seen_by_next_read(etcd, mnt):
@@ -55,9 +48,10 @@ def test_external_put_is_seen_by_next_read(etcd, mnt):
     assert read(mnt.p("e/v")) == b"one"
     for i in range(20):
         value = ("value %d " % i) * (i % 4 + 1)
+        old = read(mnt.p("e/v"))
         etcd.put("/e/v", value)
         # no sleep: the put has returned, the watch event is in flight
-        eventually(lambda: read(mnt.p("e/v")) == value.encode(), "stale value %d" % i)
+        converge(("read e/v", lambda: read(mnt.p("e/v")), [old, value.encode()]))
         assert os.stat(mnt.p("e/v")).st_size == len(value)
 
 
@@ -67,7 +61,7 @@ def test_external_delete_gives_enoent_and_leaves_listing(etcd, mnt):
     assert sorted(os.listdir(mnt.p("d"))) == ["gone", "stays"]
     assert read(mnt.p("d/gone")) == b"x"
     etcd.delete("/d/gone")
-    eventually(lambda: errno_of(read, mnt.p("d/gone")) == errno.ENOENT, "deleted key readable")
+    converge(("read d/gone", lambda: attempt(read, mnt.p("d/gone")), [b"x", "ENOENT"]))
     assert os.listdir(mnt.p("d")) == ["stays"]
     assert errno_of(os.stat, mnt.p("d/gone")) == errno.ENOENT
 
@@ -77,16 +71,16 @@ def test_external_create_appears(etcd, mnt):
     assert os.listdir(mnt.p("n")) == ["a"]
     assert errno_of(os.stat, mnt.p("n/b")) == errno.ENOENT
     etcd.put("/n/b", "2")
-    eventually(lambda: sorted(os.listdir(mnt.p("n"))) == ["a", "b"], "new key not listed")
+    converge(("ls n", lambda: ls(mnt.p("n")), [["a"], ["a", "b"]]))
     assert read(mnt.p("n/b")) == b"2"
     # a key that creates directories on its way
     etcd.put("/n/sub/deeper/c", "3")
-    eventually(lambda: sorted(os.listdir(mnt.p("n"))) == ["a", "b", "sub"], "new dir not listed")
+    converge(("ls n", lambda: ls(mnt.p("n")), [["a", "b"], ["a", "b", "sub"]]))
     assert read(mnt.p("n/sub/deeper/c")) == b"3"
     # a key that makes a file a directory too: its value moves to %self
     etcd.put("/n/a/child", "4")
-    eventually(lambda: os.path.isdir(mnt.p("n/a")), "file did not become a directory")
-    assert sorted(os.listdir(mnt.p("n/a"))) == ["%self", "child"]
+    converge(("read n/a", lambda: attempt(read, mnt.p("n/a")), [b"1", "EISDIR"]),
+             ("ls n/a", lambda: ls(mnt.p("n/a")), ["ENOTDIR", ["%self", "child"]]))
     assert read(mnt.p("n/a/%self")) == b"1"
 
 
@@ -97,11 +91,14 @@ def test_two_mounts_see_each_other(etcd, mounter):
     assert read(b.p("shared")) == b"from a"
     for i in range(10):
         src, dst = (a, b) if i % 2 else (b, a)
+        old = read(dst.p("shared"))
         write(src.p("shared"), b"round %d" % i)
         assert etcd.get("/shared") == b"round %d" % i
-        eventually(lambda: read(dst.p("shared")) == b"round %d" % i, "other mount stale")
+        converge(("read on the other mount", lambda: read(dst.p("shared")),
+                  [old, b"round %d" % i]))
     os.unlink(a.p("shared"))
-    eventually(lambda: not os.path.exists(b.p("shared")), "delete not seen by other mount")
+    converge(("read on the other mount", lambda: attempt(read, b.p("shared")),
+              [b"round 9", "ENOENT"]))
 
 
 def test_mtime_advances_on_external_put(etcd, mnt):
@@ -109,8 +106,14 @@ def test_mtime_advances_on_external_put(etcd, mnt):
     st1 = os.stat(mnt.p("t/conf"))
     time.sleep(0.05)
     etcd.put("/t/conf", "v2")
-    eventually(lambda: os.stat(mnt.p("t/conf")).st_mtime_ns > st1.st_mtime_ns,
-               "mtime did not move")
+
+    def check(mtime, seen):
+        assert mtime >= st1.st_mtime_ns, "mtime went back"
+        moved = [t for t in seen if t != st1.st_mtime_ns]
+        assert not moved or mtime == moved[0], "mtime moved twice"
+    harness.wait_for(lambda: os.stat(mnt.p("t/conf")).st_mtime_ns,
+                     lambda mtime: mtime != st1.st_mtime_ns, check, timeout=WATCH_SETTLE,
+                     what="mtime of t/conf")
     st2 = os.stat(mnt.p("t/conf"))
     assert st2.st_ctime_ns == st2.st_mtime_ns
     # an unchanged key keeps its time
@@ -148,13 +151,13 @@ def test_read_your_writes_without_refetch(etcd, mnt):
     write(mnt.p("ryw"), b"first")
     assert read(mnt.p("ryw")) == b"first"
     time.sleep(0.2)
-    before = kv_requests(etcd)
+    before = etcd.kv_requests()
     write(mnt.p("ryw"), b"second")      # one Put (a Txn guarded or not)
     assert read(mnt.p("ryw")) == b"second"
     assert os.stat(mnt.p("ryw")).st_size == 6
     time.sleep(0.2)                      # the echo of our Put arrives
     assert read(mnt.p("ryw")) == b"second"
-    assert kv_requests(etcd) - before == 1
+    assert etcd.kv_requests() - before == 1
 
 
 def test_small_value_cache_stays_correct(etcd, mounter):
@@ -166,7 +169,7 @@ def test_small_value_cache_stays_correct(etcd, mounter):
         for k, v in values.items():
             assert read(m.p("lru", k)) == v
     etcd.put("/lru/k0", b"changed")
-    eventually(lambda: read(m.p("lru/k0")) == b"changed", "evicted value went stale")
+    converge(("read lru/k0", lambda: read(m.p("lru/k0")), [values["k0"], b"changed"]))
 
 
 @pytest.mark.parametrize("opt", ["--serializable", "--consistency=s", "-oconsistency=l"])
@@ -177,7 +180,7 @@ def test_consistency_options(etcd, mounter, opt):
     write(m.p("s/y"), b"written")
     assert etcd.get("/s/y") == b"written"
     etcd.put("/s/x", "changed")
-    eventually(lambda: read(m.p("s/x")) == b"changed", "stale with " + opt)
+    converge(("read s/x with " + opt, lambda: read(m.p("s/x")), [b"serial", b"changed"]))
 
 
 def test_bad_consistency_is_refused(etcd, tmp_path):
@@ -278,6 +281,16 @@ def proxy(own_etcd):
 CUT_STDERR = (r"watch", r"could not write")
 
 
+def cut_off_read(path):
+    """read(path), or "cut off" if it fails as a mount that lost etcd may."""
+    try:
+        return read(path)
+    except OSError as e:
+        if e.errno in (errno.ENOTCONN, errno.ETIMEDOUT, errno.EAGAIN):
+            return "cut off"
+        raise
+
+
 def read_when_back(path, timeout=20):
     """The first successful read of path once the mount reaches etcd again."""
     deadline = time.monotonic() + timeout
@@ -297,15 +310,15 @@ def test_gap_while_cut_off_is_replayed(own_etcd, proxy, mounter):
     assert read(m.p("g/k")) == b"before"
     proxy.cut()
     # while cut off, the mount must not serve what it cannot vouch for
-    eventually(lambda: errno_of(read, m.p("g/k")) is not None, "served while cut off")
+    converge(("read g/k", lambda: cut_off_read(m.p("g/k")), [b"before", "cut off"]))
     own_etcd.put("/g/k", "during the cut")
     own_etcd.put("/g/new", "created during the cut")
     proxy.resume()
     assert read_when_back(m.p("g/k")) == b"during the cut"
-    eventually(lambda: sorted(os.listdir(m.p("g"))) == ["k", "new"], "new key not listed")
+    converge(("ls g", lambda: ls(m.p("g")), [["k"], ["k", "new"]]))
     # and the watch is live again
     own_etcd.put("/g/k", "after")
-    eventually(lambda: read(m.p("g/k")) == b"after", "watch not resumed")
+    converge(("read g/k", lambda: read(m.p("g/k")), [b"during the cut", b"after"]))
 
 
 def test_compaction_while_cut_off_refreshes_everything(own_etcd, proxy, mounter):
@@ -316,7 +329,7 @@ def test_compaction_while_cut_off_refreshes_everything(own_etcd, proxy, mounter)
     assert read(m.p("cp/a")) == b"a1" and read(m.p("cp/b")) == b"b1"
     assert sorted(os.listdir(m.p("cp"))) == ["a", "b"]
     proxy.cut()
-    eventually(lambda: errno_of(read, m.p("cp/a")) is not None, "served while cut off")
+    converge(("read cp/a", lambda: cut_off_read(m.p("cp/a")), [b"a1", "cut off"]))
     own_etcd.put("/cp/a", "a2")
     own_etcd.delete("/cp/b")
     own_etcd.put("/cp/c", "c1")
@@ -327,7 +340,7 @@ def test_compaction_while_cut_off_refreshes_everything(own_etcd, proxy, mounter)
     assert errno_of(read, m.p("cp/b")) == errno.ENOENT
     assert sorted(os.listdir(m.p("cp"))) == ["a", "c"]
     own_etcd.put("/cp/c", "c2")
-    eventually(lambda: read(m.p("cp/c")) == b"c2", "watch not resumed after compaction")
+    converge(("read cp/c", lambda: read(m.p("cp/c")), [b"c1", b"c2"]))
 
 
 # --------------------------------------------------- directories made here
@@ -336,14 +349,14 @@ def test_new_directory_answers_absent_names_itself(etcd, mnt):
     os.mkdir(mnt.p("fresh"))
     write(mnt.p("fresh/one"), b"1")
     time.sleep(0.2)
-    before = kv_requests(etcd)
+    before = etcd.kv_requests()
     for i in range(30):
         assert errno_of(os.stat, mnt.p("fresh/absent%d" % i)) == errno.ENOENT
-    assert kv_requests(etcd) == before
+    assert etcd.kv_requests() == before
     # creating names there costs the Put alone
     for i in range(10):
         write(mnt.p("fresh/f%d" % i), b"x")
-    assert kv_requests(etcd) - before == 10
+    assert etcd.kv_requests() - before == 10
     assert sorted(os.listdir(mnt.p("fresh"))) == ["f%d" % i for i in range(10)] + ["one"]
 
 
@@ -351,16 +364,15 @@ def test_new_directory_sees_remote_entries(etcd, mnt):
     os.mkdir(mnt.p("nd"))
     assert errno_of(os.stat, mnt.p("nd/remote")) == errno.ENOENT
     etcd.put("/nd/remote", "r")
-    eventually(lambda: errno_of(read, mnt.p("nd/remote")) is None, "remote file hidden")
-    assert read(mnt.p("nd/remote")) == b"r"
+    converge(("read nd/remote", lambda: attempt(read, mnt.p("nd/remote")), ["ENOENT", b"r"]))
     etcd.put("/nd/sub/deep", "d")
-    eventually(lambda: os.path.isdir(mnt.p("nd/sub")), "remote directory hidden")
+    converge(("ls nd/sub", lambda: ls(mnt.p("nd/sub")), ["ENOENT", ["deep"]]))
     assert read(mnt.p("nd/sub/deep")) == b"d"
     # after a remote delete the set is no longer trusted: names are looked up
     etcd.delete("/nd/remote")
-    eventually(lambda: errno_of(read, mnt.p("nd/remote")) == errno.ENOENT, "deleted file seen")
+    converge(("read nd/remote", lambda: attempt(read, mnt.p("nd/remote")), [b"r", "ENOENT"]))
     etcd.put("/nd/again", "a")
-    eventually(lambda: errno_of(read, mnt.p("nd/again")) is None, "recreated file hidden")
+    converge(("read nd/again", lambda: attempt(read, mnt.p("nd/again")), ["ENOENT", b"a"]))
     # names created and removed here keep the set right
     write(mnt.p("nd/local"), b"l")
     os.rename(mnt.p("nd/local"), mnt.p("nd/moved"))
@@ -375,15 +387,14 @@ def test_remote_creates_nearby_keep_known_directories(etcd, mnt):
     os.makedirs(mnt.p("near/mine"))
     for i in range(20):
         etcd.put("/near/theirs/k%d" % i, "v")
-    eventually(lambda: sorted(os.listdir(mnt.p("near"))) == ["mine", "theirs"],
-               "remote directory not listed")
+    converge(("ls near", lambda: ls(mnt.p("near")), [["mine"], ["mine", "theirs"]]))
     time.sleep(0.2)
     # the remote keys changed nothing about near/mine: it still knows it is
     # empty, so looking up names there costs nothing
-    before = kv_requests(etcd)
+    before = etcd.kv_requests()
     for i in range(20):
         assert errno_of(os.stat, mnt.p("near/mine/x%d" % i)) == errno.ENOENT
-    assert kv_requests(etcd) == before
+    assert etcd.kv_requests() == before
     assert read(mnt.p("near/theirs/k3")) == b"v"
 
 
@@ -395,36 +406,36 @@ def test_existing_directory_learns_its_names(etcd, mnt):
     etcd.put("/ex/sub/b", "2")
     assert errno_of(os.stat, mnt.p("ex/absent0")) == errno.ENOENT
     time.sleep(0.2)
-    before = kv_requests(etcd)
+    before = etcd.kv_requests()
     for i in range(1, 20):
         assert errno_of(os.stat, mnt.p("ex/absent%d" % i)) == errno.ENOENT
-    assert kv_requests(etcd) == before
+    assert etcd.kv_requests() == before
     for i in range(10):
         write(mnt.p("ex/f%d" % i), b"x")
-    assert kv_requests(etcd) - before == 10
+    assert etcd.kv_requests() - before == 10
     assert os.stat(mnt.p("ex")).st_nlink == 3       # ".", "..", and sub's ".."
     assert sorted(os.listdir(mnt.p("ex"))) == ["a"] + ["f%d" % i for i in range(10)] + ["sub"]
     assert etcd.keys("/ex/") == sorted([b"/ex/a", b"/ex/sub/b"] +
                                        [b"/ex/f%d" % i for i in range(10)])
     # the set follows remote changes: a new name shows, a deleted one goes
     etcd.put("/ex/remote", "r")
-    eventually(lambda: errno_of(read, mnt.p("ex/remote")) is None, "remote file hidden")
+    converge(("ex/remote", lambda: attempt(read, mnt.p("ex/remote")), ["ENOENT", b"r"]))
     etcd.put("/ex/newdir/x", "y")
-    eventually(lambda: os.path.isdir(mnt.p("ex/newdir")), "remote directory hidden")
+    converge(("ex/newdir", lambda: os.path.isdir(mnt.p("ex/newdir")), [False, True]))
     etcd.delete("/ex/a")
-    eventually(lambda: errno_of(os.stat, mnt.p("ex/a")) == errno.ENOENT, "deleted file seen")
+    converge(("ex/a", lambda: attempt(read, mnt.p("ex/a")), [b"1", "ENOENT"]))
     etcd.put("/ex/again", "a")
-    eventually(lambda: errno_of(read, mnt.p("ex/again")) is None, "recreated file hidden")
+    converge(("ex/again", lambda: attempt(read, mnt.p("ex/again")), ["ENOENT", b"a"]))
 
 
 def test_listed_directory_answers_absent_names_itself(etcd, mnt):
     etcd.put_many(("/ls/k%03d" % i, "v") for i in range(50))
     assert len(os.listdir(mnt.p("ls"))) == 50
     time.sleep(0.2)
-    before = kv_requests(etcd)
+    before = etcd.kv_requests()
     for i in range(20):
         assert errno_of(os.stat, mnt.p("ls/absent%d" % i)) == errno.ENOENT
-    assert kv_requests(etcd) == before
+    assert etcd.kv_requests() == before
     assert os.stat(mnt.p("ls")).st_nlink == 2
 
 
@@ -435,5 +446,5 @@ def test_large_directory_names_still_looked_up(etcd, mnt):
     assert errno_of(os.stat, mnt.p("big/absent")) == errno.ENOENT
     assert read(mnt.p("big/k1099")) == b"v"
     etcd.put("/big/late", "l")
-    eventually(lambda: errno_of(read, mnt.p("big/late")) is None, "new key hidden")
+    converge(("big/late", lambda: attempt(read, mnt.p("big/late")), ["ENOENT", b"l"]))
     assert os.stat(mnt.p("big")).st_nlink == 1

@@ -2,9 +2,10 @@
 read-only mounts; compaction."""
 import errno
 import os
+import stat
 import time
 
-from harness import (errno_of, errname, is_etcdfs_mounted, mountinfo_entry, read, run, same, settle,
+from harness import (converge, errno_of, errname, is_etcdfs_mounted, mountinfo_entry, read, run,
                      sh, timed, wait_until, write)
 
 # What the daemon may say while etcd is away.
@@ -13,6 +14,8 @@ COMMAND_TIMEOUT = 2.0
 # An operation may take a few requests' worth of the command timeout, and
 # the slack covers a slow (sanitized) build.
 LIMIT = 2 * COMMAND_TIMEOUT + 1.0
+# How long etcd must stay unchanged once the mount is back from an outage.
+HOLD = COMMAND_TIMEOUT + 0.5
 
 
 def full_write(path, data):
@@ -23,10 +26,15 @@ def full_write(path, data):
         os.close(fd)
 
 
+POPULATED = {b"/d/k1": b"v1", b"/d/k2": b"v2", b"/d/k3": b"v3", b"/top": b"t"}
+
+
 def populate(etcd):
     for i in range(1, 4):
         etcd.put("/d/k%d" % i, "v%d" % i)
     etcd.put("/top", "t")
+    assert etcd.keys(with_values=True) == POPULATED
+    return etcd.revision()
 
 
 def warm_up(m):
@@ -68,26 +76,45 @@ def check_op(name, op, want, ok_value=None):
         name, errname(res.errno), " or ".join(map(errname, want)))
 
 
-def assert_shell_fails_fast(m, cmds):
-    for cmd in cmds:
-        t0 = time.monotonic()
-        p = sh(cmd, check=False, timeout=30)
-        took = time.monotonic() - t0
-        assert p.returncode != 0, "%r succeeded with etcd down" % cmd
-        assert took < LIMIT, "%r took %.1fs" % (cmd, took)
+def check_shell(cmd, want, ok_stdout=None):
+    """The shell command must fail within LIMIT and say why with one of the
+    errnos in want; with ok_stdout it may instead print exactly that (a
+    read served from a still valid cache)."""
+    t0 = time.monotonic()
+    p = sh(cmd, check=False, timeout=30)
+    took = time.monotonic() - t0
+    assert took < LIMIT, "%r took %.1fs" % (cmd, took)
+    if ok_stdout is not None and p.returncode == 0:
+        assert p.stdout == ok_stdout, "%r printed %r with etcd down" % (cmd, p.stdout)
+        return
+    assert p.returncode != 0, "%r succeeded with etcd down" % cmd
+    assert any(os.strerror(e).encode() in p.stderr for e in want), "%r: %r, expected %s" % (
+        cmd, p.stderr, " or ".join(map(errname, want)))
 
 
-def assert_back(etcd, m):
-    """The mount works again and agrees with etcd. The first write made
-    while etcd was down (d/new) was sent before it timed out, so etcd may
-    have applied it when it came back: it is there or not, never torn."""
+def assert_back(etcd, m, rev, may_land=()):
+    """The mount works again, and nothing it was asked to do while etcd was
+    away reached etcd, then or later, except the (key, value) writes in
+    may_land: one sent before it timed out (etcd stopped, not gone) may be
+    applied when etcd resumes, whole. For a while after the mount is back,
+    the keys and the revision are those of populate(), plus those."""
     ok = wait_until(lambda: errno_of(read, m.p("top")) is None, timeout=15)
     assert ok, "etcdfs did not recover: %s" % errname(errno_of(read, m.p("top")))
+    # a call still in flight when etcd went away ends within a command
+    # timeout: whatever failed must not land in that time either
+    deadline = time.monotonic() + HOLD
+    while True:
+        keys, now = etcd.keys(with_values=True), etcd.revision()
+        late = {k: v for k, v in may_land if keys.get(k) == v}
+        assert keys == dict(POPULATED, **late) and now == rev + len(late), (
+            "etcd changed, though nothing could be written while it was away: %r at "
+            "revision %d (was %d)" % (keys, now, rev))
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
     assert read(m.p("d/k1")) == b"v1"
-    late = {b"/d/new": b"x"} if etcd.get("/d/new") is not None else {}
-    assert etcd.keys("/d/", with_values=True) == dict({b"/d/k1": b"v1", b"/d/k2": b"v2",
-                                                       b"/d/k3": b"v3"}, **late)
-    assert sorted(os.listdir(m.p("d"))) == ["k1", "k2", "k3"] + (["new"] if late else [])
+    names = sorted(k[len(b"/d/"):].decode() for k in late)
+    assert sorted(os.listdir(m.p("d"))) == sorted(["k1", "k2", "k3"] + names)
     assert read(m.p("d/k2")) == b"v2"
     write(m.p("d/after"), "back")
     assert etcd.get("/d/after") == b"back"
@@ -97,7 +124,7 @@ def assert_back(etcd, m):
 
 
 def test_etcd_killed_and_restarted(own_etcd, mounter):
-    populate(own_etcd)
+    rev = populate(own_etcd)
     m = mounter("--command-timeout=2s", etcd=own_etcd, allowed_stderr=DOWN_STDERR)
     warm_up(m)
     own_etcd.kill()
@@ -108,17 +135,16 @@ def test_etcd_killed_and_restarted(own_etcd, mounter):
         check_op(name, op, [errno.ENOTCONN])
     for name, op in write_ops(m):
         check_op(name, op, [errno.ENOTCONN])
-    assert_shell_fails_fast(m, ["cat " + m.p("d/k1"), "ls " + m.p("d"),
-                                "echo x > " + m.p("d/k2")])
-    p = sh("cat " + m.p("top"), check=False)
-    assert b"Transport endpoint is not connected" in p.stderr
+    for cmd in ("cat " + m.p("d/k1"), "ls " + m.p("d"), "echo x > " + m.p("d/k2"),
+                "rm " + m.p("d/k1"), "cat " + m.p("top")):
+        check_shell(cmd, [errno.ENOTCONN])
     own_etcd.restart()
-    assert_back(own_etcd, m)
+    assert_back(own_etcd, m, rev)
     assert own_etcd.keys("/d/new") == []   # the failed write left nothing
 
 
 def test_etcd_stopped_and_continued(own_etcd, mounter):
-    populate(own_etcd)
+    rev = populate(own_etcd)
     m = mounter("--command-timeout=2s", etcd=own_etcd, allowed_stderr=DOWN_STDERR)
     warm_up(m)
     own_etcd.sigstop()
@@ -131,16 +157,18 @@ def test_etcd_stopped_and_continued(own_etcd, mounter):
         for i, (name, op) in enumerate(write_ops(m)):
             check_op(name, op, [errno.ETIMEDOUT] if i == 0 else [errno.ETIMEDOUT,
                                                                   errno.ENOTCONN])
+        down = [errno.ETIMEDOUT, errno.ENOTCONN]
         for name, op, ok in read_ops(m):
-            check_op(name, op, [errno.ETIMEDOUT, errno.ENOTCONN], ok_value=ok)
-        assert_shell_fails_fast(m, ["echo x > " + m.p("d/k2"), "rm " + m.p("d/k1")])
-        for cmd in ("cat " + m.p("d/k1"), "ls " + m.p("d")):
-            t0 = time.monotonic()
-            sh(cmd, check=False, timeout=30)
-            assert time.monotonic() - t0 < LIMIT, cmd
+            check_op(name, op, down, ok_value=ok)
+        check_shell("echo x > " + m.p("d/k2"), down)
+        check_shell("rm " + m.p("d/k1"), down)
+        check_shell("cat " + m.p("d/k1"), down, ok_stdout=b"v1")
+        check_shell("ls " + m.p("d"), down, ok_stdout=b"k1\nk2\nk3\n")
     finally:
         own_etcd.sigcont()
-    assert_back(own_etcd, m)
+    # The first write reached the stopped etcd before it timed out (the
+    # name needed no lookup there): etcd may apply it when it resumes.
+    assert_back(own_etcd, m, rev, may_land=[(b"/d/new", b"x")])
 
 
 def test_write_close_fails_when_etcd_dies(own_etcd, mounter):
@@ -216,32 +244,82 @@ def test_stopped_etcd_at_mount(own_etcd, mounter):
         own_etcd.sigcont()
 
 
+def ro_ops(m):
+    """Every way to change something, each on its own (names are fresh
+    where an existing one would give EEXIST first)."""
+    g, f = m.p("g"), m.p("d/f")
+
+    def opener(path, flags):
+        return lambda: os.close(os.open(path, flags, 0o644))
+    return [
+        ("write", opener(g, os.O_WRONLY)),
+        ("read-write open", opener(g, os.O_RDWR)),
+        ("append", opener(g, os.O_WRONLY | os.O_APPEND)),
+        ("truncating open", opener(g, os.O_WRONLY | os.O_TRUNC)),
+        ("create", opener(m.p("new"), os.O_WRONLY | os.O_CREAT)),
+        ("exclusive create", opener(m.p("d/new"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)),
+        ("truncate", lambda: os.truncate(g, 0)),
+        ("extend", lambda: os.truncate(g, 100)),
+        ("unlink", lambda: os.unlink(g)),
+        ("unlink in a directory", lambda: os.unlink(f)),
+        ("mkdir", lambda: os.mkdir(m.p("nd"))),
+        ("rmdir", lambda: os.rmdir(m.p("d"))),
+        ("rename", lambda: os.rename(g, m.p("h"))),
+        ("rename over a file", lambda: os.rename(g, f)),
+        ("rename a directory", lambda: os.rename(m.p("d"), m.p("e"))),
+        ("link", lambda: os.link(g, m.p("hard"))),
+        ("symlink", lambda: os.symlink("g", m.p("sym"))),
+        ("mknod", lambda: os.mknod(m.p("node"), 0o644 | stat.S_IFREG)),
+        ("setxattr", lambda: os.setxattr(g, "user.etcd.version", b"1")),
+        ("setxattr other", lambda: os.setxattr(g, "user.other", b"1")),
+        ("removexattr", lambda: os.removexattr(g, "user.etcd.version")),
+        ("chmod", lambda: os.chmod(g, 0o600)),
+        ("chown", lambda: os.chown(g, os.getuid(), os.getgid())),
+        ("utime", lambda: os.utime(g, (1e9, 1e9))),
+    ]
+
+
+RO_SHELL = ["echo x > {g}", "echo x >> {g}", "rm {g}", "rm -r {d}", "mkdir {m}/nd",
+            "mv {g} {m}/h", "touch {m}/new", "truncate -s 0 {g}", "sed -i s/w/W/ {g}",
+            "cp /etc/hostname {g}", "setfattr -n user.etcd.version -v 9 {g}"]
+
+
 def test_read_only_mount(etcd, mounter):
+    """-o ro: every change fails with EROFS, and etcdfs asks etcd for no
+    write at all (etcd's raft proposals and write calls stay where they
+    were), not even for reads."""
     etcd.put("/d/f", "v")
     etcd.put("/g", "w")
+    keys = etcd.keys(with_values=True)
     m = mounter("-o", "ro", etcd=etcd)
-    assert "ro" in mountinfo_entry(m.path)["options"].split(",")
-    assert read(m.p("d/f")) == b"v"
-    assert sorted(os.listdir(m.path)) == ["d", "g"]
     rev = etcd.revision()
-    ops = {
-        "open for writing": lambda: os.open(m.p("g"), os.O_WRONLY),
-        "create": lambda: os.open(m.p("new"), os.O_WRONLY | os.O_CREAT, 0o644),
-        "truncate": lambda: os.truncate(m.p("g"), 0),
-        "unlink": lambda: os.unlink(m.p("g")),
-        "mkdir": lambda: os.mkdir(m.p("nd")),
-        "rmdir": lambda: os.rmdir(m.p("d")),
-        "rename": lambda: os.rename(m.p("g"), m.p("h")),
-        "setxattr": lambda: os.setxattr(m.p("g"), "user.etcd.version", b"1"),
-        "chmod": lambda: os.chmod(m.p("g"), 0o600),
-    }
-    for name, op in ops.items():
+    counters = etcd.write_counters()
+
+    def unchanged(what):
+        assert etcd.revision() == rev, "%s: etcd's revision moved" % what
+        now = etcd.write_counters()
+        assert now == counters, "%s: etcd was asked to write: %r" % (
+            what, {k: now[k] - v for k, v in counters.items() if now[k] != v})
+
+    # reading works, and writes nothing
+    assert read(m.p("d/f")) == b"v" and read(m.p("g")) == b"w"
+    assert sorted(os.listdir(m.path)) == ["d", "g"]
+    assert os.getxattr(m.p("g"), "user.etcd.version") == b"1"
+    assert sh("cat %s %s" % (m.p("g"), m.p("d/f"))).stdout == b"wv"
+    unchanged("reading")
+    for name, op in ro_ops(m):
         got = errno_of(op)
-        assert got == errno.EROFS, "%s: %s" % (name, errname(got))
-    p = sh("echo x > " + m.p("g"), check=False)
-    assert p.returncode != 0 and b"Read-only file system" in p.stderr
-    assert etcd.revision() == rev
-    assert etcd.keys(with_values=True) == {b"/d/f": b"v", b"/g": b"w"}
+        assert got == errno.EROFS, "%s: %s, expected EROFS" % (name, errname(got))
+        unchanged(name)
+    for cmd in RO_SHELL:
+        cmd = cmd.format(g=m.p("g"), d=m.p("d"), m=m.path)
+        p = sh(cmd, check=False)
+        assert p.returncode != 0 and b"Read-only file system" in p.stderr, (cmd, p)
+        unchanged(cmd)
+    assert etcd.keys(with_values=True) == keys
+    assert read(m.p("g")) == b"w" and sorted(os.listdir(m.path)) == ["d", "g"]
+    e = mountinfo_entry(m.path)
+    assert "ro" in e["options"].split(",") and "ro" in e["super_options"].split(",")
 
 
 def test_compaction(own_etcd, mounter):
@@ -257,7 +335,7 @@ def test_compaction(own_etcd, mounter):
     assert own_etcd.get("/c") == b"V4"
     own_etcd.put("/c", "v5")
     own_etcd.compact(own_etcd.revision())
-    settle(lambda: same(read(m.p("c")), b"v5"))
+    converge(("read c", lambda: read(m.p("c")), [b"V4", b"v5"]))
     assert sorted(os.listdir(m.path)) == ["c", "d"]
     write(m.p("d/y"), "y")
     assert own_etcd.keys("/d/", with_values=True) == {b"/d/x": b"x", b"/d/y": b"y"}

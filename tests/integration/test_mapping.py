@@ -6,7 +6,7 @@ import random
 import stat
 import time
 
-from harness import errno_of, errname, read, settle, sh, write
+from harness import attempt, converge, errno_of, errname, read, sh, wait_for, write
 
 ODD_CREATE_NAMES = ["a%b", "%zz", "%41", "%2e", "x%2E", "%2E%2Ex", "%2", "%%", "%2E%2E%2E",
                     "%2f", "%0"]
@@ -39,18 +39,16 @@ def test_value_and_children(etcd, mnt):
 def test_file_turns_into_directory_and_back(etcd, mnt):
     etcd.put("/k", "file")
     assert os.path.isfile(mnt.p("k")) and read(mnt.p("k")) == b"file"
+    # k is the file or the directory, never anything in between
+    probes = [("read k", lambda: attempt(read, mnt.p("k")), [b"file", "EISDIR"]),
+              ("ls k", lambda: attempt(names, mnt.p("k")), ["ENOTDIR", ["%self", "c"]]),
+              ("read k/%self", lambda: attempt(read, mnt.p("k/%self")), ["ENOTDIR", b"file"])]
     etcd.put("/k/c", "child")
-
-    def is_dir():
-        assert os.path.isdir(mnt.p("k"))
-        assert names(mnt.p("k")) == ["%self", "c"]
-        assert read(mnt.p("k/%self")) == b"file"
-    settle(is_dir)
+    converge(*probes)
+    assert os.path.isdir(mnt.p("k"))
     etcd.delete("/k/c")
-
-    def is_file():
-        assert os.path.isfile(mnt.p("k")) and read(mnt.p("k")) == b"file"
-    settle(is_file)
+    converge(*[(what, obs, states[::-1]) for what, obs, states in probes])
+    assert os.path.isfile(mnt.p("k"))
 
 
 def test_self_only_shown_with_children(etcd, mnt):
@@ -229,8 +227,8 @@ def test_binary_values_round_trip(etcd, mnt, tmp_path):
     other = b"\n\0\xff" + bytes(rnd.randrange(256) for _ in range(5000)) + b"\n"
     etcd.put("/blob2", other)
     assert etcd.get("/blob2") == other
-    settle(lambda: os.stat(mnt.p("blob2")))
-    assert os.stat(mnt.p("blob2")).st_size == len(other)
+    converge(("size of blob2", lambda: attempt(lambda: os.stat(mnt.p("blob2")).st_size),
+              ["ENOENT", len(other)]))
     assert read(mnt.p("blob2")) == other
     sh("cp %s %s" % (mnt.p("blob2"), tmp_path / "copy"))
     assert (tmp_path / "copy").read_bytes() == other
@@ -257,36 +255,28 @@ def test_modes_owner_and_size_before_open(etcd, mnt):
     assert [ln.split()[4] for ln in out.splitlines() if ln.endswith(" f")] == ["12345"]
 
 
-def converge(path, old, new):
-    """Reads path until it shows new; every read on the way must be the
-    whole old value or the whole new one (size and data from one version)."""
-    def check():
-        st = os.stat(path)
-        data = read(path)
-        assert data in (old, new), "read %r: neither %r nor %r" % (data, old, new)
-        assert st.st_size in (len(old), len(new))
-        assert data == new and st.st_size == len(new)
-    settle(check)
+def converge_value(path, old, new):
+    """Reads path until it shows new.  Every read on the way must be the
+    whole old value or the whole new one and every size one of theirs;
+    neither may show old again once it showed new."""
+    converge(("read", lambda: read(path), [old, new]),
+             ("size", lambda: os.stat(path).st_size, [len(old), len(new)]))
 
 
 def test_remote_changes_show(etcd, mnt):
     etcd.put("/s", "hello")
     assert read(mnt.p("s")) == b"hello"
     etcd.put("/s", "hello world")
-    converge(mnt.p("s"), b"hello", b"hello world")
+    converge_value(mnt.p("s"), b"hello", b"hello world")
     etcd.put("/s", "hi")
-    converge(mnt.p("s"), b"hello world", b"hi")
+    converge_value(mnt.p("s"), b"hello world", b"hi")
     etcd.delete("/s")
-
-    def gone():
-        assert errno_of(os.stat, mnt.p("s")) == errno.ENOENT
-        assert os.listdir(mnt.path) == []
-    settle(gone)
+    converge(("read s", lambda: attempt(read, mnt.p("s")), [b"hi", "ENOENT"]),
+             ("ls", lambda: names(mnt.path), [["s"], []]))
+    assert errno_of(os.stat, mnt.p("s")) == errno.ENOENT
     etcd.put("/new/key", "v")
-    def created():
-        assert read(mnt.p("new/key")) == b"v"
-        assert os.listdir(mnt.path) == ["new"]
-    settle(created)
+    converge(("read new/key", lambda: attempt(read, mnt.p("new/key")), ["ENOENT", b"v"]),
+             ("ls", lambda: names(mnt.path), [[], ["new"]]))
 
 
 def test_remote_changes_show_within_bound(etcd, mnt):
@@ -296,7 +286,7 @@ def test_remote_changes_show_within_bound(etcd, mnt):
     assert read(mnt.p("lag")) == vals[0]
     for old, new in zip(vals, vals[1:]):
         etcd.put("/lag", new)
-        converge(mnt.p("lag"), old, new)
+        converge_value(mnt.p("lag"), old, new)
 
 
 def test_times_follow_mod_revision(etcd, mnt):
@@ -306,13 +296,19 @@ def test_times_follow_mod_revision(etcd, mnt):
     st2 = os.stat(mnt.p("t"))
     assert (st2.st_mtime_ns, st2.st_ctime_ns) == (st1.st_mtime_ns, st1.st_ctime_ns)
     etcd.put("/t", "2")
+    old = (st1.st_mtime_ns, st1.st_ctime_ns)
 
-    def advanced():
+    def check(obs, seen):
+        # both times move together, forward, and once
+        assert obs == old or (obs[0] > old[0] and obs[1] > old[1]), "times %r, before %r" \
+            % (obs, old)
+        moved = [o for o in seen if o != old]
+        assert not moved or obs == moved[0], "times changed again: %r, then %r" % (moved[0], obs)
+    def times():
         st = os.stat(mnt.p("t"))
-        assert st.st_mtime_ns > st1.st_mtime_ns
-        assert st.st_ctime_ns > st1.st_ctime_ns
-        return st
-    st3 = settle(advanced)
+        return (st.st_mtime_ns, st.st_ctime_ns)
+    wait_for(times, lambda obs: obs != old, check, what="mtime and ctime of t")
+    st3 = os.stat(mnt.p("t"))
     assert st3.st_mtime >= time.time() - 30
     time.sleep(1.2)
     write(mnt.p("t"), "3")

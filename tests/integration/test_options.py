@@ -2,19 +2,21 @@
 foreground and daemon forms, mount -t fuse.etcdfs, -d, -s."""
 import errno
 import os
+import re
 import stat
+import subprocess
 
 import pytest
 
 import harness
-from harness import (errno_of, is_etcdfs_mounted, mountinfo_entry, read, run, same, settle, sh,
-                     timed, write)
+from harness import (attempt, converge, errno_of, is_etcdfs_mounted, mountinfo_entry, read, run,
+                     sh, timed, write)
 
 
 def works(etcd, m, key="/probe", rel="probe"):
     """The mount shows etcd's keys and writes to it."""
     etcd.put(key, "from etcdctl")
-    settle(lambda: same(read(m.p(rel)), b"from etcdctl"))
+    converge(("read " + rel, lambda: attempt(read, m.p(rel)), ["ENOENT", b"from etcdctl"]))
     write(m.p(rel + "-w"), "from the mount")
     assert etcd.get(key + "-w") == b"from the mount"
 
@@ -236,14 +238,11 @@ def test_command_timeout_option(own_etcd, mounter):
     # mount must show what etcd has.
     want = own_etcd.get("/new")
     assert want in (None, b"x"), want
-
-    def agrees():
-        got = errno_of(harness.read, m.p("new"))
-        if want is None:
-            assert got == errno.ENOENT, got
-        else:
-            assert harness.read(m.p("new")) == want
-    harness.settle(agrees, timeout=5)
+    # the mount goes from "no such file" (what it last knew) to etcd's
+    # answer, never anything else on the way
+    states = ["ENOENT"] + ([want] if want is not None else [])
+    harness.converge(("new", lambda: harness.attempt(harness.read, m.p("new")), states),
+                     timeout=5)
 
 
 def test_default_command_timeout(own_etcd, mounter):
@@ -255,12 +254,81 @@ def test_default_command_timeout(own_etcd, mounter):
     assert 4.9 < took < 11, took
 
 
+def fuse_log(text):
+    """The requests in a -d log: dicts with unique, op, nodeid, pid and the
+    reply ("success" or the errno number) and its outsize."""
+    reqs, replies = {}, {}
+    for line in text.splitlines():
+        m = re.match(r"unique: (\d+), opcode: (\w+) \(\d+\), nodeid: (\d+), insize: \d+, "
+                     r"pid: (\d+)$", line)
+        if m:
+            reqs[int(m.group(1))] = {"op": m.group(2), "nodeid": int(m.group(3)),
+                                     "pid": int(m.group(4))}
+            continue
+        m = re.match(r"\s+unique: (\d+), (success|error: -(\d+) \(.*\)), outsize: (\d+)$",
+                     line)
+        if m:
+            replies[int(m.group(1))] = ("success" if m.group(2) == "success"
+                                        else int(m.group(3)), int(m.group(4)))
+    return [dict(r, unique=u, reply=replies.get(u, (None, None))[0],
+                 outsize=replies.get(u, (None, None))[1]) for u, r in sorted(reqs.items())]
+
+
+def requests_of(log, pid, op, nodeid=None):
+    return [r for r in log if r["pid"] == pid and r["op"] == op and
+            (nodeid is None or r["nodeid"] == nodeid)]
+
+
+def replies(log, pid, op, nodeid):
+    """The set of replies to pid's op requests on nodeid (empty if none)."""
+    return {r["reply"] for r in requests_of(log, pid, op, nodeid)}
+
+
 def test_debug_flag(etcd, mounter):
+    """-d prints every FUSE request (with its caller's pid and its reply)
+    and every failed etcd call."""
+    etcd.put("/f", "hello")
     m = mounter("-d", etcd=etcd, stderr_free=True)
-    works(etcd, m)
+    cat = subprocess.Popen(["cat", m.p("f")], stdout=subprocess.PIPE)
+    assert cat.communicate(timeout=30)[0] == b"hello" and cat.returncode == 0
+    shell = subprocess.Popen(["/bin/sh", "-c", "printf new > " + m.p("g")])
+    assert shell.wait(timeout=30) == 0
+    assert etcd.get("/g") == b"new"
+    # a value etcd refuses: the failed call is printed, as is the reply
+    assert errno_of(write, m.p("big"), b"x" * 1600000) == errno.EFBIG
+    assert etcd.keys() == [b"/f", b"/g"]
+    f_ino, g_ino = os.stat(m.p("f")).st_ino, os.stat(m.p("g")).st_ino
     assert m.close() == []
     assert m.proc.returncode == 0
-    assert m.stderr().strip() != ""
+    out = m.stderr() + m.stdout()
+    log = fuse_log(out)
+
+    def shown(ok, what):
+        assert ok, "-d output does not show %s:\n%s" % (what, out[-6000:])
+
+    # cat looked f up in the root, opened it and read its 5 bytes
+    shown(any(r["nodeid"] == 1 and r["reply"] == "success"
+              for r in requests_of(log, cat.pid, "LOOKUP")),
+          "cat's (pid %d) LOOKUP in the root" % cat.pid)
+    for op in ("OPEN", "READ", "FLUSH"):
+        shown(replies(log, cat.pid, op, f_ino) == {"success"},
+              "cat's (pid %d) %s of f (nodeid %d), answered success" % (cat.pid, op, f_ino))
+    # reads bypass the page cache: cat's read of the 5 bytes, then its
+    # read at the end that finds nothing more
+    shown([r["outsize"] for r in requests_of(log, cat.pid, "READ", f_ino)] == [16 + 5, 16],
+          "a READ reply of 16 + 5 bytes, then one of 16 (end of file)")
+    # the shell created g in the root and wrote it (its FLUSHes: one per
+    # close of a descriptor of the file, and the shell has two)
+    shown([r["reply"] for r in requests_of(log, shell.pid, "CREATE", 1)] == ["success"],
+          "the shell's (pid %d) CREATE in the root" % shell.pid)
+    for op in ("WRITE", "FLUSH"):
+        shown(replies(log, shell.pid, op, g_ino) == {"success"},
+              "the shell's (pid %d) %s of g (nodeid %d)" % (shell.pid, op, g_ino))
+    # the close of big failed with EFBIG, because etcd refused the request
+    shown(errno.EFBIG in [r["reply"] for r in requests_of(log, os.getpid(), "FLUSH")],
+          "the FLUSH of big answered with EFBIG")
+    shown(re.search(r"/etcdserverpb\.KV/\w+: .*request is too large", out),
+          "the failed etcd call (request is too large)")
 
 
 def test_single_threaded(etcd, mounter):
@@ -299,7 +367,7 @@ def test_two_mounts_one_etcd(etcd, mounter):
     b = mounter("--prefix=/b", etcd=etcd)
     os.mkdir(a.p("b"))
     write(a.p("b/x"), "from a")
-    settle(lambda: same(read(b.p("x")), b"from a"))
+    converge(("read x on b", lambda: attempt(read, b.p("x")), ["ENOENT", b"from a"]))
     write(b.p("y"), "from b")
-    settle(lambda: same(read(a.p("b/y")), b"from b"))
+    converge(("read b/y on a", lambda: attempt(read, a.p("b/y")), ["ENOENT", b"from b"]))
     assert etcd.keys("/b/", with_values=True) == {b"/b/x": b"from a", b"/b/y": b"from b"}

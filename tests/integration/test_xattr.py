@@ -3,7 +3,7 @@ import errno
 import os
 import re
 
-from harness import errno_of, errname, same, settle, sh, write
+from harness import attempt, converge, errno_of, errname, sh, write
 
 NAMES = ["user.etcd.create_revision", "user.etcd.mod_revision", "user.etcd.version",
          "user.etcd.lease"]
@@ -20,6 +20,15 @@ def expected(kv):
 
 def xattrs(path):
     return {n: os.getxattr(path, n) for n in NAMES}
+
+
+def converge_xattrs(path, before, after):
+    """Each attribute goes from its value in before to the one in after
+    (a dict, or an errno name for all), and never shows anything else."""
+    def states(n):
+        return [s if isinstance(s, str) else s[n] for s in (before, after)]
+    converge(*[("%s of %s" % (n, os.path.basename(path)),
+                (lambda n=n: attempt(os.getxattr, path, n)), states(n)) for n in NAMES])
 
 
 def test_values_match_etcd(etcd, mnt):
@@ -57,14 +66,15 @@ def test_values_follow_changes(etcd, mnt):
     etcd.put("/c", "v")
     assert xattrs(mnt.p("c")) == expected(etcd.kv("/c"))
     write(mnt.p("c"), "through the mount")
-    assert xattrs(mnt.p("c")) == expected(etcd.kv("/c"))
+    written = etcd.kv("/c")
+    assert xattrs(mnt.p("c")) == expected(written)
     etcd.put("/c", "through etcdctl")
     kv = etcd.kv("/c")
     assert kv["version"] == 3
-    settle(lambda: same(xattrs(mnt.p("c")), expected(kv)))
+    converge_xattrs(mnt.p("c"), expected(written), expected(kv))
     # %self of a key with children
     etcd.put("/c/child", "x")
-    settle(lambda: same(xattrs(mnt.p("c/%self")), expected(kv)))
+    converge_xattrs(mnt.p("c/%self"), "ENOTDIR", expected(kv))
     assert xattrs(mnt.p("c/child")) == expected(etcd.kv("/c/child"))
 
 
@@ -73,15 +83,21 @@ def test_read_only(etcd, mnt):
     before = etcd.kv("/ro")
     rev = etcd.revision()
     f = mnt.p("ro")
+    # etcdfs(1): "Setting or removing them fails with EPERM; other
+    # attributes cannot be stored (ENOTSUP)."
     for name in NAMES:
-        got = errno_of(os.setxattr, f, name, b"7")
-        assert got in (errno.EPERM, errno.ENOTSUP), "setxattr %s: %s" % (name, errname(got))
+        for flags in (0, os.XATTR_CREATE, os.XATTR_REPLACE):
+            got = errno_of(os.setxattr, f, name, b"7", flags)
+            assert got == errno.EPERM, "setxattr %s (flags %d): %s" % (name, flags, errname(got))
         got = errno_of(os.removexattr, f, name)
         assert got == errno.EPERM, "removexattr %s: %s" % (name, errname(got))
-    got = errno_of(os.setxattr, f, "user.other", b"x")
-    assert got in (errno.EPERM, errno.ENOTSUP), errname(got)
+    for name in ("user.other", "user.etcd", "trusted.x"):
+        got = errno_of(os.setxattr, f, name, b"x")
+        assert got == errno.ENOTSUP, "setxattr %s: %s" % (name, errname(got))
     p = sh("setfattr -n user.etcd.version -v 9 " + f, check=False)
-    assert p.returncode != 0
+    assert p.returncode != 0 and b"Operation not permitted" in p.stderr, p
+    p = sh("setfattr -n user.mine -v 9 " + f, check=False)
+    assert p.returncode != 0 and b"Operation not supported" in p.stderr, p
     assert etcd.kv("/ro") == before and etcd.revision() == rev
     assert xattrs(f) == expected(before)
 
