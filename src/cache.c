@@ -38,15 +38,9 @@ void cache_fini(void)
 	g_hash_table_destroy(entries);
 }
 
-void cache_store_locked(struct ef_inode *in, struct ef_kv *kv, bool ok)
+/* Makes kv (taken) in's kv. */
+static void set_kv_locked(struct ef_inode *in, struct ef_kv *kv, bool ok)
 {
-	/* Older, or the same revision already known current (our Put's
-	 * echo can be applied before the Put's own reply is): keep it. */
-	if (in->kv && (kv->mod_revision < in->kv->mod_revision ||
-		       (kv->mod_revision == in->kv->mod_revision && in->kv_ok && in->kv->value))) {
-		ef_kv_free(kv);
-		return;
-	}
 	/* The inode knows its key: a second copy per cached key would be
 	 * most of the cache's overhead for small values. */
 	if (kv->key) {
@@ -59,17 +53,22 @@ void cache_store_locked(struct ef_inode *in, struct ef_kv *kv, bool ok)
 	in->gone = false;
 }
 
+void cache_store_locked(struct ef_inode *in, struct ef_kv *kv, bool ok)
+{
+	/* Older, or the same revision already known current (our Put's
+	 * echo can be applied before the Put's own reply is): keep it. */
+	if (in->kv && (kv->mod_revision < in->kv->mod_revision ||
+		       (kv->mod_revision == in->kv->mod_revision && in->kv_ok && in->kv->value))) {
+		ef_kv_free(kv);
+		return;
+	}
+	set_kv_locked(in, kv, ok);
+}
+
 void cache_replace(struct ef_inode *in, struct ef_kv *kv, bool ok)
 {
 	g_mutex_lock(&in->lock);
-	if (kv->key) {
-		g_bytes_unref(kv->key);
-		kv->key = NULL;
-	}
-	ef_kv_free(in->kv);
-	in->kv = kv;
-	in->kv_ok = ok;
-	in->gone = false;
+	set_kv_locked(in, kv, ok);
 	g_mutex_unlock(&in->lock);
 	cache_touch(in);
 }

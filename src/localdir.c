@@ -57,7 +57,9 @@ static bool starts_with(GBytes *b, GBytes *prefix)
 	return blen >= plen && memcmp(bp, pp, plen) == 0;
 }
 
-bool localdir_holds(GBytes *prefix)
+/* True if a local directory starts with prefix (strictly below it, with
+ * strict). */
+static bool any_under(GBytes *prefix, bool strict)
 {
 	GHashTableIter it;
 	gpointer k;
@@ -66,23 +68,19 @@ bool localdir_holds(GBytes *prefix)
 	g_mutex_lock(&lock);
 	g_hash_table_iter_init(&it, dirs);
 	while (!found && g_hash_table_iter_next(&it, &k, NULL))
-		found = starts_with(k, prefix);
+		found = starts_with(k, prefix) && !(strict && g_bytes_equal(k, prefix));
 	g_mutex_unlock(&lock);
 	return found;
 }
 
+bool localdir_holds(GBytes *prefix)
+{
+	return any_under(prefix, false);
+}
+
 bool localdir_has_below(GBytes *prefix)
 {
-	GHashTableIter it;
-	gpointer k;
-	bool found = false;
-
-	g_mutex_lock(&lock);
-	g_hash_table_iter_init(&it, dirs);
-	while (!found && g_hash_table_iter_next(&it, &k, NULL))
-		found = starts_with(k, prefix) && !g_bytes_equal(k, prefix);
-	g_mutex_unlock(&lock);
-	return found;
+	return any_under(prefix, true);
 }
 
 GPtrArray *localdir_children(GBytes *prefix)

@@ -105,6 +105,9 @@ static bool key_matches(GBytes *k, GBytes *key, bool prefix)
 	const char *kp = g_bytes_get_data(k, &klen);
 	const char *p = g_bytes_get_data(key, &len);
 
+	/* An empty GBytes may have no data at all: memcmp must not see it. */
+	if (len == 0)
+		return prefix || klen == 0;
 	if (prefix)
 		return klen >= len && memcmp(kp, p, len) == 0;
 	return klen == len && memcmp(kp, p, len) == 0;

@@ -106,7 +106,7 @@ def assert_back(etcd, m, rev, may_land=()):
     while True:
         keys, now = etcd.keys(with_values=True), etcd.revision()
         late = {k: v for k, v in may_land if keys.get(k) == v}
-        assert keys == dict(POPULATED, **late) and now == rev + len(late), (
+        assert keys == {**POPULATED, **late} and now == rev + len(late), (
             "etcd changed, though nothing could be written while it was away: %r at "
             "revision %d (was %d)" % (keys, now, rev))
         if time.monotonic() >= deadline:
@@ -119,8 +119,8 @@ def assert_back(etcd, m, rev, may_land=()):
     write(m.p("d/after"), "back")
     assert etcd.get("/d/after") == b"back"
     os.unlink(m.p("d/k3"))
-    assert etcd.keys("/d/", with_values=True) == dict({b"/d/after": b"back", b"/d/k1": b"v1",
-                                                       b"/d/k2": b"v2"}, **late)
+    assert etcd.keys("/d/", with_values=True) == {b"/d/after": b"back", b"/d/k1": b"v1",
+                                                  b"/d/k2": b"v2", **late}
 
 
 def test_etcd_killed_and_restarted(own_etcd, mounter):
