@@ -178,18 +178,21 @@ void dirh_learn_names(struct ef_inode *din, GBytes *dir, const struct ef_dirlist
 	const char *d = g_bytes_get_data(dir, &dlen);
 	g_autoptr(GBytes) around = g_bytes_new(d, dlen ? dlen - 1 : 0);
 
-	inode_names_forget(din);
-	inode_names_start(din);
+	GHashTable *names = inode_names_new();
+
+	/* Built aside, installed whole: a lookup must never see it half
+	 * filled (a name missing from a known set is "no such file"). */
 	for (size_t i = 0; i < dirlist_count(l); i++)
-		inode_names_add(din, dirlist_get(l, i)->name, dirlist_get(l, i)->is_dir);
+		inode_names_put(names, dirlist_get(l, i)->name, dirlist_get(l, i)->is_dir);
 	for (guint i = 0; i < kids->len; i++) {
 		gsize len;
 		const char *k = g_bytes_get_data(kids->pdata[i], &len);
 		g_autofree char *name = keymap_name_from_component(k + dlen, len - dlen - 1);
 
 		if (name)
-			inode_names_add(din, name, true);
+			inode_names_put(names, name, true);
 	}
+	inode_names_install(din, names, rev);
 	/* The set exists from before the check, so the watch kept it current
 	 * from then on; an event before that, newer than the listing (on the
 	 * directory's keys or its own value, both under `around`), or a

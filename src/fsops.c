@@ -438,15 +438,25 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 
 /* ---- namespace changes ---- */
 
-/* After a change here to directory ino's entries: keeps its known name set
- * current and moves its mtime. */
-static void names_update(fuse_ino_t ino, const char *gone, const char *added, bool is_dir)
+/*
+ * After a change here to directory ino's entries: its mtime moves, and its
+ * known name set gets the name added. A name gone through etcd (unlink,
+ * rename) leaves the set with the watch event of the delete, in order with
+ * every other event: removed here at reply time, it could undo a create
+ * another client made in between. gone is for what etcd never saw (a
+ * local directory): removed unless an event touched gone_key (its file key,
+ * as a prefix) since seq, in which case the set is dropped.
+ */
+static void names_update(fuse_ino_t ino, const char *gone, GBytes *gone_key, uint64_t seq,
+			 const char *added, bool is_dir)
 {
 	struct ef_inode *d = inode_get(ino);
 
 	if (!d)
 		return;
-	if (gone)
+	if (gone && watch_changed_since(seq, gone_key, true))
+		inode_names_forget(d);
+	else if (gone)
 		inode_names_remove(d, gone);
 	if (added)
 		inode_names_add(d, added, is_dir);
@@ -495,7 +505,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	if (rc == 0) {
 		dir_emptied_here(parent, dir, left);
-		names_update(parent, name, NULL, false);
+		names_update(parent, NULL, NULL, 0, NULL, false);
 	}
 	fuse_reply_err(req, -rc);
 }
@@ -551,6 +561,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct ef_inode *p = NULL;
 	g_autoptr(GBytes) dir = NULL, fk = NULL, dp = NULL;
 	bool any[2] = { false, true };
+	uint64_t seq = watch_seq();
 	int rc = parent_dir(parent, &p, &dir);
 
 	if (rc == 0)
@@ -566,7 +577,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (rc == 0) {
 		localdir_remove(dp);
 		dir_emptied_here(parent, dir, any[1]);
-		names_update(parent, name, NULL, false);
+		names_update(parent, name, fk, seq, NULL, false);
 	}
 	fuse_reply_err(req, -rc);
 }
@@ -597,8 +608,8 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 				 parent == FUSE_ROOT_ID ? NULL : sdir, &src_left, &is_dir);
 	if (rc == 0) {
 		dir_emptied_here(parent, sdir, src_left);
-		names_update(parent, name, NULL, false);
-		names_update(newparent, NULL, newname, is_dir);
+		names_update(parent, NULL, NULL, 0, NULL, false);
+		names_update(newparent, NULL, NULL, 0, newname, is_dir);
 	}
 	fuse_reply_err(req, -rc);
 }

@@ -337,14 +337,62 @@ GPtrArray *inode_all(void)
 	return all;
 }
 
+GHashTable *inode_names_new(void)
+{
+	return g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+}
+
+void inode_names_put(GHashTable *names, const char *name, bool is_dir)
+{
+	/* A name can be a file and a directory at once (a key with
+	 * children): the directory wins, as in a listing. */
+	if (GPOINTER_TO_INT(g_hash_table_lookup(names, name)) != 2)
+		g_hash_table_insert(names, g_strdup(name), GINT_TO_POINTER(is_dir ? 2 : 1));
+}
+
+static void names_forget_locked(struct ef_inode *in);
+
+void inode_names_install(struct ef_inode *in, GHashTable *names, int64_t rev)
+{
+	GHashTableIter it;
+	gpointer v;
+	unsigned dirs = 0;
+
+	g_hash_table_iter_init(&it, names);
+	while (g_hash_table_iter_next(&it, NULL, &v))
+		dirs += GPOINTER_TO_INT(v) == 2;
+	g_mutex_lock(&in->lock);
+	names_forget_locked(in);
+	if (g_hash_table_size(names) <= INODE_NAMES_MAX) {
+		in->names = names;
+		in->nsubdirs = dirs;
+		in->names_rev = rev;
+		names = NULL;
+	}
+	g_mutex_unlock(&in->lock);
+	if (names)
+		g_hash_table_destroy(names);
+}
+
 void inode_names_start(struct ef_inode *in)
 {
 	g_mutex_lock(&in->lock);
 	if (!in->names) {
-		in->names = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+		in->names = inode_names_new();
 		in->nsubdirs = 0;
+		in->names_rev = 0;
 	}
 	g_mutex_unlock(&in->lock);
+}
+
+bool inode_names_reflect(struct ef_inode *in, int64_t rev)
+{
+	bool reflects;
+
+	g_mutex_lock(&in->lock);
+	reflects = in->names && rev <= in->names_rev;
+	g_mutex_unlock(&in->lock);
+	return reflects;
 }
 
 static void names_forget_locked(struct ef_inode *in)

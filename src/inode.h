@@ -33,6 +33,9 @@ struct ef_inode {
 				      * entry is known: name -> 1 (file) or 2
 				      * (directory); NULL when not known */
 	unsigned nsubdirs;           /* protected by lock: directories in names */
+	int64_t names_rev;           /* protected by lock: the revision names was
+				      * learned at (0: made here): it reflects
+				      * every event up to it */
 	bool names_big;              /* protected by lock: too many keys below to
 				      * learn names from one page; try again after
 				      * the set is next forgotten */
@@ -134,6 +137,14 @@ void inode_names_remove_file(struct ef_inode *in, const char *name);
 void inode_names_forget(struct ef_inode *in);
 /* True if in's set is known and lacks name. */
 bool inode_names_lack(struct ef_inode *in, const char *name);
+/* A set learned from a listing: built with inode_names_new/_put, then made
+ * in's set at once (replacing any) by inode_names_install, which takes it;
+ * rev is the listing's revision (see names_rev). */
+GHashTable *inode_names_new(void);
+void inode_names_put(GHashTable *names, const char *name, bool is_dir);
+void inode_names_install(struct ef_inode *in, GHashTable *names, int64_t rev);
+/* True if in's set exists and already reflects an event at revision rev. */
+bool inode_names_reflect(struct ef_inode *in, int64_t rev);
 /* True if in has no set yet and one may be learned from a page. */
 bool inode_names_wanted(struct ef_inode *in);
 void inode_names_set_big(struct ef_inode *in);

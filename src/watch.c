@@ -279,8 +279,15 @@ static void dir_changed(struct ef_inode *din)
  * dropped and the kernel's entry only expires: it is looked up again when
  * next used, and what the kernel holds below it stays if it still exists.
  */
-static void inval_entry(const char *dir, size_t dlen, const char *comp, size_t clen, bool added,
-			bool is_dir, bool notify)
+/* A change to a directory's entries, as the watch applies it. */
+struct ns_change {
+	bool added;      /* a key appeared (else one vanished) */
+	bool notify;     /* the kernel needs telling */
+	int64_t rev;     /* the event's revision (INT64_MAX: a loss of trust) */
+};
+
+static void inval_entry(const char *dir, size_t dlen, const char *comp, size_t clen, bool is_dir,
+			const struct ns_change *c)
 {
 	g_autoptr(GBytes) d = g_bytes_new(dir, dlen);
 	struct ef_inode *din = inode_find(EF_DIR, d);
@@ -288,19 +295,24 @@ static void inval_entry(const char *dir, size_t dlen, const char *comp, size_t c
 
 	if (!din)
 		return;
-	if (added && name)
+	/* A set learned from a listing at a later revision already says what
+	 * this event did: applied again, a late event would undo what came
+	 * after it. */
+	if (inode_names_reflect(din, c->rev))
+		;
+	else if (c->added && name)
 		inode_names_add(din, name, is_dir);
 	else if (name && !is_dir)
 		inode_names_remove_file(din, name);
 	else
 		inode_names_forget(din);
-	if (notify) {
+	if (c->notify) {
 		dir_changed(din);
 		/* The listing changes too: drop the kernel's cached readdir. */
 		notice_push(NOTICE_INODE, din->ino, 0, 0, NULL);
 		if (name)
-			notice_push(!added && is_dir ? NOTICE_EXPIRE : NOTICE_ENTRY, din->ino, 0, 0,
-				    name);
+			notice_push(!c->added && is_dir ? NOTICE_EXPIRE : NOTICE_ENTRY, din->ino, 0,
+				    0, name);
 	}
 	inode_unref(din);
 }
@@ -338,7 +350,7 @@ static void notify_deleted(const char *k, size_t len, fuse_ino_t child)
 
 /* Invalidates the entry for the last component of key (len bytes) in its
  * directory, when the key lies below the root. Returns false at the root. */
-static bool inval_parent_entry(const char *k, size_t len, bool added, bool is_dir, bool notify)
+static bool inval_parent_entry(const char *k, size_t len, bool is_dir, const struct ns_change *c)
 {
 	size_t rlen = g_bytes_get_size(w.root), start = len;
 
@@ -346,7 +358,7 @@ static bool inval_parent_entry(const char *k, size_t len, bool added, bool is_di
 		return false;
 	while (start > rlen && k[start - 1] != '/')
 		start--;
-	inval_entry(k, start, k + start, len - start, added, is_dir, notify);
+	inval_entry(k, start, k + start, len - start, is_dir, c);
 	return start > rlen;
 }
 
@@ -368,7 +380,7 @@ static bool dir_known(const char *k, size_t len)
  * directory the kernel already knows: its entry, and everything above,
  * stands as it was, and invalidating it would make the kernel forget it.
  */
-static void inval_namespace(GBytes *key, bool added, bool notify)
+static void inval_namespace(GBytes *key, const struct ns_change *c)
 {
 	gsize klen;
 	const char *k = g_bytes_get_data(key, &klen);
@@ -378,13 +390,13 @@ static void inval_namespace(GBytes *key, bool added, bool notify)
 	g_byte_array_append(self, (const guint8 *)k, klen);
 	g_byte_array_append(self, (const guint8 *)"/", 1);
 	inval_entry((const char *)self->data, self->len, KEYMAP_SELF_NAME,
-		    strlen(KEYMAP_SELF_NAME), added, false, notify);
+		    strlen(KEYMAP_SELF_NAME), false, c);
 	/* Walk up: the component ending at `end` lives in the prefix that
 	 * ends at the '/' before it. */
-	while (inval_parent_entry(k, end, added, end < klen, notify)) {
+	while (inval_parent_entry(k, end, end < klen, c)) {
 		while (k[end - 1] != '/')
 			end--;
-		if (added && dir_known(k, end))
+		if (c->added && dir_known(k, end))
 			break;
 		end--;
 	}
@@ -441,12 +453,16 @@ static void apply_event(const struct ef_watch_event *ev)
 	 * telling about what it does not know already. A late delete is
 	 * news to nobody. */
 	if (ns_change && (stale || !ev->deleted) && !(ev->deleted && local))
-		inval_namespace(key, !ev->deleted, stale && !local && !key_is_local(key));
+		inval_namespace(key, &(struct ns_change){
+			.added = !ev->deleted, .rev = ev->kv->mod_revision,
+			.notify = stale && !local && !key_is_local(key),
+		});
 }
 
 /* Trust is gone: every cache could be stale. */
 static void invalidate_all(void)
 {
+	static const struct ns_change lost = { .added = false, .notify = true, .rev = INT64_MAX };
 	g_autoptr(GPtrArray) all = inode_all();
 
 	for (guint i = 0; i < all->len; i++) {
@@ -461,8 +477,8 @@ static void invalidate_all(void)
 		/* Entries point at this inode from its parent: drop them so
 		 * a key that vanished meanwhile is looked up again. */
 		if (in->ino != FUSE_ROOT_ID)
-			inval_parent_entry(k, in->kind == EF_DIR && len ? len - 1 : len, false,
-					   in->kind == EF_DIR, true);
+			inval_parent_entry(k, in->kind == EF_DIR && len ? len - 1 : len,
+					   in->kind == EF_DIR, &lost);
 	}
 }
 
