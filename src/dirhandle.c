@@ -14,8 +14,9 @@
 #include "watch.h"
 
 #define DIR_PAGE 1000
-/* Keys of an entry's own directory read along with its lookup. */
-#define CHILD_PAGE 256
+/* Keys of an entry's own directory read along with its lookup: as many as
+ * a listing's page, so "too big to learn from one page" means one thing. */
+#define CHILD_PAGE DIR_PAGE
 
 struct ef_diritem {
 	char *name;
@@ -220,8 +221,14 @@ void dirh_page_learn(struct ef_dirpage *pg, struct ef_inode *in)
 {
 	if (!pg)
 		return;
-	if (in && in->kind == EF_DIR && dirlist_done(pg->list) && inode_names_wanted(in))
-		dirh_learn_names(in, pg->dir, pg->list, pg->seq, pg->rev);
+	if (in && in->kind == EF_DIR && inode_names_wanted(in)) {
+		/* A directory larger than the page: the getattr that comes
+		 * next need not read another page to find that out. */
+		if (dirlist_done(pg->list))
+			dirh_learn_names(in, pg->dir, pg->list, pg->seq, pg->rev);
+		else
+			inode_names_set_big(in);
+	}
 	g_bytes_unref(pg->dir);
 	dirlist_free(pg->list);
 	g_free(pg);

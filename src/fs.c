@@ -138,7 +138,9 @@ bool fs_inode_pending(struct ef_inode *in)
 	bool pending;
 
 	g_mutex_lock(&in->lock);
-	pending = in->writers > 0 && !in->unlinked;
+	/* Once its buffer is Put, etcd says whether the file exists (it may
+	 * have been renamed or deleted elsewhere since), not our writers. */
+	pending = in->writers > 0 && !in->unlinked && in->dirty;
 	g_mutex_unlock(&in->lock);
 	return pending;
 }

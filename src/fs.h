@@ -82,8 +82,9 @@ pid_t fs_thread_tgid(pid_t tid);
  * mtime moves. Takes in->lock. */
 void fs_dir_touch(struct ef_inode *in);
 
-/* A file created or opened here whose first Put has not happened yet
- * exists for this mount even though etcd has no key. Takes in->lock. */
+/* A file open for writing here with changes not yet Put (created and not
+ * yet written back, say) exists for this mount even though etcd may have no
+ * key. Takes in->lock. */
 bool fs_inode_pending(struct ef_inode *in);
 
 /* True if in's cached key-value is current (the watch keeps it so), with

@@ -16,6 +16,7 @@ static GMutex table_lock;
 static GHashTable *by_ino;        /* protected by table_lock: ino -> inode */
 static GHashTable *by_key;        /* protected by table_lock: set of inodes, by kind+key */
 static fuse_ino_t next_fallback;  /* protected by table_lock */
+static gint names_total;          /* names in every inode's set */
 static gint n_odd;                /* inodes in by_key whose number is not their
 				   * key's hash (renamed, or a collision) */
 
@@ -77,6 +78,7 @@ static void set_odd_locked(struct ef_inode *in)
 
 static void inode_free(struct ef_inode *in)
 {
+	g_atomic_int_add(&names_total, -(gint)in->names_counted);
 	if (in->names)
 		g_hash_table_destroy(in->names);
 	ef_kv_free(in->kv);
@@ -352,6 +354,22 @@ void inode_names_put(GHashTable *names, const char *name, bool is_dir)
 
 static void names_forget_locked(struct ef_inode *in);
 
+/* Keeps names_total true to in's set after a change to it; past the budget
+ * the set is dropped (a lookup then asks etcd, as without one). */
+static void names_account_locked(struct ef_inode *in)
+{
+	unsigned size = in->names ? g_hash_table_size(in->names) : 0;
+	gint total = g_atomic_int_add(&names_total, (gint)size - (gint)in->names_counted) +
+		     (gint)size - (gint)in->names_counted;
+
+	in->names_counted = size;
+	if (size && total > INODE_NAMES_BUDGET) {
+		names_forget_locked(in);
+		g_atomic_int_add(&names_total, -(gint)size);
+		in->names_counted = 0;
+	}
+}
+
 void inode_names_install(struct ef_inode *in, GHashTable *names, int64_t rev)
 {
 	GHashTableIter it;
@@ -369,6 +387,7 @@ void inode_names_install(struct ef_inode *in, GHashTable *names, int64_t rev)
 		in->names_rev = rev;
 		names = NULL;
 	}
+	names_account_locked(in);
 	g_mutex_unlock(&in->lock);
 	if (names)
 		g_hash_table_destroy(names);
@@ -382,6 +401,7 @@ void inode_names_start(struct ef_inode *in)
 		in->nsubdirs = 0;
 		in->names_rev = 0;
 	}
+	names_account_locked(in);
 	g_mutex_unlock(&in->lock);
 }
 
@@ -421,6 +441,7 @@ void inode_names_add(struct ef_inode *in, const char *name, bool is_dir)
 		if (g_hash_table_size(in->names) > INODE_NAMES_MAX)
 			names_forget_locked(in);
 	}
+	names_account_locked(in);
 	g_mutex_unlock(&in->lock);
 }
 
@@ -434,6 +455,7 @@ void inode_names_remove(struct ef_inode *in, const char *name)
 			in->nsubdirs--;
 		g_hash_table_remove(in->names, name);
 	}
+	names_account_locked(in);
 	g_mutex_unlock(&in->lock);
 }
 
@@ -442,6 +464,7 @@ void inode_names_remove_file(struct ef_inode *in, const char *name)
 	g_mutex_lock(&in->lock);
 	if (in->names && GPOINTER_TO_INT(g_hash_table_lookup(in->names, name)) == 1)
 		g_hash_table_remove(in->names, name);
+	names_account_locked(in);
 	g_mutex_unlock(&in->lock);
 }
 
@@ -449,6 +472,7 @@ void inode_names_forget(struct ef_inode *in)
 {
 	g_mutex_lock(&in->lock);
 	names_forget_locked(in);
+	names_account_locked(in);
 	g_mutex_unlock(&in->lock);
 }
 

@@ -33,6 +33,8 @@ struct ef_inode {
 				      * entry is known: name -> 1 (file) or 2
 				      * (directory); NULL when not known */
 	unsigned nsubdirs;           /* protected by lock: directories in names */
+	unsigned names_counted;      /* protected by lock: names' size as counted in
+				      * the budget of all sets */
 	int64_t names_rev;           /* protected by lock: the revision names was
 				      * learned at (0: made here): it reflects
 				      * every event up to it */
@@ -126,9 +128,13 @@ GPtrArray *inode_all(void);
 
 /* Directory name sets (in->names): a lookup of a name absent from a known
  * set needs no round trip, and a known set counts the subdirectories (the
- * link count). A set is bounded by INODE_NAMES_MAX names: past that it is
- * forgotten. Each takes in->lock. */
+ * link count). A set is bounded by INODE_NAMES_MAX names, all sets together
+ * by INODE_NAMES_BUDGET: past either, the set is forgotten. Each takes
+ * in->lock. */
 #define INODE_NAMES_MAX 10000
+/* All sets together hold at most this many names: a set that would go past
+ * it is dropped. */
+#define INODE_NAMES_BUDGET 40000
 void inode_names_start(struct ef_inode *in);
 void inode_names_add(struct ef_inode *in, const char *name, bool is_dir);
 void inode_names_remove(struct ef_inode *in, const char *name);
