@@ -57,8 +57,8 @@ void fs_fill_attr(struct ef_fs *fs, struct stat *st, struct ef_inode *in)
 		g_mutex_lock(&in->lock);
 		/* "." and each subdirectory's ".." link here; when the
 		 * entries are not known, 1 says so, as find(1) expects. */
-		st->st_nlink = in->names ? 2 + in->nsubdirs : 1;
-		st->st_mtim = in->mtime.tv_sec ? in->mtime : fs->mount_time;
+		st->st_nlink = in->dir->names ? 2 + in->dir->nsubdirs : 1;
+		st->st_mtim = in->dir->mtime.tv_sec ? in->dir->mtime : fs->mount_time;
 		g_mutex_unlock(&in->lock);
 		st->st_ctim = st->st_atim = st->st_mtim;
 		return;
@@ -129,7 +129,7 @@ void fs_dir_touch(struct ef_inode *in)
 		return;
 	clock_gettime(CLOCK_REALTIME, &now);
 	g_mutex_lock(&in->lock);
-	in->mtime = now;
+	in->dir->mtime = now;
 	g_mutex_unlock(&in->lock);
 }
 

@@ -78,9 +78,12 @@ static void set_odd_locked(struct ef_inode *in)
 
 static void inode_free(struct ef_inode *in)
 {
-	g_atomic_int_add(&names_total, -(gint)in->names_counted);
-	if (in->names)
-		g_hash_table_destroy(in->names);
+	if (in->dir) {
+		g_atomic_int_add(&names_total, -(gint)in->dir->names_counted);
+		if (in->dir->names)
+			g_hash_table_destroy(in->dir->names);
+		g_free(in->dir);
+	}
 	ef_kv_free(in->kv);
 	if (in->closed)
 		g_bytes_unref(in->closed);
@@ -102,6 +105,8 @@ static struct ef_inode *inode_new_locked(enum ef_kind kind, const char *key, siz
 	in->key = g_memdup2(key, len ? len : 1);
 	in->klen = len;
 	in->base_mod = -1;
+	if (kind == EF_DIR)
+		in->dir = g_new0(struct ef_dirinfo, 1);
 	g_mutex_init(&in->lock);
 	g_cond_init(&in->cond);
 	g_hash_table_insert(by_ino, GSIZE_TO_POINTER(ino), in);
@@ -358,15 +363,19 @@ static void names_forget_locked(struct ef_inode *in);
  * the set is dropped (a lookup then asks etcd, as without one). */
 static void names_account_locked(struct ef_inode *in)
 {
-	unsigned size = in->names ? g_hash_table_size(in->names) : 0;
-	gint total = g_atomic_int_add(&names_total, (gint)size - (gint)in->names_counted) +
-		     (gint)size - (gint)in->names_counted;
+	if (!in->dir)
+		return;
+	unsigned size = in->dir->names ? g_hash_table_size(in->dir->names) : 0;
+	gint total = g_atomic_int_add(&names_total, (gint)size - (gint)in->dir->names_counted) +
+		     (gint)size - (gint)in->dir->names_counted;
 
-	in->names_counted = size;
+	in->dir->names_counted = size;
 	if (size && total > INODE_NAMES_BUDGET) {
 		names_forget_locked(in);
 		g_atomic_int_add(&names_total, -(gint)size);
-		in->names_counted = 0;
+		in->dir->names_counted = 0;
+		/* No room: learning it again would cost a page per lookup. */
+		in->dir->names_big = true;
 	}
 }
 
@@ -376,15 +385,20 @@ void inode_names_install(struct ef_inode *in, GHashTable *names, int64_t rev)
 	gpointer v;
 	unsigned dirs = 0;
 
+	if (!in->dir) {
+		g_hash_table_destroy(names);
+		return;
+	}
 	g_hash_table_iter_init(&it, names);
 	while (g_hash_table_iter_next(&it, NULL, &v))
 		dirs += GPOINTER_TO_INT(v) == 2;
 	g_mutex_lock(&in->lock);
 	names_forget_locked(in);
-	if (g_hash_table_size(names) <= INODE_NAMES_MAX) {
-		in->names = names;
-		in->nsubdirs = dirs;
-		in->names_rev = rev;
+	in->dir->names_big = g_hash_table_size(names) > INODE_NAMES_MAX;
+	if (!in->dir->names_big) {
+		in->dir->names = names;
+		in->dir->nsubdirs = dirs;
+		in->dir->names_rev = rev;
 		names = NULL;
 	}
 	names_account_locked(in);
@@ -395,11 +409,13 @@ void inode_names_install(struct ef_inode *in, GHashTable *names, int64_t rev)
 
 void inode_names_start(struct ef_inode *in)
 {
+	if (!in->dir)
+		return;
 	g_mutex_lock(&in->lock);
-	if (!in->names) {
-		in->names = inode_names_new();
-		in->nsubdirs = 0;
-		in->names_rev = 0;
+	if (!in->dir->names) {
+		in->dir->names = inode_names_new();
+		in->dir->nsubdirs = 0;
+		in->dir->names_rev = 0;
 	}
 	names_account_locked(in);
 	g_mutex_unlock(&in->lock);
@@ -407,38 +423,44 @@ void inode_names_start(struct ef_inode *in)
 
 bool inode_names_reflect(struct ef_inode *in, int64_t rev)
 {
+	if (!in->dir)
+		return false;
 	bool reflects;
 
 	g_mutex_lock(&in->lock);
-	reflects = in->names && rev <= in->names_rev;
+	reflects = in->dir->names && rev <= in->dir->names_rev;
 	g_mutex_unlock(&in->lock);
 	return reflects;
 }
 
 static void names_forget_locked(struct ef_inode *in)
 {
-	if (in->names)
-		g_hash_table_destroy(in->names);
-	in->names = NULL;
-	in->nsubdirs = 0;
-	in->names_big = false;
+	if (!in->dir)
+		return;
+	if (in->dir->names)
+		g_hash_table_destroy(in->dir->names);
+	in->dir->names = NULL;
+	in->dir->nsubdirs = 0;
+	in->dir->names_big = false;
 }
 
 void inode_names_add(struct ef_inode *in, const char *name, bool is_dir)
 {
+	if (!in->dir)
+		return;
 	gpointer old;
 
 	g_mutex_lock(&in->lock);
-	if (in->names) {
-		old = g_hash_table_lookup(in->names, name);
+	if (in->dir->names) {
+		old = g_hash_table_lookup(in->dir->names, name);
 		/* A name can be a file and a directory at once (a key with
 		 * children): the directory wins, as in a listing. */
 		if (GPOINTER_TO_INT(old) != 2) {
 			if (is_dir)
-				in->nsubdirs++;
-			g_hash_table_insert(in->names, g_strdup(name), GINT_TO_POINTER(is_dir ? 2 : 1));
+				in->dir->nsubdirs++;
+			g_hash_table_insert(in->dir->names, g_strdup(name), GINT_TO_POINTER(is_dir ? 2 : 1));
 		}
-		if (g_hash_table_size(in->names) > INODE_NAMES_MAX)
+		if (g_hash_table_size(in->dir->names) > INODE_NAMES_MAX)
 			names_forget_locked(in);
 	}
 	names_account_locked(in);
@@ -447,13 +469,15 @@ void inode_names_add(struct ef_inode *in, const char *name, bool is_dir)
 
 void inode_names_remove(struct ef_inode *in, const char *name)
 {
+	if (!in->dir)
+		return;
 	gpointer old;
 
 	g_mutex_lock(&in->lock);
-	if (in->names && (old = g_hash_table_lookup(in->names, name))) {
+	if (in->dir->names && (old = g_hash_table_lookup(in->dir->names, name))) {
 		if (GPOINTER_TO_INT(old) == 2)
-			in->nsubdirs--;
-		g_hash_table_remove(in->names, name);
+			in->dir->nsubdirs--;
+		g_hash_table_remove(in->dir->names, name);
 	}
 	names_account_locked(in);
 	g_mutex_unlock(&in->lock);
@@ -461,15 +485,19 @@ void inode_names_remove(struct ef_inode *in, const char *name)
 
 void inode_names_remove_file(struct ef_inode *in, const char *name)
 {
+	if (!in->dir)
+		return;
 	g_mutex_lock(&in->lock);
-	if (in->names && GPOINTER_TO_INT(g_hash_table_lookup(in->names, name)) == 1)
-		g_hash_table_remove(in->names, name);
+	if (in->dir->names && GPOINTER_TO_INT(g_hash_table_lookup(in->dir->names, name)) == 1)
+		g_hash_table_remove(in->dir->names, name);
 	names_account_locked(in);
 	g_mutex_unlock(&in->lock);
 }
 
 void inode_names_forget(struct ef_inode *in)
 {
+	if (!in->dir)
+		return;
 	g_mutex_lock(&in->lock);
 	names_forget_locked(in);
 	names_account_locked(in);
@@ -478,37 +506,45 @@ void inode_names_forget(struct ef_inode *in)
 
 bool inode_names_lack(struct ef_inode *in, const char *name)
 {
+	if (!in->dir)
+		return false;
 	bool lack;
 
 	g_mutex_lock(&in->lock);
-	lack = in->names && !g_hash_table_contains(in->names, name);
+	lack = in->dir->names && !g_hash_table_contains(in->dir->names, name);
 	g_mutex_unlock(&in->lock);
 	return lack;
 }
 
 bool inode_names_wanted(struct ef_inode *in)
 {
+	if (!in->dir)
+		return false;
 	bool wanted;
 
 	g_mutex_lock(&in->lock);
-	wanted = !in->names && !in->names_big;
+	wanted = !in->dir->names && !in->dir->names_big;
 	g_mutex_unlock(&in->lock);
 	return wanted;
 }
 
 void inode_names_set_big(struct ef_inode *in)
 {
+	if (!in->dir)
+		return;
 	g_mutex_lock(&in->lock);
-	in->names_big = true;
+	in->dir->names_big = true;
 	g_mutex_unlock(&in->lock);
 }
 
 int inode_names_subdirs(struct ef_inode *in)
 {
+	if (!in->dir)
+		return -1;
 	int n;
 
 	g_mutex_lock(&in->lock);
-	n = in->names ? (int)in->nsubdirs : -1;
+	n = in->dir->names ? (int)in->dir->nsubdirs : -1;
 	g_mutex_unlock(&in->lock);
 	return n;
 }

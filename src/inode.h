@@ -23,27 +23,29 @@
 
 enum ef_kind { EF_FILE = 0, EF_DIR = 1 };
 
+/* What only a directory has (in->dir), all protected by its inode's lock. */
+struct ef_dirinfo {
+	GHashTable *names;           /* every entry is known: name -> 1 (file) or 2
+				      * (directory); NULL when not known */
+	unsigned nsubdirs;           /* directories in names */
+	unsigned names_counted;      /* names' size as counted in the budget of all
+				      * sets */
+	int64_t names_rev;           /* the revision names was learned at (0: made
+				      * here): it reflects every event up to it */
+	bool names_big;              /* too many keys below to learn names from one
+				      * page; try again after the set is next
+				      * forgotten */
+	struct timespec mtime;       /* last change to its entries seen here (0:
+				      * none yet) */
+};
+
 struct ef_inode {
 	fuse_ino_t ino;              /* immutable */
-	enum ef_kind kind;           /* immutable */
-
 	GMutex lock;
+	struct ef_dirinfo *dir;      /* immutable pointer: a directory's own state;
+				      * NULL for a file */
 	GCond cond;                  /* signalled when flushing ends */
-	GHashTable *names;           /* protected by lock: a directory whose every
-				      * entry is known: name -> 1 (file) or 2
-				      * (directory); NULL when not known */
-	unsigned nsubdirs;           /* protected by lock: directories in names */
-	unsigned names_counted;      /* protected by lock: names' size as counted in
-				      * the budget of all sets */
-	int64_t names_rev;           /* protected by lock: the revision names was
-				      * learned at (0: made here): it reflects
-				      * every event up to it */
-	bool names_big;              /* protected by lock: too many keys below to
-				      * learn names from one page; try again after
-				      * the set is next forgotten */
 	struct ef_kv *kv;            /* protected by lock: last kv read or written */
-	bool kv_ok;                  /* protected by lock: kv is current (the watch
-				      * has applied every event since it was read) */
 	GByteArray *wbuf;            /* protected by lock: shared by open writers */
 	int64_t base_mod;            /* protected by lock: mod_revision wbuf is based
 				      * on; -1: overwrite whatever is there */
@@ -51,36 +53,38 @@ struct ef_inode {
 	uint64_t wgen;               /* protected by lock: bumped by every change to wbuf */
 	uint64_t tgen;               /* protected by lock: bumped when an open
 				      * truncates wbuf (its guard starts over) */
-	unsigned writers;            /* protected by lock: open handles that may write */
-	unsigned handles;            /* protected by lock: open handles, any kind */
-	bool dirty;                  /* protected by lock: wbuf differs from etcd */
-	bool written;                /* protected by lock: data written or resized
-				      * since open, not just truncated by it */
-	bool flushing;               /* protected by lock: a Put of wbuf is in flight */
-	bool unlinked;               /* protected by lock: removed; never Put again */
-	bool gone;                   /* protected by lock: the key was found deleted
-				      * (by another client) since the kernel looked
-				      * it up; cleared when a kv is stored */
-	bool removing;               /* protected by lock: an unlink or rename-over of
-				      * the key is in flight: no Put may start */
 	GBytes *closed;              /* protected by lock: the buffer as a writer
 				      * closed it, not yet Put (its Put waits for the
 				      * last release): what readers here see */
 	uint64_t closed_gen;         /* protected by lock: wgen of closed */
-	struct timespec mtime;       /* protected by lock: directory: last change to
-				      * its entries seen here (0: none yet) */
-	bool failed;                 /* protected by lock: a Put of wbuf failed and was
-				      * reported by close or fsync */
+	unsigned writers;            /* protected by lock: open handles that may write */
+	unsigned handles;            /* protected by lock: open handles, any kind */
 	int werr;                    /* protected by lock: a write failed (errno):
 				      * the buffer is incomplete, never Put it */
+	enum ef_kind kind;           /* immutable */
+	/* Flags, packed: at 100,000 inodes every byte here is 100 KB. */
+	bool kv_ok : 1;              /* protected by lock: kv is current (the watch
+				      * has applied every event since it was read) */
+	bool dirty : 1;              /* protected by lock: wbuf differs from etcd */
+	bool written : 1;            /* protected by lock: data written or resized
+				      * since open, not just truncated by it */
+	bool flushing : 1;           /* protected by lock: a Put of wbuf is in flight */
+	bool unlinked : 1;           /* protected by lock: removed; never Put again */
+	bool gone : 1;               /* protected by lock: the key was found deleted
+				      * (by another client) since the kernel looked
+				      * it up; cleared when a kv is stored */
+	bool removing : 1;           /* protected by lock: an unlink or rename-over of
+				      * the key is in flight: no Put may start */
+	bool failed : 1;             /* protected by lock: a Put of wbuf failed and was
+				      * reported by close or fsync */
 
 	/* table-private */
-	char *key;                   /* protected by the table lock: NULL once detached */
-	size_t klen;                 /* protected by the table lock */
-	uint64_t nlookup;            /* protected by the table lock */
 	bool odd;                    /* protected by the table lock: in the key index
 				      * with a number that is not its key's hash */
 	unsigned refs;               /* protected by the table lock */
+	char *key;                   /* protected by the table lock: NULL once detached */
+	size_t klen;                 /* protected by the table lock */
+	uint64_t nlookup;            /* protected by the table lock */
 };
 
 void inode_table_init(GBytes *root_prefix);
@@ -134,7 +138,7 @@ GPtrArray *inode_all(void);
 #define INODE_NAMES_MAX 10000
 /* All sets together hold at most this many names: a set that would go past
  * it is dropped. */
-#define INODE_NAMES_BUDGET 40000
+#define INODE_NAMES_BUDGET 20000
 void inode_names_start(struct ef_inode *in);
 void inode_names_add(struct ef_inode *in, const char *name, bool is_dir);
 void inode_names_remove(struct ef_inode *in, const char *name);

@@ -265,7 +265,7 @@ static void dir_changed(struct ef_inode *din)
 
 	clock_gettime(CLOCK_REALTIME, &now);
 	g_mutex_lock(&din->lock);
-	din->mtime = now;
+	din->dir->mtime = now;
 	g_mutex_unlock(&din->lock);
 }
 
