@@ -38,15 +38,15 @@
 
 enum item_kind { ITEM_MSG, ITEM_CLOSE, ITEM_STOP, ITEM_DOUBT };
 
-enum notice_kind { NOTICE_INODE, NOTICE_ENTRY, NOTICE_EXPIRE, NOTICE_DELETE, NOTICE_STOP };
+enum notice_kind { NOTICE_INODE, NOTICE_EXPIRE, NOTICE_DELETE, NOTICE_STOP };
 
 /* One kernel notification, queued for the notifier thread. */
 struct notice {
 	enum notice_kind kind;
-	fuse_ino_t ino;            /* INODE: the inode; ENTRY, DELETE: the parent */
+	fuse_ino_t ino;            /* INODE: the inode; EXPIRE, DELETE: the parent */
 	fuse_ino_t child;          /* DELETE */
 	off_t off;                 /* INODE: as fuse_lowlevel_notify_inval_inode */
-	char name[];               /* ENTRY, DELETE */
+	char name[];               /* EXPIRE, DELETE */
 };
 
 struct item {
@@ -238,9 +238,6 @@ static gpointer notifier_main(gpointer unused)
 		case NOTICE_INODE:
 			fuse_lowlevel_notify_inval_inode(w.se, n->ino, n->off, 0);
 			break;
-		case NOTICE_ENTRY:
-			fuse_lowlevel_notify_inval_entry(w.se, n->ino, n->name, len);
-			break;
 		case NOTICE_EXPIRE:
 			/* Without FUSE_CAP_EXPIRE_ONLY, drop the entry. */
 			if (fuse_lowlevel_notify_expire_entry(w.se, n->ino, n->name, len,
@@ -310,9 +307,12 @@ static void inval_entry(const char *dir, size_t dlen, const char *comp, size_t c
 		dir_changed(din);
 		/* The listing changes too: drop the kernel's cached readdir. */
 		notice_push(NOTICE_INODE, din->ino, 0, 0, NULL);
+		/* Expire, never drop: an open or create may be walking
+		 * through the entry right now, and a dropped entry fails it
+		 * with ENOENT inside the kernel. An expired one is looked up
+		 * again on its next use, negative ones too. */
 		if (name)
-			notice_push(!c->added && is_dir ? NOTICE_EXPIRE : NOTICE_ENTRY, din->ino, 0,
-				    0, name);
+			notice_push(NOTICE_EXPIRE, din->ino, 0, 0, name);
 	}
 	inode_unref(din);
 }
