@@ -171,6 +171,19 @@ static int dirh_fetch_page(struct ef_fs *fs, struct ef_dirh *dh, fuse_ino_t ino)
 	return 0;
 }
 
+struct install {
+	struct ef_inode *din;
+	GHashTable *names;
+	int64_t rev;
+};
+
+static void install_names(void *ud)
+{
+	struct install *inst = ud;
+
+	inode_names_install(inst->din, inst->names, inst->rev);
+}
+
 void dirh_learn_names(struct ef_inode *din, GBytes *dir, const struct ef_dirlist *l, uint64_t seq,
 		      int64_t rev)
 {
@@ -193,13 +206,14 @@ void dirh_learn_names(struct ef_inode *din, GBytes *dir, const struct ef_dirlist
 		if (name)
 			inode_names_put(names, name, true);
 	}
-	inode_names_install(din, names, rev);
-	/* The set exists from before the check, so the watch kept it current
-	 * from then on; an event before that, newer than the listing (on the
-	 * directory's keys or its own value, both under `around`), or a
-	 * change made here, may be missing from it. */
-	if (!watch_trusted() || watch_changed_after(seq, around, true, rev))
-		inode_names_forget(din);
+	/* Installed only if no event newer than the listing (on the
+	 * directory's keys or its own value, both under `around`), and no
+	 * change made here, came since seq: those may be missing from it.
+	 * Atomically so: the watch applies every later event to it. */
+	struct install inst = { .din = din, .names = names, .rev = rev };
+
+	if (!watch_unchanged_do(seq, around, true, rev, install_names, &inst))
+		g_hash_table_destroy(names);
 }
 
 static void lookup_feed(void *ud, const char *const *keys, const size_t *lens, size_t n, bool more)

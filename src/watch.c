@@ -113,17 +113,38 @@ static bool key_matches(GBytes *k, GBytes *key, bool prefix)
 	return klen == len && memcmp(kp, p, len) == 0;
 }
 
-bool watch_changed_after(uint64_t seq, GBytes *key, bool prefix, int64_t rev)
+static bool changed_after_locked(uint64_t seq, GBytes *key, bool prefix, int64_t rev)
 {
-	bool changed = false;
+	bool changed = !w.trusted || w.lost_seq > seq || w.seq - seq >= RING;
 
-	g_mutex_lock(&w.lock);
-	if (!w.trusted || w.lost_seq > seq || w.seq - seq >= RING)
-		changed = true;
 	for (uint64_t s = seq + 1; !changed && s <= w.seq; s++)
 		changed = w.ring_rev[s % RING] > rev && key_matches(w.ring[s % RING], key, prefix);
+	return changed;
+}
+
+bool watch_changed_after(uint64_t seq, GBytes *key, bool prefix, int64_t rev)
+{
+	bool changed;
+
+	g_mutex_lock(&w.lock);
+	changed = changed_after_locked(seq, key, prefix, rev);
 	g_mutex_unlock(&w.lock);
 	return changed;
+}
+
+bool watch_unchanged_do(uint64_t seq, GBytes *key, bool prefix, int64_t rev,
+			void (*fn)(void *ud), void *ud)
+{
+	bool changed;
+
+	/* Under the lock that records events: one recorded after this is
+	 * applied after fn's effect, and so finds it. */
+	g_mutex_lock(&w.lock);
+	changed = changed_after_locked(seq, key, prefix, rev);
+	if (!changed)
+		fn(ud);
+	g_mutex_unlock(&w.lock);
+	return !changed;
 }
 
 bool watch_changed_since(uint64_t seq, GBytes *key, bool prefix)

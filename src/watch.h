@@ -58,3 +58,14 @@ bool watch_changed_since(uint64_t seq, GBytes *key, bool prefix);
 /* The same, counting only events newer than revision rev (a read made at
  * rev already reflects the others) and changes made here. */
 bool watch_changed_after(uint64_t seq, GBytes *key, bool prefix, int64_t rev);
+
+/*
+ * Runs fn(ud) only if watch_changed_after() says no, atomically with that
+ * answer: every event recorded later is applied after fn's effect. For
+ * installing state read at rev (a directory's name set) that later events
+ * must update. fn runs with the watch's lock held: it may take only locks
+ * the watch thread never holds while recording an event (an inode's lock).
+ * Returns whether fn ran.
+ */
+bool watch_unchanged_do(uint64_t seq, GBytes *key, bool prefix, int64_t rev,
+			void (*fn)(void *ud), void *ud);
