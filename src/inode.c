@@ -537,14 +537,3 @@ void inode_names_set_big(struct ef_inode *in)
 	g_mutex_unlock(&in->lock);
 }
 
-int inode_names_subdirs(struct ef_inode *in)
-{
-	if (!in->dir)
-		return -1;
-	int n;
-
-	g_mutex_lock(&in->lock);
-	n = in->dir->names ? (int)in->dir->nsubdirs : -1;
-	g_mutex_unlock(&in->lock);
-	return n;
-}

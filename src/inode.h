@@ -158,5 +158,3 @@ bool inode_names_reflect(struct ef_inode *in, int64_t rev);
 /* True if in has no set yet and one may be learned from a page. */
 bool inode_names_wanted(struct ef_inode *in);
 void inode_names_set_big(struct ef_inode *in);
-/* The number of subdirectories, or -1 when the set is not known. */
-int inode_names_subdirs(struct ef_inode *in);

@@ -38,16 +38,6 @@ bool localdir_remove(GBytes *prefix)
 	return found;
 }
 
-bool localdir_has(GBytes *prefix)
-{
-	bool found;
-
-	g_mutex_lock(&lock);
-	found = g_hash_table_contains(dirs, prefix);
-	g_mutex_unlock(&lock);
-	return found;
-}
-
 static bool starts_with(GBytes *b, GBytes *prefix)
 {
 	gsize blen, plen;

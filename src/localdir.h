@@ -15,7 +15,6 @@ void localdir_fini(void);
 
 void localdir_add(GBytes *prefix);
 bool localdir_remove(GBytes *prefix);
-bool localdir_has(GBytes *prefix);
 
 /* True if prefix is a local directory or one lies below it: either way
  * the directory exists for this mount. */
