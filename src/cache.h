@@ -5,8 +5,7 @@
  * module is the only writer of that field: it keeps the newest revision when
  * reads, events and our own Puts race, and keeps the total size of cached
  * values under a cap by dropping the least recently used values (their
- * metadata stays, so stat needs no round trip). The kernel's page cache
- * holds the rest.
+ * metadata stays, so stat needs no round trip).
  */
 #pragma once
 

@@ -15,9 +15,6 @@ struct ef_handle *handle_new(struct ef_inode *in, bool writer)
 
 	h->in = in;
 	h->writer = writer;
-	g_mutex_lock(&in->lock);
-	in->handles++;
-	g_mutex_unlock(&in->lock);
 	return h;
 }
 
@@ -53,9 +50,6 @@ bool handle_closer_wrote(struct ef_handle *h, pid_t tid)
 
 void handle_free(struct ef_handle *h)
 {
-	g_mutex_lock(&h->in->lock);
-	h->in->handles--;
-	g_mutex_unlock(&h->in->lock);
 	if (h->val)
 		g_bytes_unref(h->val);
 	g_free(h);

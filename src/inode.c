@@ -453,13 +453,9 @@ void inode_names_add(struct ef_inode *in, const char *name, bool is_dir)
 	g_mutex_lock(&in->lock);
 	if (in->dir->names) {
 		old = g_hash_table_lookup(in->dir->names, name);
-		/* A name can be a file and a directory at once (a key with
-		 * children): the directory wins, as in a listing. */
-		if (GPOINTER_TO_INT(old) != 2) {
-			if (is_dir)
-				in->dir->nsubdirs++;
-			g_hash_table_insert(in->dir->names, g_strdup(name), GINT_TO_POINTER(is_dir ? 2 : 1));
-		}
+		if (GPOINTER_TO_INT(old) != 2 && is_dir)
+			in->dir->nsubdirs++;
+		inode_names_put(in->dir->names, name, is_dir);
 		if (g_hash_table_size(in->dir->names) > INODE_NAMES_MAX)
 			names_forget_locked(in);
 	}

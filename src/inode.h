@@ -58,7 +58,6 @@ struct ef_inode {
 				      * last release): what readers here see */
 	uint64_t closed_gen;         /* protected by lock: wgen of closed */
 	unsigned writers;            /* protected by lock: open handles that may write */
-	unsigned handles;            /* protected by lock: open handles, any kind */
 	int werr;                    /* protected by lock: a write failed (errno):
 				      * the buffer is incomplete, never Put it */
 	enum ef_kind kind;           /* immutable */

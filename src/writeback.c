@@ -15,9 +15,6 @@
 #include "localdir.h"
 #include "watch.h"
 
-/* The process (thread group) of thread tid, or 0 when that cannot be told
- * (another pid namespace, or the thread is gone). */
-
 /* True if process tgid has a descriptor open on inode number ino (from
  * /proc/TGID/fdinfo, which asks no file system; stat would ask us). */
 static bool process_has_open(pid_t tgid, fuse_ino_t ino)
@@ -157,8 +154,8 @@ int writeback_publish(struct ef_fs *fs, struct ef_inode *in, enum ef_publish_whe
 		if (created)
 			fs_note_created(fs, key, false);
 	} else {
-		/* The kernel's pages hold what we failed to write: the next
-		 * open must not keep them. */
+		/* A Put that failed may still be applied (a timeout): the
+		 * next read asks etcd instead of trusting the kv. */
 		cache_drop(in);
 	}
 	return rc;
@@ -249,8 +246,8 @@ void writeback_writer_close(struct ef_inode *in)
 	g_mutex_lock(&in->lock);
 	discarded = writer_close_locked(in);
 	g_mutex_unlock(&in->lock);
-	/* The kernel's pages hold the discarded writes: the next open must
-	 * read etcd's value again. */
+	/* The buffer dropped was never Put (or its Put failed and may
+	 * still land): the next read asks etcd. */
 	if (discarded)
 		cache_drop(in);
 }

@@ -47,7 +47,8 @@ enum ef_publish_when {
  * a Put in flight or a removal to end. Returns 0 (also when there was
  * nothing to publish) or -errno: the Put's, or the errno of an earlier
  * failed write (not for EF_PUBLISH_LEFTOVER). On success the Put's kv is
- * cached; on failure the kernel's pages are dropped (cache_drop).
+ * cached; on failure the cached kv is dropped (cache_drop): a Put that
+ * failed may still be applied, so the next read asks etcd.
  *
  * A buffer that open merely truncated (O_TRUNC, create) is not published by
  * flush: shells open, dup2() and close the original descriptor before
@@ -84,7 +85,8 @@ int writeback_writer_open(struct ef_fs *fs, struct ef_inode *in, bool trunc, int
 
 /* Counts one writer less without publishing (an open whose reply failed,
  * or the end of a release); the last one out frees the buffer, and drops
- * the kernel's pages if it was still dirty (its Put failed). */
+ * the cached kv if it was still dirty (its Put failed or never happened:
+ * what etcd has is then read again). */
 void writeback_writer_close(struct ef_inode *in);
 
 /*
