@@ -364,24 +364,6 @@ def test_explicit_times_accepted_without_effect(etcd, mnt):
     assert etcd.get("/tm") == b"v"
 
 
-def test_touch_makes_a_new_revision(etcd, mnt):
-    """touch (times set to now) is how programs are told to reload: the
-    value stays, etcd gets a new revision, and mtime moves everywhere."""
-    etcd.put("/tn", "v")
-    kv = etcd.kv("/tn")
-    before = os.stat(mnt.p("tn"))
-    time.sleep(1.1)
-    sh("touch " + mnt.p("tn"))
-    after = etcd.kv("/tn")
-    assert after["value"] == b"v" and after["version"] == kv["version"] + 1
-    assert os.stat(mnt.p("tn")).st_mtime_ns > before.st_mtime_ns
-    # through an open descriptor too (futimens): published at close
-    with open(mnt.p("tn"), "r+b") as f:
-        os.utime(f.fileno())
-    assert etcd.kv("/tn")["version"] == kv["version"] + 2
-    assert etcd.get("/tn") == b"v"
-
-
 def test_missing_names(etcd, mnt):
     etcd.put("/m/x", "v")
     assert errno_of(os.stat, mnt.p("nope")) == errno.ENOENT

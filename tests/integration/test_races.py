@@ -878,6 +878,12 @@ def test_touch_existing_file_moves_mtime(etcd, mnt):
     os.utime(mnt.p("t"))
     kv2 = etcd.kv("/t")
     assert kv2["value"] == b"the value" and kv2["mod_revision"] > kv1["mod_revision"]
+    assert kv1["version"] == kv0["version"] + 1 and kv2["version"] == kv0["version"] + 2
+    # through an open descriptor too (futimens): published at close
+    with open(mnt.p("t"), "r+b") as f:
+        os.utime(f.fileno())
+    assert etcd.kv("/t")["version"] == kv0["version"] + 3
+    assert etcd.get("/t") == b"the value"
 
 
 def test_rename_keeps_file_inode_number(etcd, mnt):
