@@ -236,8 +236,8 @@ void dirh_page_learn(struct ef_dirpage *pg, struct ef_inode *in)
 	if (!pg)
 		return;
 	if (in && in->kind == EF_DIR && inode_names_wanted(in)) {
-		/* A directory larger than the page: the getattr that comes
-		 * next need not read another page to find that out. */
+		/* A directory larger than the page: the lookups in it that
+		 * come next need not read another page to find that out. */
 		if (dirlist_done(pg->list))
 			dirh_learn_names(in, pg->dir, pg->list, pg->seq, pg->rev);
 		else
@@ -322,33 +322,6 @@ int dirh_fetch(struct ef_fs *fs, struct ef_dirh *dh, fuse_ino_t ino, off_t off)
 	while (rc == 0 && !dh->complete && dirh_count(dh) <= (size_t)off)
 		rc = dirh_fetch_page(fs, dh, ino);
 	return rc;
-}
-
-void dirh_learn(struct ef_fs *fs, struct ef_inode *din)
-{
-	g_autoptr(GBytes) dir = NULL;
-	struct ef_dirlist *l;
-	const char *start, *end;
-	size_t slen, elen;
-	uint64_t seq = watch_seq();
-	int64_t rev = 0;
-	gsize dlen;
-	const char *d;
-
-	if (!watch_trusted() || !inode_names_wanted(din))
-		return;
-	dir = inode_key(din);
-	d = g_bytes_get_data(dir, &dlen);
-	l = dirlist_new(d, dlen);
-	/* Errors leave the set unknown: the link count says so. */
-	if (dirlist_range(l, &start, &slen, &end, &elen) &&
-	    etcd_range_keys(fs->etcd, start, slen, end, elen, DIR_PAGE, lookup_feed, l, &rev) == 0) {
-		if (dirlist_done(l))
-			dirh_learn_names(din, dir, l, seq, rev);
-		else
-			inode_names_set_big(din);
-	}
-	dirlist_free(l);
 }
 
 static void dirh_page_learn_none(struct ef_dirpage *pg)

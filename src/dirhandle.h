@@ -77,7 +77,3 @@ int dirh_lookup(struct ef_fs *fs, struct ef_inode *din, GBytes *dir, GBytes *fk,
  * holds them all; frees pg (NULL: nothing). */
 void dirh_page_learn(struct ef_dirpage *pg, struct ef_inode *in);
 
-/* Learns din's name set from one page of its keys when it has none yet and
- * the page holds them all (errors, or a larger directory, leave it
- * unknown). */
-void dirh_learn(struct ef_fs *fs, struct ef_inode *din);

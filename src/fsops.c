@@ -238,9 +238,6 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		g_mutex_unlock(&in->lock);
 		rc = 0;
 	}
-	/* A directory's link count needs its entries: one page, once. */
-	if (rc == 0 && in->kind == EF_DIR)
-		dirh_learn(fs, in);
 	reply_attr(fs, req, in, rc);
 }
 
