@@ -6,6 +6,7 @@
  *   rawclient ENDPOINT put-seq PREFIX N            sequential 100-byte Puts
  *   rawclient ENDPOINT put-par PREFIX THREADS N    N Puts from THREADS threads
  *   rawclient ENDPOINT range PREFIX [PAGE]         keys-only Range, paged or not
+ *   rawclient ENDPOINT range-values PREFIX [PAGE]  the same with values
  *   rawclient ENDPOINT fill PREFIX N PER_DIR VLEN  populate keys (16 threads)
  *   rawclient ENDPOINT get KEY                     value to stdout, raw
  *   rawclient ENDPOINT visible KEY PATH N          put -> visible on a mount
@@ -203,7 +204,7 @@ static GByteArray *prefix_end(const char *p)
  * key into last, sets *more. The keys themselves are walked (KeyValue.key
  * located) so the baseline pays the decode a lister must.
  */
-static void range_page(const GByteArray *start, const GByteArray *end, long limit,
+static void range_page(const GByteArray *start, const GByteArray *end, long limit, bool values,
 		       GByteArray *last, size_t *n, bool *more)
 {
 	g_autoptr(GByteArray) req = g_byte_array_new();
@@ -217,7 +218,8 @@ static void range_page(const GByteArray *start, const GByteArray *end, long limi
 	pb_bytes(req, 2, end->data, end->len);
 	if (limit > 0)
 		pb_uint(req, 3, (uint64_t)limit);
-	pb_uint(req, 8, 1);
+	if (!values)
+		pb_uint(req, 8, 1);
 	call("/etcdserverpb.KV/Range", req, &resp);
 	p = g_bytes_get_data(resp, &len);
 	e = p + len;
@@ -372,7 +374,7 @@ static int cmd_fill(const char *prefix, long n, long per_dir, long vlen)
 
 /* range PREFIX PAGE: prints "milliseconds keys" for the whole listing, in
  * Ranges of PAGE keys, or in one unpaged Range when PAGE is 0. */
-static int cmd_range(const char *prefix, long page)
+static int cmd_range(const char *prefix, long page, bool values)
 {
 	g_autoptr(GByteArray) start = g_byte_array_new();
 	g_autoptr(GByteArray) end = prefix_end(prefix);
@@ -386,7 +388,7 @@ static int cmd_range(const char *prefix, long page)
 	while (more) {
 		size_t before = n;
 
-		range_page(start, end, page, last, &n, &more);
+		range_page(start, end, page, values, last, &n, &more);
 		if (n == before)
 			break;
 		/* Continue just after the last key, as the daemon pages. */
@@ -529,6 +531,7 @@ static void usage(void)
 	fputs("usage: rawclient ENDPOINT put-seq PREFIX N\n"
 	      "       rawclient ENDPOINT put-par PREFIX THREADS N\n"
 	      "       rawclient ENDPOINT range PREFIX [PAGE]\n"
+	      "       rawclient ENDPOINT range-values PREFIX [PAGE]\n"
 	      "       rawclient ENDPOINT fill PREFIX N PER_DIR VLEN\n"
 	      "       rawclient ENDPOINT get KEY\n"
 	      "       rawclient ENDPOINT visible KEY PATH N\n", stderr);
@@ -555,7 +558,9 @@ int main(int argc, char **argv)
 	else if (strcmp(cmd, "put-par") == 0 && argc == 6)
 		rc = cmd_put_par(argv[3], arg_long(argv[4], 1), arg_long(argv[5], 1));
 	else if (strcmp(cmd, "range") == 0 && (argc == 4 || argc == 5))
-		rc = cmd_range(argv[3], argc == 5 ? arg_long(argv[4], 0) : RANGE_PAGE);
+		rc = cmd_range(argv[3], argc == 5 ? arg_long(argv[4], 0) : RANGE_PAGE, false);
+	else if (strcmp(cmd, "range-values") == 0 && (argc == 4 || argc == 5))
+		rc = cmd_range(argv[3], argc == 5 ? arg_long(argv[4], 0) : RANGE_PAGE, true);
 	else if (strcmp(cmd, "fill") == 0 && argc == 7)
 		rc = cmd_fill(argv[3], arg_long(argv[4], 1), arg_long(argv[5], 0),
 			      arg_long(argv[6], 0));

@@ -32,6 +32,11 @@ void cache_init(size_t cap_bytes)
 	total = 0;
 }
 
+size_t cache_capacity(void)
+{
+	return cap;
+}
+
 void cache_fini(void)
 {
 	g_queue_clear_full(&lru, g_free);

@@ -19,6 +19,9 @@ struct ef_kv;
 void cache_init(size_t cap);
 void cache_fini(void);
 
+/* The cap cache_init was given. */
+size_t cache_capacity(void);
+
 /* Stores kv in in (takes ownership) unless in already has a newer
  * revision. ok: the watch keeps kv current from now on (no event raced
  * with the read that produced it). Call with in->lock NOT held. */

@@ -3,8 +3,10 @@
  */
 #include "dirhandle.h"
 
+#include <errno.h>
 #include <string.h>
 
+#include "cache.h"
 #include "dirlist.h"
 #include "etcd.h"
 #include "fs.h"
@@ -13,7 +15,18 @@
 #include "localdir.h"
 #include "watch.h"
 
+/* A lookup's keys-only pages, and a listing's without values. */
 #define DIR_PAGE 1000
+/* The first page of a listing with values: its count says how many keys
+ * follow, and its size what they cost, so that the rest can be read in as
+ * few pages as the byte budget allows (dirlist's paging). Small, because
+ * etcd builds a response whole before sending it, however big its values. */
+#define FIRST_PAGE 100
+/* A page's response is at most this long, and at most a quarter of the
+ * value cache its values go to: a longer one is refused as it starts and
+ * asked for again with fewer keys. */
+#define PAGE_BYTES_MAX (8u << 20)
+#define PAGE_BYTES_MIN (64u << 10)
 /* Keys of an entry's own directory read along with its lookup: as many as
  * a listing's page, so "too big to learn from one page" means one thing. */
 #define CHILD_PAGE DIR_PAGE
@@ -22,6 +35,14 @@ struct ef_diritem {
 	char *name;
 	bool is_dir;
 	fuse_ino_t ino;
+	GBytes *key;               /* NULL for "." and ".." */
+};
+
+/* A file's key-value as a listing page read it. */
+struct prefetched {
+	struct ef_kv *kv;
+	uint64_t seq;              /* watch_seq() before the page was read */
+	int64_t rev;               /* the page's revision */
 };
 
 /* Offsets run over ".", "..", KEYMAP_SELF_NAME (the first n_pre items),
@@ -37,22 +58,51 @@ struct ef_dirh {
 	int64_t rev;               /* the revision of the first page (0: none yet) */
 	bool complete;
 	bool root;
+	struct ef_paging paging;
+	GHashTable *kvs;           /* key -> struct prefetched: files' key-values
+				    * read by the listing, not yet handed to an
+				    * inode by dirh_entry_plus */
 };
 
 static void diritem_free(struct ef_diritem *it)
 {
 	g_free(it->name);
+	if (it->key)
+		g_bytes_unref(it->key);
 	g_free(it);
 }
 
-static void dirh_add(struct ef_dirh *dh, const char *name, bool is_dir, fuse_ino_t ino)
+static void prefetched_free(struct prefetched *pf)
+{
+	ef_kv_free(pf->kv);
+	g_free(pf);
+}
+
+/* key: borrowed (NULL for "." and ".."). */
+static void dirh_add(struct ef_dirh *dh, const char *name, bool is_dir, fuse_ino_t ino,
+		     GBytes *key)
 {
 	struct ef_diritem *it = g_new(struct ef_diritem, 1);
 
 	it->name = g_strdup(name);
 	it->is_dir = is_dir;
 	it->ino = ino;
+	it->key = key ? g_bytes_ref(key) : NULL;
 	g_ptr_array_add(dh->items, it);
+}
+
+/* Keeps kvs (each taken; read at rev, seq taken before) for
+ * dirh_entry_plus. */
+static void dirh_stash(struct ef_dirh *dh, GPtrArray *kvs, uint64_t seq, int64_t rev)
+{
+	for (guint i = 0; i < kvs->len; i++) {
+		struct prefetched *pf = g_new(struct prefetched, 1);
+
+		pf->kv = g_steal_pointer(&kvs->pdata[i]);
+		pf->seq = seq;
+		pf->rev = rev;
+		g_hash_table_replace(dh->kvs, pf->kv->key, pf);
+	}
 }
 
 static bool dirh_has_name(struct ef_dirh *dh, const char *name)
@@ -101,7 +151,8 @@ static void dirh_add_local(struct ef_dirh *dh)
 		g_autofree char *name = keymap_name_from_component(k + dlen, len - dlen - 1);
 
 		if (name && !dirh_has_name(dh, name))
-			dirh_add(dh, name, true, inode_number(EF_DIR, kids->pdata[i]));
+			dirh_add(dh, name, true, inode_number(EF_DIR, kids->pdata[i]),
+				 kids->pdata[i]);
 	}
 }
 
@@ -115,18 +166,22 @@ static int dirh_start(struct ef_fs *fs, struct ef_dirh *dh, fuse_ino_t ino)
 	const char *d = g_bytes_get_data(dh->dir, &dlen);
 	size_t self = keymap_self_len(d, dlen);
 	g_autoptr(GPtrArray) kvs = NULL;
+	int64_t rev = 0;
 	int rc = 0;
 
 	dh->seq = watch_seq();
 	if (self && !dh->root)
-		rc = etcd_range(fs->etcd, d, self, NULL, 0, 1, true, &kvs, NULL, NULL);
+		rc = etcd_range(fs->etcd, d, self, NULL, 0, 1, !dh->paging.values, &kvs, NULL, &rev);
 	if (rc < 0)
 		return rc;
-	dirh_add(dh, ".", true, ino);
-	dirh_add(dh, "..", true, FUSE_ROOT_ID);
+	dirh_add(dh, ".", true, ino, NULL);
+	dirh_add(dh, "..", true, FUSE_ROOT_ID, NULL);
 	if (kvs && kvs->len) {
 		g_autoptr(GBytes) sk = g_bytes_new(d, self);
-		dirh_add(dh, KEYMAP_SELF_NAME, false, inode_number(EF_FILE, sk));
+
+		dirh_add(dh, KEYMAP_SELF_NAME, false, inode_number(EF_FILE, sk), sk);
+		if (dh->paging.values)
+			dirh_stash(dh, kvs, dh->seq, rev);
 	}
 	dh->n_pre = dh->items->len;
 	dh->started = true;
@@ -135,29 +190,55 @@ static int dirh_start(struct ef_fs *fs, struct ef_dirh *dh, fuse_ino_t ino)
 
 static void dirh_feed(void *ud, const char *const *keys, const size_t *lens, size_t n, bool more)
 {
-	dirlist_feed(ud, keys, lens, n, more);
+	struct ef_dirh *dh = ud;
+
+	dirlist_feed(dh->list, keys, lens, n, more);
+}
+
+/* The key-values worth keeping from a page: the directory's own files'
+ * (a key with no '/' after the prefix), while pages carry values. */
+static bool dirh_keep(void *ud, const char *key, size_t len)
+{
+	struct ef_dirh *dh = ud;
+	gsize dlen = g_bytes_get_size(dh->dir);
+
+	return dh->paging.values && len > dlen && !memchr(key + dlen, '/', len - dlen);
 }
 
 /* Fetches one more page of the listing. */
 static int dirh_fetch_page(struct ef_fs *fs, struct ef_dirh *dh, fuse_ino_t ino)
 {
-	const char *start, *end;
-	size_t slen, elen;
+	struct ef_page_req rq = {
+		.limit = dh->paging.limit, .keys_only = !dh->paging.values,
+		/* Keys only: no cap but the transport's. */
+		.max_bytes = dh->paging.values ? dh->paging.max_bytes : 0,
+		.keys_fn = dirh_feed, .keep = dirh_keep, .ud = dh,
+	};
 	int rc;
 
-	if (!dirlist_range(dh->list, &start, &slen, &end, &elen)) {
+	if (!dirlist_range(dh->list, (const char **)&rq.key, &rq.klen, (const char **)&rq.end,
+			   &rq.elen)) {
 		dh->complete = true;
 	} else {
-		int64_t rev = 0;
+		uint64_t seq = watch_seq();
+		struct ef_page pg;
 
-		rc = etcd_range_keys(fs->etcd, start, slen, end, elen, DIR_PAGE, dirh_feed, dh->list,
-				     &rev);
+		rc = etcd_range_page(fs->etcd, &rq, &pg);
+		/* Only a page with values is capped; the next try asks for
+		 * fewer keys or none of the values, so this ends. */
+		if (rc == -EMSGSIZE && dh->paging.values) {
+			paging_too_big(&dh->paging, pg.need);
+			return 0;
+		}
 		if (rc < 0)
 			return rc;
+		dirh_stash(dh, pg.kvs, seq, pg.rev);
+		g_ptr_array_unref(pg.kvs);
 		/* Each page is read at its own revision: events after the
 		 * first one may be missing from the earlier pages. */
 		if (!dh->rev)
-			dh->rev = rev;
+			dh->rev = pg.rev;
+		paging_after_page(&dh->paging, pg.n, pg.bytes, pg.count);
 		dh->complete = dirlist_done(dh->list);
 	}
 	if (dh->complete) {
@@ -296,6 +377,7 @@ void dirh_free(struct ef_dirh *dh)
 	g_bytes_unref(dh->dir);
 	dirlist_free(dh->list);
 	g_ptr_array_unref(dh->items);
+	g_hash_table_destroy(dh->kvs);
 	g_free(dh);
 }
 
@@ -310,6 +392,13 @@ struct ef_dirh *dirh_new(GBytes *dir, bool root)
 	dh->list = dirlist_new(d, dlen);
 	dh->items = g_ptr_array_new_with_free_func((GDestroyNotify)diritem_free);
 	dh->root = root;
+	if (cache_capacity() > 0)
+		paging_init(&dh->paging, CLAMP(cache_capacity() / 4, PAGE_BYTES_MIN, PAGE_BYTES_MAX),
+			    true, FIRST_PAGE);
+	else
+		paging_init(&dh->paging, PAGE_BYTES_MAX, false, DIR_PAGE);
+	dh->kvs = g_hash_table_new_full(g_bytes_hash, g_bytes_equal, NULL,
+					(GDestroyNotify)prefetched_free);
 	return dh;
 }
 
@@ -327,4 +416,64 @@ int dirh_fetch(struct ef_fs *fs, struct ef_dirh *dh, fuse_ino_t ino, off_t off)
 static void dirh_page_learn_none(struct ef_dirpage *pg)
 {
 	dirh_page_learn(pg, NULL);
+}
+
+struct store {
+	struct ef_inode *in;
+	struct ef_kv *kv;
+};
+
+static void store_kv(void *ud)
+{
+	struct store *st = ud;
+
+	g_mutex_lock(&st->in->lock);
+	cache_store_locked(st->in, g_steal_pointer(&st->kv), true);
+	g_mutex_unlock(&st->in->lock);
+}
+
+/* Hands in what the listing read of key, if anything, and if no event
+ * newer than that read touched the key since (else it is dropped). */
+static void dirh_hand_over(struct ef_dirh *dh, GBytes *key, struct ef_inode *in)
+{
+	struct prefetched *pf;
+	gpointer k;
+	struct store st = { .in = in };
+
+	if (!g_hash_table_steal_extended(dh->kvs, key, &k, (gpointer *)&pf))
+		return;
+	st.kv = g_steal_pointer(&pf->kv);
+	/* Atomically with the check: an event recorded after it finds the
+	 * stored kv and updates it. */
+	if (watch_unchanged_do(pf->seq, key, false, pf->rev, store_kv, &st))
+		cache_touch(in);
+	ef_kv_free(st.kv);
+	g_free(pf);
+}
+
+const char *dirh_entry_plus(struct ef_dirh *dh, size_t i, struct stat *st, struct ef_inode **in)
+{
+	size_t n = dirlist_count(dh->list);
+	const char *name = dirh_entry(dh, i, st);
+	GBytes *key;
+	bool is_dir;
+
+	if (i >= dh->n_pre && i - dh->n_pre < n) {
+		const struct ef_dirent *d = dirlist_get(dh->list, i - dh->n_pre);
+
+		key = d->key;
+		is_dir = d->is_dir;
+	} else {
+		const struct ef_diritem *it = dh->items->pdata[i < dh->n_pre ? i : i - n];
+
+		key = it->key;
+		is_dir = it->is_dir;
+	}
+	*in = NULL;
+	if (!key)
+		return name;
+	*in = inode_lookup(is_dir ? EF_DIR : EF_FILE, key);
+	if (!is_dir)
+		dirh_hand_over(dh, key, *in);
+	return name;
 }

@@ -1,6 +1,9 @@
 /*
  * dirhandle — an open directory: the listing readdir serves, fetched from
- * etcd a page at a time as the reader gets to it.
+ * etcd a page at a time as the reader gets to it. Pages carry the values
+ * too, within a byte budget (keys only when values are too big), so that
+ * readdirplus can hand each file's key-value to its inode and the opens and
+ * reads that follow a listing need no round trip.
  *
  * Offsets run over ".", "..", KEYMAP_SELF_NAME (the directory's own value,
  * if it has one), then the keys' entries (dirlist), then the local
@@ -45,8 +48,17 @@ size_t dirh_count(const struct ef_dirh *dh);
  * and inode number set in st. */
 const char *dirh_entry(const struct ef_dirh *dh, size_t i, struct stat *st);
 
-struct ef_dirlist;
 struct ef_inode;
+
+/*
+ * Entry i as dirh_entry, for a readdirplus reply it will be part of: *in
+ * is a new reference to its inode with one kernel lookup counted (as
+ * inode_lookup), NULL for "." and "..". A file's inode receives the
+ * key-value the listing read, unless an event since made it stale.
+ */
+const char *dirh_entry_plus(struct ef_dirh *dh, size_t i, struct stat *st, struct ef_inode **in);
+
+struct ef_dirlist;
 struct ef_kv;
 
 /*

@@ -18,6 +18,7 @@
  */
 #include "dirlist.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #include "keymap.h"
@@ -237,4 +238,54 @@ const struct ef_dirent *dirlist_get(const struct ef_dirlist *l, size_t i)
 bool dirlist_done(const struct ef_dirlist *l)
 {
 	return l->done;
+}
+
+/* ---- paging ---- */
+
+/* Keys-only pages once values are too big to prefetch. */
+#define PAGING_KEYS_PAGE 1000
+/* Fewer keys than this per page at the sizes seen: the values are too big
+ * to prefetch. */
+#define PAGING_VALUES_MIN 32
+/* No page asks for more keys than this, whatever the budget allows. */
+#define PAGING_KEYS_MAX 100000
+
+void paging_init(struct ef_paging *p, size_t max_bytes, bool values, int64_t first)
+{
+	*p = (struct ef_paging){ .values = values, .limit = first, .max_bytes = max_bytes };
+}
+
+/* Keys that fit in a response at per bytes each, with room for sizes that
+ * vary. */
+static int64_t paging_fit(const struct ef_paging *p, size_t per)
+{
+	return (int64_t)MIN(p->max_bytes / MAX(per, 1) / 4 * 3, (size_t)INT64_MAX);
+}
+
+void paging_after_page(struct ef_paging *p, size_t n, size_t bytes, int64_t count)
+{
+	int64_t fit = paging_fit(p, n ? bytes / n : 1);
+
+	p->left = MAX(count - (int64_t)n, 0);
+	if (p->values && fit < PAGING_VALUES_MIN) {
+		p->values = false;
+		p->limit = PAGING_KEYS_PAGE;
+	} else {
+		fit = CLAMP(fit, 1, PAGING_KEYS_MAX);
+		p->limit = p->left <= fit ? 0 : fit;
+	}
+}
+
+void paging_too_big(struct ef_paging *p, size_t need)
+{
+	int64_t asked = p->limit ? p->limit : MAX(p->left, 1);
+	int64_t fit = paging_fit(p, need / (size_t)asked);
+
+	if (!p->values || fit < PAGING_VALUES_MIN) {
+		p->values = false;
+		p->limit = PAGING_KEYS_PAGE;
+	} else {
+		/* Strictly fewer each time, so that refusals end. */
+		p->limit = MAX(MIN(fit, asked / 2), 1);
+	}
 }

@@ -17,6 +17,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <glib.h>
 
 struct ef_dirlist;
@@ -47,3 +48,27 @@ const struct ef_dirent *dirlist_get(const struct ef_dirlist *l, size_t i);
 
 /* True when every entry has been emitted. */
 bool dirlist_done(const struct ef_dirlist *l);
+
+/*
+ * Paging within a byte budget (pure): how many keys to ask for in each page
+ * of a listing that carries values, so that a listing costs few pages (etcd
+ * counts the whole remaining range on every page) and no response exceeds
+ * max_bytes. Values stop being asked for once too few keys would fit.
+ */
+struct ef_paging {
+	bool values;             /* pages carry values */
+	int64_t limit;           /* keys to ask for next (0: all the rest) */
+	int64_t left;            /* keys etcd counted after the last page */
+	size_t max_bytes;        /* of a response */
+};
+
+/* The first page: first keys, with values if values. */
+void paging_init(struct ef_paging *p, size_t max_bytes, bool values, int64_t first);
+
+/* A page of n keys, bytes long, came back; etcd counted count keys in its
+ * range (the page's included). */
+void paging_after_page(struct ef_paging *p, size_t n, size_t bytes, int64_t count);
+
+/* The page asked for was refused: it would have been need bytes long.
+ * The next one asks for fewer keys, or for none of the values. */
+void paging_too_big(struct ef_paging *p, size_t need);

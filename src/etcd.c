@@ -76,20 +76,29 @@ static void observe(const Etcdserverpb__ResponseHeader *h)
 		revclock_observe(h->revision);
 }
 
-/* Packs req, calls path, unpacks the response as rd. Returns 0 or -errno. */
-static int call(struct ef_etcd *e, const char *path, const ProtobufCMessage *req,
-		const ProtobufCMessageDescriptor *rd, ProtobufCMessage **resp)
+/* Packs req, calls path, unpacks the response as rd. A response longer than
+ * max_resp bytes (0: any the transport takes) is not received: -EMSGSIZE,
+ * with its length in *need. *bytes (if non-NULL) gets the response's
+ * length. Returns 0 or -errno. */
+static int call_capped(struct ef_etcd *e, const char *path, const ProtobufCMessage *req,
+		       const ProtobufCMessageDescriptor *rd, ProtobufCMessage **resp,
+		       size_t max_resp, size_t *need, size_t *bytes)
 {
 	size_t len = protobuf_c_message_get_packed_size(req);
 	g_autofree uint8_t *buf = g_malloc(len ? len : 1);
 	g_autoptr(GBytes) out = NULL;
 	struct ef_grpc_status st = { 0 };
 	const uint8_t *data;
+	size_t ignored;
 	gsize n;
 	int rc;
 
 	protobuf_c_message_pack(req, buf);
-	rc = grpc_unary(e->h2, path, buf, len, e->timeout_ms, &out, &st);
+	if (max_resp)
+		rc = grpc_unary_capped(e->h2, path, buf, len, e->timeout_ms, max_resp, &out, &st,
+				       need ? need : &ignored);
+	else
+		rc = grpc_unary(e->h2, path, buf, len, e->timeout_ms, &out, &st);
 	if (rc < 0) {
 		g_debug("%s: %s (grpc %d: %s)", path, g_strerror(-rc), st.code,
 			st.message ? st.message : "");
@@ -100,8 +109,16 @@ static int call(struct ef_etcd *e, const char *path, const ProtobufCMessage *req
 	}
 	grpc_status_clear(&st);
 	data = g_bytes_get_data(out, &n);
+	if (bytes)
+		*bytes = n;
 	*resp = protobuf_c_message_unpack(rd, NULL, n, data);
 	return *resp ? 0 : -EPROTO;
+}
+
+static int call(struct ef_etcd *e, const char *path, const ProtobufCMessage *req,
+		const ProtobufCMessageDescriptor *rd, ProtobufCMessage **resp)
+{
+	return call_capped(e, path, req, rd, resp, 0, NULL, NULL);
 }
 
 static struct ef_kv *kv_from_pb(const Mvccpb__KeyValue *p, bool keys_only)
@@ -203,6 +220,39 @@ int etcd_range_keys(struct ef_etcd *e, const void *key, size_t klen, const void 
 	if (rev)
 		*rev = resp->header ? resp->header->revision : 0;
 	feed_keys(resp, fn, ud);
+	etcdserverpb__range_response__free_unpacked(resp, NULL);
+	return 0;
+}
+
+int etcd_range_page(struct ef_etcd *e, const struct ef_page_req *rq, struct ef_page *pg)
+{
+	Etcdserverpb__RangeResponse *resp = NULL;
+	Etcdserverpb__RangeRequest rr;
+	int rc;
+
+	*pg = (struct ef_page){ 0 };
+	range_init(&rr, e);
+	rr.key = bin(rq->key, rq->klen);
+	rr.range_end = bin(rq->end, rq->elen);
+	rr.limit = rq->limit;
+	rr.keys_only = rq->keys_only;
+	rc = call_capped(e, KV_PATH("Range"), &rr.base, &etcdserverpb__range_response__descriptor,
+			 (ProtobufCMessage **)&resp, rq->max_bytes, &pg->need, &pg->bytes);
+	if (rc < 0)
+		return rc;
+	observe(resp->header);
+	pg->more = resp->more;
+	pg->count = resp->count;
+	pg->n = resp->n_kvs;
+	pg->rev = resp->header ? resp->header->revision : 0;
+	feed_keys(resp, rq->keys_fn, rq->ud);
+	pg->kvs = g_ptr_array_new_with_free_func((GDestroyNotify)ef_kv_free);
+	for (size_t i = 0; i < resp->n_kvs; i++) {
+		const Mvccpb__KeyValue *k = resp->kvs[i];
+
+		if (rq->keep(rq->ud, (const char *)k->key.data, k->key.len))
+			g_ptr_array_add(pg->kvs, kv_from_pb(k, rq->keys_only));
+	}
 	etcdserverpb__range_response__free_unpacked(resp, NULL);
 	return 0;
 }
@@ -318,20 +368,33 @@ int etcd_put(struct ef_etcd *e, GBytes *key, const void *val, size_t vlen, int64
 	put.key = bin_bytes(key);
 	put.value = bin(val, vlen);
 	put.lease = lease;
+	/* Unguarded: a plain Put, which etcd applies with less work than a
+	 * Txn (one write transaction, no compare phase). */
+	if (expect_mod < 0) {
+		Etcdserverpb__PutResponse *pr = NULL;
+
+		rc = call(e, KV_PATH("Put"), &put.base, &etcdserverpb__put_response__descriptor,
+			  (ProtobufCMessage **)&pr);
+		if (rc < 0)
+			return rc;
+		observe(pr->header);
+		if (mod)
+			*mod = pr->header ? pr->header->revision : 0;
+		etcdserverpb__put_response__free_unpacked(pr, NULL);
+		return 0;
+	}
 	op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
 	op.request_put = &put;
 	req.n_success = 1;
 	req.success = ops;
-	if (expect_mod >= 0) {
-		/* An absent key compares as mod_revision 0. */
-		cmp.key = put.key;
-		cmp.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__MOD;
-		cmp.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
-		cmp.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION;
-		cmp.mod_revision = expect_mod;
-		req.n_compare = 1;
-		req.compare = cmps;
-	}
+	/* An absent key compares as mod_revision 0. */
+	cmp.key = put.key;
+	cmp.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__MOD;
+	cmp.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
+	cmp.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION;
+	cmp.mod_revision = expect_mod;
+	req.n_compare = 1;
+	req.compare = cmps;
 	rc = txn(e, &req, &resp);
 	if (rc < 0)
 		return rc;

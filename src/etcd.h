@@ -65,6 +65,38 @@ int etcd_range_keys(struct ef_etcd *e, const void *key, size_t klen, const void 
 		    size_t elen, int64_t limit, etcd_keys_fn fn, void *ud, int64_t *rev);
 
 /*
+ * One page of a listing, [key, end) in key order, at most limit keys (0: no
+ * limit), with values unless keys_only. Every key is handed to keys_fn as by
+ * etcd_range_keys; the key-values for which keep() says yes are returned in
+ * pg->kvs. A response longer than max_bytes (0: no cap but the transport's)
+ * is not received: the call returns -EMSGSIZE with its length in pg->need,
+ * so that a caller can ask again for fewer keys (or none of the values).
+ */
+struct ef_page_req {
+	const void *key, *end;
+	size_t klen, elen;
+	int64_t limit;
+	bool keys_only;
+	size_t max_bytes;
+	etcd_keys_fn keys_fn;
+	bool (*keep)(void *ud, const char *key, size_t len);
+	void *ud;                /* for keys_fn and keep */
+};
+
+struct ef_page {
+	GPtrArray *kvs;          /* struct ef_kv (free func set); the caller's */
+	size_t n;                /* keys in the page */
+	bool more;               /* as etcd's RangeResponse.more */
+	int64_t count;           /* keys in the whole of [key, end), as etcd
+				  * counted them */
+	int64_t rev;             /* the revision the page was read at */
+	size_t bytes;            /* the response's length */
+	size_t need;             /* -EMSGSIZE: the length it would have had */
+};
+
+int etcd_range_page(struct ef_etcd *e, const struct ef_page_req *rq, struct ef_page *pg);
+
+/*
  * Resolves a directory entry in one round trip (a read-only Txn): the file
  * key, if present, into *kv (new or NULL), and whether any key starts with
  * dir_prefix (file key + "/") into *has_children.

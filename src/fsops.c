@@ -633,12 +633,50 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		dirh_free(dh);
 }
 
-static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		       struct fuse_file_info *fi)
+/* One entry of a readdirplus reply at buf (size bytes left): the whole
+ * entry's size, as fuse_add_direntry_plus; a lookup is counted only for
+ * an entry that fits. */
+static size_t add_entry_plus(struct ef_fs *fs, fuse_req_t req, struct ef_dirh *dh, size_t i,
+			     char *buf, size_t size, bool trusted)
+{
+	struct fuse_entry_param e = { 0 };
+	struct ef_inode *in;
+	const char *name = dirh_entry(dh, i, &e.attr);
+	size_t n = fuse_add_direntry_plus(req, NULL, 0, name, NULL, 0);
+
+	if (n > size)
+		return n;
+	name = dirh_entry_plus(dh, i, &e.attr, &in);
+	if (in && in->kind == EF_FILE && !fs_file_cached(in, false) && !fs_inode_pending(in)) {
+		inode_unlookup(in);
+		g_clear_pointer(&in, inode_unref);
+	}
+	if (in) {
+		e.ino = in->ino;
+		fs_fill_attr(fs, &e.attr, in);
+		e.attr_timeout = fs_attr_ttl(in);
+		e.entry_timeout = trusted ? CACHE_TTL : 0;
+		inode_unref(in);
+	}
+	return fuse_add_direntry_plus(req, buf, size, name, &e, (off_t)i + 1);
+}
+
+/*
+ * Every listing is a readdirplus (op_init): each entry comes with its
+ * attributes, from the key-value the listing's page read, so the stat,
+ * open and read that usually follow (ls -l, grep -r, a config loader) need
+ * neither a LOOKUP nor a round trip to etcd. A file whose value the page
+ * did not carry (too big) and that nothing here knows goes name only: the
+ * kernel looks it up when it needs it. Plain readdir stays for a kernel
+ * that asks for it.
+ */
+static void list_entries(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			 struct fuse_file_info *fi, bool plus)
 {
 	struct ef_fs *fs = fuse_req_userdata(req);
 	struct ef_dirh *dh = (struct ef_dirh *)(uintptr_t)fi->fh;
 	g_autofree char *buf = g_malloc(size);
+	bool trusted = watch_trusted();
 	size_t pos = 0;
 	int rc = dirh_fetch(fs, dh, ino, off);
 
@@ -648,14 +686,29 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	for (size_t i = off; i < dirh_count(dh); i++) {
 		struct stat st = { 0 };
-		const char *name = dirh_entry(dh, i, &st);
-		size_t n = fuse_add_direntry(req, buf + pos, size - pos, name, &st, i + 1);
+		size_t n = plus ? add_entry_plus(fs, req, dh, i, buf + pos, size - pos, trusted)
+				: fuse_add_direntry(req, buf + pos, size - pos,
+						    dirh_entry(dh, i, &st), &st, (off_t)i + 1);
 
 		if (n > size - pos)
 			break;
 		pos += n;
 	}
+	/* A reply the kernel did not take (the reader was interrupted) leaves
+	 * its entries' lookups counted: those inodes stay until unmount. */
 	fuse_reply_buf(req, buf, pos);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	list_entries(req, ino, size, off, fi, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			   struct fuse_file_info *fi)
+{
+	list_entries(req, ino, size, off, fi, true);
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -766,6 +819,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	/* Always readdirplus, not only for the first page of a listing: the
+	 * kernel's heuristic would look up every entry after it one by one. */
+	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
 }
 
 const struct fuse_lowlevel_ops fsops_ops = {
@@ -788,6 +844,7 @@ const struct fuse_lowlevel_ops fsops_ops = {
 	.release = op_release,
 	.opendir = op_opendir,
 	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
 	.releasedir = op_releasedir,
 	.statfs = op_statfs,
 	.getxattr = op_getxattr,

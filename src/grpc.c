@@ -91,6 +91,7 @@ void grpc_deframer_init(struct ef_grpc_deframer *d, size_t max_len)
 {
 	d->buf = g_byte_array_new();
 	d->max_len = max_len;
+	d->too_long = 0;
 }
 
 void grpc_deframer_clear(struct ef_grpc_deframer *d)
@@ -99,8 +100,9 @@ void grpc_deframer_clear(struct ef_grpc_deframer *d)
 }
 
 /* Walks the buffered frame headers; returns the bytes past the last complete
- * message, or -EPROTO when a header is invalid. */
-static gssize deframer_scan(const struct ef_grpc_deframer *d, size_t *complete)
+ * message, -EPROTO when a header is invalid, or -EMSGSIZE (*too_long set)
+ * when it announces a message longer than max_len. */
+static gssize deframer_scan(const struct ef_grpc_deframer *d, size_t *complete, size_t *too_long)
 {
 	size_t off = 0;
 
@@ -109,8 +111,12 @@ static gssize deframer_scan(const struct ef_grpc_deframer *d, size_t *complete)
 		const uint8_t *p = d->buf->data + off;
 		uint32_t len = frame_len(p);
 
-		if (p[0] != 0 || len > d->max_len)
+		if (p[0] != 0)
 			return -EPROTO;
+		if (len > d->max_len) {
+			*too_long = len;
+			return -EMSGSIZE;
+		}
 		if (d->buf->len - off - GRPC_FRAME_HEADER < len)
 			break;
 		off += GRPC_FRAME_HEADER + len;
@@ -122,11 +128,13 @@ static gssize deframer_scan(const struct ef_grpc_deframer *d, size_t *complete)
 int grpc_deframer_feed(struct ef_grpc_deframer *d, const uint8_t *data, size_t len)
 {
 	size_t complete;
+	gssize rc;
 
 	if (len > G_MAXUINT - d->buf->len)
 		return -EPROTO;
 	g_byte_array_append(d->buf, data, (guint)len);
-	return deframer_scan(d, &complete) < 0 ? -EPROTO : 0;
+	rc = deframer_scan(d, &complete, &d->too_long);
+	return rc < 0 ? (int)rc : 0;
 }
 
 int grpc_deframer_next(struct ef_grpc_deframer *d, GBytes **msg)
@@ -156,8 +164,8 @@ int grpc_deframer_next(struct ef_grpc_deframer *d, GBytes **msg)
 
 gboolean grpc_deframer_partial(const struct ef_grpc_deframer *d)
 {
-	size_t complete;
-	gssize rest = deframer_scan(d, &complete);
+	size_t complete, too_long;
+	gssize rest = deframer_scan(d, &complete, &too_long);
 
 	return rest != 0;
 }
@@ -268,9 +276,10 @@ static int unary_on_data(void *ud, const uint8_t *data, size_t len)
 {
 	struct ef_grpc_call *c = ud;
 	GBytes *msg;
+	int rc = grpc_deframer_feed(&c->df, data, len);
 
-	if (grpc_deframer_feed(&c->df, data, len) < 0)
-		return -EPROTO;
+	if (rc < 0)
+		return rc;
 	while (grpc_deframer_next(&c->df, &msg)) {
 		if (++c->n_msgs > 1) {
 			g_bytes_unref(msg);
@@ -316,6 +325,18 @@ static int unary_result(struct ef_grpc_call *c, GBytes **resp)
 int grpc_unary(struct ef_h2 *h, const char *path, const void *req, size_t req_len,
 	       int timeout_ms, GBytes **resp, struct ef_grpc_status *st)
 {
+	size_t need;
+	int rc = grpc_unary_capped(h, path, req, req_len, timeout_ms, GRPC_MAX_RESPONSE, resp, st,
+				   &need);
+
+	/* Past the transport's own cap, a response is malformed, not big. */
+	return rc == -EMSGSIZE ? -EPROTO : rc;
+}
+
+int grpc_unary_capped(struct ef_h2 *h, const char *path, const void *req, size_t req_len,
+		      int timeout_ms, size_t max_resp, GBytes **resp, struct ef_grpc_status *st,
+		      size_t *need)
+{
 	struct ef_grpc_call c = { .status.code = -1 };
 	char timeout[16];
 	const struct ef_h2_header hdrs[] = {
@@ -333,6 +354,7 @@ int grpc_unary(struct ef_h2 *h, const char *path, const void *req, size_t req_le
 	int rc;
 
 	*resp = NULL;
+	*need = 0;
 	if (st)
 		*st = (struct ef_grpc_status){ .code = -1 };
 	if (req_len > GRPC_MAX_REQUEST)
@@ -346,7 +368,7 @@ int grpc_unary(struct ef_h2 *h, const char *path, const void *req, size_t req_le
 	r.body = frame_message(req, req_len);
 	g_mutex_init(&c.lock);
 	g_cond_init(&c.cond);
-	grpc_deframer_init(&c.df, GRPC_MAX_RESPONSE);
+	grpc_deframer_init(&c.df, MIN(max_resp, GRPC_MAX_RESPONSE));
 
 	rc = h2_stream_submit(h, &r, &unary_ops, &c, &id);
 	g_bytes_unref(r.body);
@@ -357,6 +379,7 @@ int grpc_unary(struct ef_h2 *h, const char *path, const void *req, size_t req_le
 		g_cond_wait(&c.cond, &c.lock);
 	g_mutex_unlock(&c.lock);
 	rc = unary_result(&c, resp);
+	*need = rc == -EMSGSIZE ? c.df.too_long : 0;
 	if (st && c.err == 0) {
 		*st = c.status;
 		c.status.message = NULL;

@@ -74,6 +74,17 @@ int grpc_status_errno(int code, const char *message);
 int grpc_unary(struct ef_h2 *h, const char *path, const void *req, size_t req_len,
 	       int timeout_ms, GBytes **resp, struct ef_grpc_status *st);
 
+/*
+ * grpc_unary for a response that may be too big to want: one whose message
+ * is longer than max_resp bytes is not received (the stream is reset as
+ * soon as its length arrives) and the call returns -EMSGSIZE with *need
+ * set to that length. grpc_unary's own cap (above which a response is a
+ * protocol error) is the most max_resp can be.
+ */
+int grpc_unary_capped(struct ef_h2 *h, const char *path, const void *req, size_t req_len,
+		      int timeout_ms, size_t max_resp, GBytes **resp, struct ef_grpc_status *st,
+		      size_t *need);
+
 /* ---- streaming calls (Watch, LeaseKeepAlive) ---- */
 
 struct ef_grpc_stream;
@@ -119,12 +130,13 @@ void grpc_frame_header(uint8_t out[GRPC_FRAME_HEADER], size_t len);
 struct ef_grpc_deframer {
 	GByteArray *buf;
 	size_t max_len;
+	size_t too_long;   /* the announced length of a message over max_len */
 };
 
 void grpc_deframer_init(struct ef_grpc_deframer *d, size_t max_len);
 void grpc_deframer_clear(struct ef_grpc_deframer *d);
-/* Appends data (copied). Returns 0, or -EPROTO on a compressed flag other
- * than 0 or a length above max_len. */
+/* Appends data (copied). Returns 0, -EPROTO on a compressed flag other
+ * than 0, or -EMSGSIZE (too_long set) on a length above max_len. */
 int grpc_deframer_feed(struct ef_grpc_deframer *d, const uint8_t *data, size_t len);
 /* Pops the next complete message: returns 1 and a new GBytes in *msg, 0 if
  * no complete message is buffered. */

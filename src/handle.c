@@ -20,32 +20,28 @@ struct ef_handle *handle_new(struct ef_inode *in, bool writer)
 
 void handle_note_writer(struct ef_handle *h, pid_t tid)
 {
-	pid_t pid;
-
-	/* The same thread as last time needs no look at /proc. */
-	g_mutex_lock(&h->in->lock);
-	pid = tid == h->wtid ? h->wpid : 0;
-	g_mutex_unlock(&h->in->lock);
-	if (!pid)
-		pid = fs_thread_tgid(tid);
+	/* Only the thread is noted: its process is looked up in /proc when
+	 * a close comes from another thread, which is rare, and not on the
+	 * first write of every file, which is not. */
 	g_mutex_lock(&h->in->lock);
 	h->wtid = tid;
-	h->wpid = pid;
 	g_mutex_unlock(&h->in->lock);
 }
 
 bool handle_closer_wrote(struct ef_handle *h, pid_t tid)
 {
-	pid_t wtid, wpid, closer;
+	pid_t wtid, writer, closer;
 
 	g_mutex_lock(&h->in->lock);
 	wtid = h->wtid;
-	wpid = h->wpid;
 	g_mutex_unlock(&h->in->lock);
-	if (!wpid || tid == wtid)
+	if (!wtid || tid == wtid)
 		return true;
+	/* A writer thread gone since cannot be told from the closer: the
+	 * close publishes, as the writer's own would have. */
+	writer = fs_thread_tgid(wtid);
 	closer = fs_thread_tgid(tid);
-	return !closer || closer == wpid;
+	return !writer || !closer || closer == writer;
 }
 
 void handle_free(struct ef_handle *h)

@@ -24,8 +24,8 @@ struct ef_handle {
 	bool writer;
 	bool append;           /* opened with O_APPEND */
 	pid_t opener;          /* the thread that opened it */
-	pid_t wtid, wpid;      /* the thread and process that last changed the
-				* file through it (0: none yet) */
+	pid_t wtid;            /* the thread that last changed the file through
+				* it (0: none yet) */
 	/* Readers: the value this handle reads, taken at open and again at
 	 * each read from offset 0, so one pass through the file sees one
 	 * whole value even while others replace it. */
@@ -42,7 +42,7 @@ void handle_note_writer(struct ef_handle *h, pid_t tid);
 
 /* True if thread tid, closing a descriptor of h, belongs to the process that
  * last changed the file through h, or nothing was changed through h, or
- * that cannot be told. A child that inherited the descriptor (fork, then
+ * that cannot be told (that thread is gone). A child that inherited the descriptor (fork, then
  * exec or exit) closes it too, and that must not publish a value its
  * parent is still writing. */
 bool handle_closer_wrote(struct ef_handle *h, pid_t tid);

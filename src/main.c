@@ -41,12 +41,13 @@ struct ef_opts {
 	char *consistency;
 	unsigned int uid, gid, umask;
 	int uid_set, gid_set, umask_set;
+	int shared;          /* allow_other or allow_root */
 	int serializable;
 	char *positional[3];
 	int n_positional;
 };
 
-enum { KEY_UID, KEY_GID, KEY_UMASK };
+enum { KEY_UID, KEY_GID, KEY_UMASK, KEY_SHARED };
 
 #define OPT(t, f) { t, offsetof(struct ef_opts, f), 1 }
 static const struct fuse_opt ef_opt_spec[] = {
@@ -66,6 +67,8 @@ static const struct fuse_opt ef_opt_spec[] = {
 	FUSE_OPT_KEY("uid=", KEY_UID),
 	FUSE_OPT_KEY("gid=", KEY_GID),
 	FUSE_OPT_KEY("umask=", KEY_UMASK),
+	FUSE_OPT_KEY("allow_other", KEY_SHARED),
+	FUSE_OPT_KEY("allow_root", KEY_SHARED),
 	{ "--consistency=%s", offsetof(struct ef_opts, consistency), 0 },
 	{ "consistency=%s", offsetof(struct ef_opts, consistency), 0 },
 	OPT("--serializable", serializable),
@@ -96,6 +99,9 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	case KEY_UMASK:
 		o->umask_set = 1;
 		return 0;
+	case KEY_SHARED:
+		o->shared = 1;
+		return 1;    /* for libfuse and the kernel too */
 	default:
 		return 1;
 	}
@@ -136,6 +142,7 @@ struct ef_settings {
 	char **endpoints;
 	int dial_ms, command_ms;
 	size_t cache_size;
+	bool shared;
 };
 
 /* Resolves endpoints and timeouts; prints a one-line reason on error. */
@@ -165,6 +172,7 @@ static int settings_resolve(struct ef_opts *o, struct ef_settings *s)
 		}
 		o->serializable = o->consistency[0] == 's';
 	}
+	s->shared = o->shared;
 	if (options_parse_size(o->cache_size ? o->cache_size : DEFAULT_CACHE, &s->cache_size) < 0) {
 		g_printerr("etcdfs: bad cache size (use e.g. 64M, 512K, 1G)\n");
 		return -1;
@@ -215,8 +223,14 @@ static void add_default_opts(struct fuse_args *args, const struct ef_settings *s
 	esc = g_string_free(e, FALSE);
 	fuse_opt_add_arg(args, esc);
 	fuse_opt_add_arg(args, "-osubtype=etcdfs");
-	/* etcd keeps no permissions: the kernel checks the ones we show. */
-	fuse_opt_add_arg(args, "-odefault_permissions");
+	/* etcd keeps no permissions. Others may reach the mount only with
+	 * allow_other (or root with allow_root): then the kernel checks the
+	 * ones we show. Without, only the mounting user can, and owns all:
+	 * no check is needed, and none is made, which spares a GETATTR of
+	 * the directory and one of the new file per create (with the check,
+	 * the kernel refreshes attributes a create has invalidated). */
+	if (s->shared)
+		fuse_opt_add_arg(args, "-odefault_permissions");
 }
 
 static int serve(struct fuse_session *se, struct ef_fs *fs, const struct fuse_cmdline_opts *co,

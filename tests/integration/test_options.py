@@ -5,6 +5,7 @@ import os
 import re
 import stat
 import subprocess
+import sys
 
 import pytest
 
@@ -284,6 +285,35 @@ def replies(log, pid, op, nodeid):
     return {r["reply"] for r in requests_of(log, pid, op, nodeid)}
 
 
+def test_create_costs_four_requests(etcd, mounter):
+    """Creating, writing and closing a file in a directory that exists in
+    etcd costs the caller LOOKUP (answered here: the directory's names are
+    known), CREATE, WRITE and FLUSH (the Put), and no attribute refresh:
+    without allow_other only the mounting user reaches the mount, so the
+    kernel makes no permission check that would re-read the directory's
+    and the new file's attributes.  With allow_other it does (shown modes
+    are enforced: test_allow_other)."""
+    etcd.put_many([("/cr/k%d" % i, "v") for i in range(20)])
+    m = mounter("-d", etcd=etcd, stderr_free=True)
+    assert len(os.listdir(m.p("cr"))) == 20
+    code = ("import os, sys\n"
+            "for i in range(5):\n"
+            "    fd = os.open(sys.argv[1] + '/new%d' % i, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)\n"
+            "    os.write(fd, b'x' * 100)\n"
+            "    os.close(fd)\n")
+    p = subprocess.Popen([sys.executable, "-c", code, m.p("cr")])
+    assert p.wait(timeout=30) == 0
+    for i in range(5):
+        assert etcd.get("/cr/new%d" % i) == b"x" * 100
+    assert m.close() == []
+    log = [r for r in fuse_log(m.stderr() + m.stdout()) if r["pid"] == p.pid]
+    ops = [r["op"] for r in log]
+    # the interpreter's own start-up reads nothing on the mount
+    assert ops == ["LOOKUP", "CREATE", "WRITE", "FLUSH"] * 5, ops
+    assert all(r["reply"] == "success" for r in log if r["op"] != "LOOKUP")
+    assert all(r["reply"] == errno.ENOENT for r in log if r["op"] == "LOOKUP")
+
+
 def test_debug_flag(etcd, mounter):
     """-d prints every FUSE request (with its caller's pid and its reply)
     and every failed etcd call."""
@@ -359,7 +389,11 @@ def test_fsname(etcd, mounter):
     m = mounter(etcd=etcd)
     e = mountinfo_entry(m.path)
     assert e["fstype"] == "fuse.etcdfs"
-    assert "default_permissions" in e["super_options"]
+    # only the mounting user can reach it: no permission checks to make
+    assert "default_permissions" not in e["super_options"]
+    shared = mountinfo_entry(mounter("-o", "allow_other", etcd=etcd, public=True).path)
+    assert "default_permissions" in shared["super_options"]
+    assert "allow_other" in shared["super_options"]
 
 
 def test_two_mounts_one_etcd(etcd, mounter):

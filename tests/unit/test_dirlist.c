@@ -541,6 +541,94 @@ static void test_random(void)
 	}
 }
 
+/* ---- paging within a byte budget ---- */
+
+/* A directory of 10,000 small values: a first page of 100, then the rest in
+ * one Range (what fits the budget is the whole rest). */
+static void test_paging_small_values(void)
+{
+	struct ef_paging p;
+
+	paging_init(&p, 8u << 20, true, 100);
+	g_assert_true(p.values);
+	g_assert_cmpint(p.limit, ==, 100);
+	paging_after_page(&p, 100, 100 * 150, 10000);
+	g_assert_true(p.values);
+	g_assert_cmpint(p.left, ==, 9900);
+	g_assert_cmpint(p.limit, ==, 0);
+}
+
+/* More than the budget holds: pages as big as it allows, never bigger. */
+static void test_paging_budget_bounds_pages(void)
+{
+	struct ef_paging p;
+
+	paging_init(&p, 1u << 20, true, 100);
+	paging_after_page(&p, 100, 100 * 1000, 1000000);
+	g_assert_true(p.values);
+	g_assert_cmpint(p.limit, >, 0);
+	/* With the margin for values that vary, a page stays under budget. */
+	g_assert_cmpint(p.limit * 1000, <=, 1 << 20);
+	g_assert_cmpint(p.limit, >=, 500);
+}
+
+/* Values so big that few fit: the rest of the listing is keys only. */
+static void test_paging_big_values_go_keys_only(void)
+{
+	struct ef_paging p;
+
+	paging_init(&p, 1u << 20, true, 100);
+	paging_after_page(&p, 100, 100 * (200u << 10), 5000);
+	g_assert_false(p.values);
+	g_assert_cmpint(p.limit, >, 0);
+}
+
+/* A refused page: each retry asks for strictly fewer keys until values
+ * are given up, so refusals end; the unpaged rest is counted by `left`. */
+static void test_paging_refusals_end(void)
+{
+	struct ef_paging p;
+	int64_t prev;
+	int tries = 0;
+
+	paging_init(&p, 1u << 20, true, 100);
+	paging_after_page(&p, 100, 100 * 100, 2000);
+	g_assert_cmpint(p.limit, ==, 0);
+	/* The rest turned out to hold big values: 1,900 keys, 190 MB. */
+	paging_too_big(&p, 190u << 20);
+	g_assert_false(p.values);
+	g_assert_cmpint(p.limit, ==, 1000);
+
+	/* Values that grow: each refusal halves at least. */
+	paging_init(&p, 1u << 20, true, 100);
+	prev = p.limit;
+	while (p.values) {
+		paging_too_big(&p, (1u << 20) + 1);
+		g_assert_true(!p.values || p.limit < prev);
+		g_assert_cmpint(p.limit, >=, 1);
+		prev = p.limit;
+		g_assert_cmpint(++tries, <, 64);
+	}
+	g_assert_cmpint(p.limit, ==, 1000);
+}
+
+/* Keys only from the start (no value cache): pages from the budget too. */
+static void test_paging_keys_only(void)
+{
+	struct ef_paging p;
+
+	paging_init(&p, 8u << 20, false, 1000);
+	paging_after_page(&p, 1000, 1000 * 40, 50000);
+	g_assert_false(p.values);
+	g_assert_cmpint(p.limit, ==, 0);
+	paging_after_page(&p, 1000, 1000 * 40, 10000000);
+	g_assert_cmpint(p.limit, ==, 100000);
+	/* An empty page (nothing left) asks for the (empty) rest. */
+	paging_after_page(&p, 0, 10, 0);
+	g_assert_cmpint(p.left, ==, 0);
+	g_assert_cmpint(p.limit, ==, 0);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -555,5 +643,10 @@ int main(int argc, char **argv)
 	g_test_add_func("/dirlist/ranges", test_ranges);
 	g_test_add_func("/dirlist/no_progress", test_no_progress);
 	g_test_add_func("/dirlist/random", test_random);
+	g_test_add_func("/dirlist/paging/small_values", test_paging_small_values);
+	g_test_add_func("/dirlist/paging/budget_bounds_pages", test_paging_budget_bounds_pages);
+	g_test_add_func("/dirlist/paging/big_values_go_keys_only", test_paging_big_values_go_keys_only);
+	g_test_add_func("/dirlist/paging/refusals_end", test_paging_refusals_end);
+	g_test_add_func("/dirlist/paging/keys_only", test_paging_keys_only);
 	return g_test_run();
 }

@@ -166,11 +166,13 @@ static void test_deframer_errors(void)
 	grpc_deframer_clear(&d);
 
 	grpc_deframer_init(&d, 16);
-	g_assert_cmpint(grpc_deframer_feed(&d, too_long, sizeof(too_long)), ==, -EPROTO);
+	g_assert_cmpint(grpc_deframer_feed(&d, too_long, sizeof(too_long)), ==, -EMSGSIZE);
+	g_assert_cmpuint(d.too_long, ==, 17);
 	grpc_deframer_clear(&d);
 
 	grpc_deframer_init(&d, 16);
-	g_assert_cmpint(grpc_deframer_feed(&d, huge, sizeof(huge)), ==, -EPROTO);
+	g_assert_cmpint(grpc_deframer_feed(&d, huge, sizeof(huge)), ==, -EMSGSIZE);
+	g_assert_cmpuint(d.too_long, ==, 0xffffffffu);
 	grpc_deframer_clear(&d);
 
 	/* The length is checked as soon as the header is complete, before the
@@ -183,7 +185,7 @@ static void test_deframer_errors(void)
 	g_assert_false(grpc_deframer_partial(&d));
 	g_assert_cmpint(grpc_deframer_feed(&d, too_long, 3), ==, 0);
 	g_assert_true(grpc_deframer_partial(&d));
-	g_assert_cmpint(grpc_deframer_feed(&d, too_long + 3, 2), ==, -EPROTO);
+	g_assert_cmpint(grpc_deframer_feed(&d, too_long + 3, 2), ==, -EMSGSIZE);
 	grpc_deframer_clear(&d);
 }
 
