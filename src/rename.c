@@ -61,6 +61,7 @@ static int rename_file(struct ef_fs *fs, GBytes *sfk, struct ef_kv *src, GBytes 
 		inode_unref(dst);
 	}
 	if (rc == 0) {
+		watch_note_created(dfk, rev);
 		inode_rename(EF_FILE, sfk, dfk);
 		if ((moved = inode_find(EF_FILE, dfk))) {
 			/* An event of the source key after the Txn may have

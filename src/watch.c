@@ -77,6 +77,9 @@ static struct {
 	GPtrArray *local;          /* protected by lock: struct local_op, in flight */
 	int64_t ring_rev[RING];    /* protected by lock: its mod_revision (INT64_MAX:
 				    * a change made here, whatever its revision) */
+	GHashTable *created;       /* protected by lock: file key -> revision
+				    * (gint64 *) at which this mount made it exist,
+				    * until the watch reaches that revision */
 } w;
 
 bool watch_trusted(void)
@@ -166,6 +169,42 @@ static void record_event(GBytes *key, int64_t rev)
 void watch_note_local(GBytes *key)
 {
 	record_event(key, INT64_MAX);
+}
+
+void watch_note_created(GBytes *key, int64_t rev)
+{
+	gint64 *r;
+
+	if (rev <= 0)
+		return;
+	g_mutex_lock(&w.lock);
+	r = g_hash_table_lookup(w.created, key);
+	if (!r) {
+		r = g_new(gint64, 1);
+		*r = 0;
+		g_hash_table_insert(w.created, g_bytes_ref(key), r);
+	}
+	*r = MAX(*r, rev);
+	g_mutex_unlock(&w.lock);
+}
+
+/* Whether an event at rev deleting key (deleted) is older than this
+ * mount's own making of the key: then it is late, and takes nothing away.
+ * The record goes once the watch reaches the revision it was made at. */
+static bool late_delete(GBytes *key, int64_t rev, bool deleted)
+{
+	gint64 *made;
+	bool late = false;
+
+	g_mutex_lock(&w.lock);
+	made = g_hash_table_lookup(w.created, key);
+	if (made) {
+		late = deleted && *made > rev;
+		if (rev >= *made)
+			g_hash_table_remove(w.created, key);
+	}
+	g_mutex_unlock(&w.lock);
+	return late;
 }
 
 /* A change this mount is making: its events are ours to apply to the
@@ -430,6 +469,17 @@ static void apply_event(const struct ef_watch_event *ev)
 	bool ns_change = ev->deleted || ev->kv->version == 1;
 	bool stale = true, local = false;
 
+	/* A delete older than this mount's own (re)making of the key (a
+	 * rename onto it whose reply came before this event, with no inode
+	 * left at the key to hold the newer revision) must not take its name
+	 * out of a set, nor the kernel's entry away. */
+	if (late_delete(key, ev->kv->mod_revision, ev->deleted)) {
+		record_event(key, ev->kv->mod_revision);
+		revclock_observe(ev->kv->mod_revision);
+		inode_unref(in);
+		return;
+	}
+
 	record_event(key, ev->kv->mod_revision);
 	revclock_observe(ev->kv->mod_revision);
 	if (in) {
@@ -485,6 +535,11 @@ static void invalidate_all(void)
 {
 	static const struct ns_change lost = { .added = false, .notify = true, .rev = INT64_MAX };
 	g_autoptr(GPtrArray) all = inode_all();
+
+	/* Every set is dropped below: no late event can undo anything. */
+	g_mutex_lock(&w.lock);
+	g_hash_table_remove_all(w.created);
+	g_mutex_unlock(&w.lock);
 
 	for (guint i = 0; i < all->len; i++) {
 		struct ef_inode *in = all->pdata[i];
@@ -675,6 +730,8 @@ void watch_start(struct ef_etcd *etcd, GBytes *root, struct fuse_session *se)
 	w.q = g_async_queue_new();
 	w.nq = g_async_queue_new();
 	w.local = g_ptr_array_new();
+	w.created = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
+					  (GDestroyNotify)g_bytes_unref, g_free);
 	w.notifier = g_thread_new("notify", notifier_main, NULL);
 	w.thread = g_thread_new("watch", watch_main, NULL);
 }
@@ -694,6 +751,7 @@ void watch_stop(void)
 	g_thread_join(w.notifier);
 	g_async_queue_unref(w.nq);
 	g_ptr_array_unref(w.local);
+	g_hash_table_destroy(w.created);
 	while ((it = g_async_queue_try_pop(w.q)))
 		item_free(it);
 	g_async_queue_unref(w.q);

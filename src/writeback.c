@@ -120,6 +120,8 @@ int writeback_publish(struct ef_fs *fs, struct ef_inode *in, enum ef_publish_whe
 	 * empty again. */
 	if (rc == 0)
 		localdir_backed(key);
+	if (rc == 0 && created)
+		watch_note_created(key, mod);
 	g_mutex_lock(&in->lock);
 	in->flushing = false;
 	if (rc < 0)

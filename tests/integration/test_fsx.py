@@ -128,7 +128,9 @@ def rid(rec):
 
 def fetch_history(etcd, prefix, end_key, timeout=60):
     """Every event under prefix from revision 1 until the event of end_key:
-    [(rev, key bytes, is_put, value bytes)] in revision order."""
+    [(rev, key bytes, is_put, value bytes)] in revision order.  Gives up
+    when no event has arrived for timeout seconds (a long run's history
+    takes minutes to stream through etcdctl and json)."""
     env = dict(os.environ, ETCDCTL_API="3")
     env.pop("ETCDCTL_ENDPOINTS", None)
     p = subprocess.Popen(etcd.ctl_argv("watch", "--prefix", prefix, "--rev", "1", "-w", "json"),
@@ -157,13 +159,16 @@ def fetch_history(etcd, prefix, end_key, timeout=60):
 
     t = threading.Thread(target=reader, daemon=True)
     t.start()
-    done.wait(timeout)
+    seen, idle = 0, 0.0
+    while not done.wait(1) and idle < timeout:
+        idle = 0.0 if len(events) != seen else idle + 1
+        seen = len(events)
     p.kill()
     p.wait(10)
     t.join(10)
     assert not bad, "the history watch was cancelled: %r" % bad
     assert events and events[-1][1] == end_key, \
-        "incomplete history: %d events, no end marker within %ss (stderr %r)" \
+        "incomplete history: %d events, no end marker, none for %ss (stderr %r)" \
         % (len(events), timeout, p.stderr.read()[-500:])
     revs = [e[0] for e in events]
     assert revs == sorted(revs), "history out of revision order"
