@@ -124,8 +124,12 @@ int writeback_publish(struct ef_fs *fs, struct ef_inode *in, enum ef_publish_whe
 		watch_note_created(key, mod);
 	g_mutex_lock(&in->lock);
 	in->flushing = false;
-	if (rc < 0)
+	/* Readers here saw the closed buffer while its Put was pending:
+	 * refused, it is a value etcd never held, and they see etcd's. */
+	if (rc < 0) {
 		in->failed = true;
+		g_clear_pointer(&in->closed, g_bytes_unref);
+	}
 	if (rc == 0) {
 		struct ef_kv *kv = g_new0(struct ef_kv, 1);
 
@@ -187,10 +191,17 @@ void writeback_removal_end(struct ef_inode *in, bool removed)
 int writeback_writer_open(struct ef_fs *fs, struct ef_inode *in, bool trunc, int64_t create_guard)
 {
 	struct ef_kv *kv = NULL;
+	bool dead;
 	int rc;
 
 	g_mutex_lock(&in->lock);
-	if (!in->wbuf && !trunc) {
+	/* A buffer whose Put failed (close or fsync reported it) or that a
+	 * write could not complete is dead, though the writer that failed has
+	 * not been released yet (the kernel sends RELEASE after close has
+	 * returned): a writer opening now starts afresh, never from bytes
+	 * etcd refused. */
+	dead = in->wbuf && (in->failed || in->werr) && !in->flushing;
+	if ((!in->wbuf || dead) && !trunc) {
 		g_mutex_unlock(&in->lock);
 		g_autoptr(GBytes) key = inode_key(in);
 		rc = etcd_get(fs->etcd, key, &kv);
@@ -198,7 +209,20 @@ int writeback_writer_open(struct ef_fs *fs, struct ef_inode *in, bool trunc, int
 			return rc;
 		g_mutex_lock(&in->lock);
 	}
-	if (!in->wbuf) {
+	if (in->wbuf && (in->failed || in->werr) && !in->flushing) {
+		g_byte_array_set_size(in->wbuf, 0);
+		if (kv && !trunc)
+			g_byte_array_append(in->wbuf, g_bytes_get_data(kv->value, NULL),
+					    g_bytes_get_size(kv->value));
+		in->base_mod = trunc ? create_guard : (kv ? kv->mod_revision : 0);
+		in->lease = kv ? kv->lease : in->lease;
+		in->dirty = trunc;
+		in->written = false;
+		in->failed = false;
+		in->werr = 0;
+		in->tgen++;
+		g_clear_pointer(&in->closed, g_bytes_unref);
+	} else if (!in->wbuf) {
 		in->wbuf = g_byte_array_new();
 		if (kv && !trunc)
 			g_byte_array_append(in->wbuf, g_bytes_get_data(kv->value, NULL),

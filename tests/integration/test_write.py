@@ -6,7 +6,7 @@ import os
 import subprocess
 import time
 
-from harness import converge, errname, read, run, sh, write
+from harness import converge, errname, errno_of, read, run, sh, write
 
 
 def test_reading_never_writes(etcd, mnt):
@@ -187,6 +187,35 @@ def test_estale_after_concurrent_change_append(etcd, mnt):
 
 def test_estale_at_fsync(etcd, mnt):
     estale_case(etcd, mnt, "/st3", os.O_RDWR, sync=True)
+
+
+def test_failed_buffer_is_not_reopened(etcd, mnt):
+    """Bug (fsx, 300 s run): after a close reported ESTALE, the buffer it
+    failed to Put stayed while the file was still open elsewhere (here a
+    dup'ed descriptor; in fsx, the RELEASE the kernel sends after close
+    returns), and the next open for writing built on it, and readers saw
+    it: a value etcd never held.  The next writer and reader start from
+    etcd's value."""
+    etcd.put("/fb", "base")
+    fd = os.open(mnt.p("fb"), os.O_WRONLY | os.O_APPEND)
+    keep = os.dup(fd)                   # the file stays open: no RELEASE yet
+    os.write(fd, b"+mine")
+    etcd.put("/fb", "theirs")
+    assert errno_of(os.close, fd) == errno.ESTALE
+    try:
+        # a reader sees etcd's value, never the refused one
+        converge(("read fb", lambda: read(mnt.p("fb")), [b"base", b"theirs"]))
+        fd2 = os.open(mnt.p("fb"), os.O_RDWR | os.O_APPEND)
+        try:
+            assert os.read(fd2, 100) == b"theirs"
+            os.write(fd2, b"+next")
+        finally:
+            os.close(fd2)
+        assert etcd.get("/fb") == b"theirs+next"
+    finally:
+        os.close(keep)
+    assert etcd.get("/fb") == b"theirs+next"
+    assert read(mnt.p("fb")) == b"theirs+next"
 
 
 def test_no_estale_without_concurrent_change(etcd, mnt):
