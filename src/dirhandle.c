@@ -408,15 +408,19 @@ int dirh_fetch(struct ef_fs *fs, struct ef_dirh *dh, fuse_ino_t ino, off_t off)
 
 	if (!dh->started)
 		rc = dirh_start(fs, dh, ino);
-	while (rc == 0 && !dh->complete && dirh_count(dh) <= (size_t)off)
+	/* The first page comes with the first entries, so that a listing
+	 * known empty is known so at offset 0. */
+	while (rc == 0 && !dh->complete && (dirh_count(dh) <= (size_t)off || !dh->rev))
 		rc = dirh_fetch_page(fs, dh, ino);
 	/* Nothing in etcd and not made here: the directory went away (its
 	 * keys were deleted elsewhere) while the kernel still held it, in the
 	 * moment before the watch's notice reaches the kernel. Listing it as
-	 * empty would show a state that never was. */
+	 * empty would show a state that never was; ENOENT would too (glibc's
+	 * readdir takes it for the end of the directory): ESTALE, as NFS
+	 * says of a directory removed on the server. */
 	if (rc == 0 && off == 0 && dh->complete && !dh->root && dirh_count(dh) == 2 &&
 	    !localdir_holds(dh->dir))
-		rc = -ENOENT;
+		rc = -ESTALE;
 	return rc;
 }
 

@@ -21,6 +21,8 @@ import time
 
 import pytest
 
+import harness
+
 from harness import REMOTE_DELAY, errno_of, read, settle, sh, wait_for, write
 
 
@@ -923,3 +925,25 @@ def test_fstat_of_unlinked_open_file_has_no_links(etcd, mnt):
         assert os.pread(fd, 100, 0) == b"still readable"
     finally:
         os.close(fd)
+
+
+def test_listing_of_a_directory_deleted_elsewhere(etcd, proxy, mounter):
+    """Bug (seen twice under ASan): another client deletes every key of a
+    directory, and the directory is listed before the watch's notice
+    reaches the kernel: the listing came back empty, a state that never
+    was (etcd went from a, b to no directory at all).  It must fail: with
+    ESTALE, since glibc's readdir takes ENOENT for the end of the listing.
+    The proxy holds the delete's event, so the kernel still holds the
+    directory when it is listed."""
+    etcd.put_many([("/gone/a", "1"), ("/gone/b", "2")])
+    m = mounter(*PROXY_OPTS, "--endpoints=" + proxy.endpoint)
+    assert stat.S_ISDIR(os.stat(m.p("gone")).st_mode)   # known, never listed
+    seen = proxy.events_seen()
+    proxy.hold_events()
+    try:
+        etcd.delete("/gone/", prefix=True)
+        proxy.wait_seen(seen + 2)       # both deletes are held
+        assert errno_of(os.listdir, m.p("gone")) == errno.ESTALE
+    finally:
+        proxy.release()
+    harness.converge(("stat gone", lambda: errno_of(os.stat, m.p("gone")), [None, errno.ENOENT]))
