@@ -13,22 +13,38 @@
 #include "etcd.h"
 #include "inode.h"
 
+/* One allocation per cached value, list link included, and the index a
+ * set of the entries themselves: at 100,000 cached files every byte here
+ * is 100 KB. */
 struct lru_entry {
+	GList link;                   /* in lru; link.data is the entry */
 	fuse_ino_t ino;
 	size_t size;
 };
 
 static GMutex lock;
-static GQueue lru;                /* protected by lock: lru_entry, oldest first */
-static GHashTable *entries;       /* protected by lock: ino -> GList node in lru */
+static GQueue lru;                /* protected by lock: lru_entry links, oldest first */
+static GHashTable *entries;       /* protected by lock: the lru_entries, by ino */
 static size_t total;              /* protected by lock */
 static size_t cap;
+
+static guint entry_hash(gconstpointer p)
+{
+	const struct lru_entry *e = p;
+
+	return (guint)(e->ino ^ (e->ino >> 32));
+}
+
+static gboolean entry_equal(gconstpointer a, gconstpointer b)
+{
+	return ((const struct lru_entry *)a)->ino == ((const struct lru_entry *)b)->ino;
+}
 
 void cache_init(size_t cap_bytes)
 {
 	cap = cap_bytes;
 	g_queue_init(&lru);
-	entries = g_hash_table_new(g_direct_hash, g_direct_equal);
+	entries = g_hash_table_new(entry_hash, entry_equal);
 	total = 0;
 }
 
@@ -39,8 +55,11 @@ size_t cache_capacity(void)
 
 void cache_fini(void)
 {
-	g_queue_clear_full(&lru, g_free);
+	GList *l;
+
 	g_hash_table_destroy(entries);
+	while ((l = g_queue_pop_head_link(&lru)))
+		g_free(l->data);
 }
 
 /* Makes kv (taken) in's kv. */
@@ -106,9 +125,9 @@ static GSList *over_cap_locked(void)
 	GSList *victims = NULL;
 
 	while (total > cap && !g_queue_is_empty(&lru)) {
-		struct lru_entry *e = g_queue_pop_head(&lru);
+		struct lru_entry *e = g_queue_pop_head_link(&lru)->data;
 
-		g_hash_table_remove(entries, GSIZE_TO_POINTER(e->ino));
+		g_hash_table_remove(entries, e);
 		total -= e->size;
 		victims = g_slist_prepend(victims, e);
 	}
@@ -134,7 +153,7 @@ static void evict(struct lru_entry *e)
 void cache_touch(struct ef_inode *in)
 {
 	size_t size = 0;
-	GList *node;
+	struct lru_entry probe = { .ino = in->ino }, *e;
 	GSList *victims;
 
 	g_mutex_lock(&in->lock);
@@ -143,22 +162,18 @@ void cache_touch(struct ef_inode *in)
 	g_mutex_unlock(&in->lock);
 
 	g_mutex_lock(&lock);
-	node = g_hash_table_lookup(entries, GSIZE_TO_POINTER(in->ino));
-	if (node) {
-		struct lru_entry *e = node->data;
-
+	e = g_hash_table_lookup(entries, &probe);
+	if (e) {
 		total -= e->size;
-		e->size = size;
-		g_queue_unlink(&lru, node);
-		g_queue_push_tail_link(&lru, node);
+		g_queue_unlink(&lru, &e->link);
 	} else {
-		struct lru_entry *e = g_new(struct lru_entry, 1);
-
+		e = g_new0(struct lru_entry, 1);
+		e->link.data = e;
 		e->ino = in->ino;
-		e->size = size;
-		g_queue_push_tail(&lru, e);
-		g_hash_table_insert(entries, GSIZE_TO_POINTER(in->ino), lru.tail);
+		g_hash_table_add(entries, e);
 	}
+	e->size = size;
+	g_queue_push_tail_link(&lru, &e->link);
 	total += size;
 	victims = over_cap_locked();
 	g_mutex_unlock(&lock);
