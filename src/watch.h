@@ -51,10 +51,10 @@ void watch_local_end(void *token);
  * was read before must not pass for current, as after an event. */
 void watch_note_local(GBytes *key);
 
-/* This mount made the file key exist at revision rev (a Put that created
- * it, a rename onto it): until the watch reaches rev, an event deleting
- * the key at an older revision is late and changes nothing (its name
- * stays in its directory's set, the kernel keeps its entry). */
+/* This mount made the file key exist at revision rev (a Put, a rename onto
+ * it): until the watch reaches rev, an event deleting the key at an older
+ * revision is late and changes nothing (its name stays in its directory's
+ * set, the kernel keeps its entry). */
 void watch_note_created(GBytes *key, int64_t rev);
 
 /* True if, since seq, an event touched key (or, with prefix, any key that

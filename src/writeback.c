@@ -120,7 +120,10 @@ int writeback_publish(struct ef_fs *fs, struct ef_inode *in, enum ef_publish_whe
 	 * empty again. */
 	if (rc == 0)
 		localdir_backed(key);
-	if (rc == 0 && created)
+	/* Whatever the guess below: a delete older than this Put is late,
+	 * even one whose event reaches an inode other than this one (the
+	 * kernel may still hold a detached inode for the key). */
+	if (rc == 0)
 		watch_note_created(key, mod);
 	g_mutex_lock(&in->lock);
 	in->flushing = false;
