@@ -102,9 +102,10 @@ int writeback_publish(struct ef_fs *fs, struct ef_inode *in, enum ef_publish_whe
 	lease = in->lease;
 	gen = in->wgen;
 	tgen = in->tgen;
-	/* Whether this Put may make the key exist (a guess that errs
-	 * towards yes). */
-	created = base == 0 || !in->kv || in->kv->version == 0;
+	/* Whether this Put may make the key exist: a guarded one (base > 0)
+	 * finds it with that revision; an unguarded one may follow a delete
+	 * whose event has not arrived (what the inode holds cannot tell). */
+	created = base <= 0;
 	g_mutex_unlock(&in->lock);
 
 	key = inode_key(in);
