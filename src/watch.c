@@ -77,6 +77,7 @@ static struct {
 	GPtrArray *local;          /* protected by lock: struct local_op, in flight */
 	int64_t ring_rev[RING];    /* protected by lock: its mod_revision (INT64_MAX:
 				    * a change made here, whatever its revision) */
+	int64_t seen_rev;          /* protected by lock: the newest event recorded */
 	GHashTable *created;       /* protected by lock: file key -> revision
 				    * (gint64 *) at which this mount made it exist,
 				    * until the watch reaches that revision */
@@ -163,6 +164,8 @@ static void record_event(GBytes *key, int64_t rev)
 		g_bytes_unref(w.ring[w.seq % RING]);
 	w.ring[w.seq % RING] = g_bytes_ref(key);
 	w.ring_rev[w.seq % RING] = rev;
+	if (rev != INT64_MAX && rev > w.seen_rev)
+		w.seen_rev = rev;
 	g_mutex_unlock(&w.lock);
 }
 
@@ -178,6 +181,13 @@ void watch_note_created(GBytes *key, int64_t rev)
 	if (rev <= 0)
 		return;
 	g_mutex_lock(&w.lock);
+	/* The watch is past rev already (the Put's own event came before its
+	 * reply): every older event has been applied, none can be late, and
+	 * a record made now would wait for an event that may never come. */
+	if (rev <= w.seen_rev) {
+		g_mutex_unlock(&w.lock);
+		return;
+	}
 	r = g_hash_table_lookup(w.created, key);
 	if (!r) {
 		r = g_new(gint64, 1);
