@@ -14,6 +14,7 @@
 #include "keymap.h"
 #include "revclock.h"
 #include "rpc.pb-c.h"
+#include "v3lock.pb-c.h"
 
 struct ef_etcd {
 	struct ef_h2 *h2;       /* borrowed */
@@ -813,4 +814,262 @@ int etcd_watch_request_progress(struct ef_grpc_stream *s)
 void etcd_watch_close(struct ef_grpc_stream *s)
 {
 	grpc_stream_free(s);
+}
+
+/* ---- Lease ---- */
+
+#define LEASE_PATH(m) "/etcdserverpb.Lease/" m
+
+int etcd_lease_grant(struct ef_etcd *e, int64_t ttl, int64_t *id, int64_t *granted_ttl)
+{
+	Etcdserverpb__LeaseGrantRequest req = ETCDSERVERPB__LEASE_GRANT_REQUEST__INIT;
+	Etcdserverpb__LeaseGrantResponse *resp = NULL;
+	int rc;
+
+	req.ttl = ttl;
+	rc = call(e, LEASE_PATH("LeaseGrant"), &req.base,
+		  &etcdserverpb__lease_grant_response__descriptor, (ProtobufCMessage **)&resp);
+	if (rc < 0)
+		return rc;
+	observe(resp->header);
+	/* A grant with an error text, or none at all, gives nothing to keep
+	 * alive. */
+	if (resp->id <= 0 || resp->ttl <= 0 || (resp->error && *resp->error)) {
+		g_message("etcdfs: lease refused: %s", resp->error ? resp->error : "no ID");
+		rc = -ENOLCK;
+	} else {
+		*id = resp->id;
+		*granted_ttl = resp->ttl;
+	}
+	etcdserverpb__lease_grant_response__free_unpacked(resp, NULL);
+	return rc;
+}
+
+int etcd_lease_revoke(struct ef_etcd *e, int64_t id)
+{
+	Etcdserverpb__LeaseRevokeRequest req = ETCDSERVERPB__LEASE_REVOKE_REQUEST__INIT;
+	Etcdserverpb__LeaseRevokeResponse *resp = NULL;
+	int rc;
+
+	req.id = id;
+	rc = call(e, LEASE_PATH("LeaseRevoke"), &req.base,
+		  &etcdserverpb__lease_revoke_response__descriptor, (ProtobufCMessage **)&resp);
+	if (rc < 0)
+		return rc;
+	observe(resp->header);
+	etcdserverpb__lease_revoke_response__free_unpacked(resp, NULL);
+	return 0;
+}
+
+struct keepalive_adapter {
+	const struct ef_keepalive_ops *ops;
+	void *ud;
+};
+
+static void keepalive_on_message(void *ud, const uint8_t *msg, size_t len)
+{
+	struct keepalive_adapter *a = ud;
+	Etcdserverpb__LeaseKeepAliveResponse *r =
+		etcdserverpb__lease_keep_alive_response__unpack(NULL, len, msg);
+
+	/* Undecodable: say nothing; the lease is judged by the answers that
+	 * do arrive, and by how long ago the last one did. */
+	if (!r)
+		return;
+	observe(r->header);
+	a->ops->on_ttl(a->ud, r->id, r->ttl);
+	etcdserverpb__lease_keep_alive_response__free_unpacked(r, NULL);
+}
+
+static void keepalive_on_close(void *ud, int err, const struct ef_grpc_status *st)
+{
+	struct keepalive_adapter *a = ud;
+
+	a->ops->on_close(a->ud, err ? err : -grpc_status_errno(st->code, st->message));
+	g_free(a);
+}
+
+static const struct ef_grpc_stream_ops keepalive_stream_ops = {
+	.on_message = keepalive_on_message,
+	.on_close = keepalive_on_close,
+};
+
+int etcd_keepalive_open(struct ef_etcd *e, const struct ef_keepalive_ops *ops, void *ud,
+			struct ef_grpc_stream **out)
+{
+	struct keepalive_adapter *a = g_new(struct keepalive_adapter, 1);
+	int rc;
+
+	a->ops = ops;
+	a->ud = ud;
+	rc = grpc_stream_open(e->h2, LEASE_PATH("LeaseKeepAlive"), &keepalive_stream_ops, a, out);
+	if (rc < 0)
+		g_free(a);
+	return rc;
+}
+
+int etcd_keepalive_send(struct ef_grpc_stream *s, int64_t id)
+{
+	Etcdserverpb__LeaseKeepAliveRequest req = ETCDSERVERPB__LEASE_KEEP_ALIVE_REQUEST__INIT;
+	uint8_t buf[16];
+	size_t len;
+
+	req.id = id;
+	len = etcdserverpb__lease_keep_alive_request__pack(&req, buf);
+	return grpc_stream_send(s, buf, len);
+}
+
+void etcd_keepalive_close(struct ef_grpc_stream *s)
+{
+	grpc_stream_free(s);
+}
+
+/* ---- Lock ---- */
+
+#define LOCK_PATH(m) "/v3lockpb.Lock/" m
+
+struct lock_adapter {
+	const struct ef_lock_ops *ops;
+	void *ud;
+	GBytes *key;               /* the I/O thread's: from the response */
+	int64_t rev;
+	bool bad;                  /* a response that did not decode */
+};
+
+static void lock_on_message(void *ud, const uint8_t *msg, size_t len)
+{
+	struct lock_adapter *a = ud;
+	V3lockpb__LockResponse *r = v3lockpb__lock_response__unpack(NULL, len, msg);
+
+	if (!r || !r->key.len || a->key) {
+		a->bad = true;
+	} else {
+		a->key = g_bytes_new(r->key.data, r->key.len);
+		a->rev = r->header ? r->header->revision : 0;
+		observe(r->header);
+	}
+	if (r)
+		v3lockpb__lock_response__free_unpacked(r, NULL);
+}
+
+static void lock_on_close(void *ud, int err, const struct ef_grpc_status *st)
+{
+	struct lock_adapter *a = ud;
+
+	/* The Lock service reports every failure as code 2: only its text
+	 * tells them apart, and none of them leaves a lock held. */
+	if (err == 0 && st->code != GRPC_OK) {
+		g_message("etcdfs: lock refused: %s", st->message ? st->message : "no reason given");
+		err = -ENOLCK;
+	} else if (err == 0 && (a->bad || !a->key)) {
+		err = -EPROTO;
+	}
+	a->ops->on_done(a->ud, err, err == 0 ? a->key : NULL, a->rev);
+	if (a->key)
+		g_bytes_unref(a->key);
+	g_free(a);
+}
+
+static const struct ef_grpc_stream_ops lock_stream_ops = {
+	.on_message = lock_on_message,
+	.on_close = lock_on_close,
+};
+
+int etcd_lock_start(struct ef_etcd *e, GBytes *name, int64_t lease, const struct ef_lock_ops *ops,
+		    void *ud, struct ef_grpc_stream **out)
+{
+	V3lockpb__LockRequest req = V3LOCKPB__LOCK_REQUEST__INIT;
+	struct lock_adapter *a = g_new0(struct lock_adapter, 1);
+	g_autofree uint8_t *buf = NULL;
+	size_t len;
+	int rc;
+
+	a->ops = ops;
+	a->ud = ud;
+	req.name = bin_bytes(name);
+	req.lease = lease;
+	len = v3lockpb__lock_request__get_packed_size(&req);
+	buf = g_malloc(len ? len : 1);
+	v3lockpb__lock_request__pack(&req, buf);
+	/* A stream, not a unary call: the answer comes when the lock is
+	 * ours, however long that takes, and cancelling the stream makes
+	 * the server withdraw the waiter's key. */
+	rc = grpc_stream_open(e->h2, LOCK_PATH("Lock"), &lock_stream_ops, a, out);
+	if (rc < 0) {
+		g_free(a);
+		return rc;
+	}
+	rc = grpc_stream_send_last(*out, buf, len);
+	if (rc < 0) {
+		/* on_close frees the adapter. */
+		grpc_stream_free(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
+void etcd_lock_cancel(struct ef_grpc_stream *s)
+{
+	grpc_stream_free(s);
+}
+
+int etcd_unlock(struct ef_etcd *e, GBytes *key)
+{
+	V3lockpb__UnlockRequest req = V3LOCKPB__UNLOCK_REQUEST__INIT;
+	V3lockpb__UnlockResponse *resp = NULL;
+	int rc;
+
+	req.key = bin_bytes(key);
+	rc = call(e, LOCK_PATH("Unlock"), &req.base, &v3lockpb__unlock_response__descriptor,
+		  (ProtobufCMessage **)&resp);
+	if (rc < 0)
+		return rc;
+	observe(resp->header);
+	v3lockpb__unlock_response__free_unpacked(resp, NULL);
+	return 0;
+}
+
+int etcd_lock_try(struct ef_etcd *e, GBytes *name, GBytes *key, int64_t lease, int64_t *rev)
+{
+	Etcdserverpb__Compare cmp = ETCDSERVERPB__COMPARE__INIT;
+	Etcdserverpb__Compare *cmps[] = { &cmp };
+	Etcdserverpb__PutRequest put = ETCDSERVERPB__PUT_REQUEST__INIT;
+	Etcdserverpb__RequestOp op = ETCDSERVERPB__REQUEST_OP__INIT;
+	Etcdserverpb__RequestOp *ops[] = { &op };
+	Etcdserverpb__TxnRequest req = ETCDSERVERPB__TXN_REQUEST__INIT;
+	Etcdserverpb__TxnResponse *resp = NULL;
+	gsize nlen;
+	const char *n = g_bytes_get_data(name, &nlen);
+	g_autoptr(GByteArray) pfx = g_byte_array_sized_new(nlen + 1);
+	g_autoptr(GBytes) end = NULL;
+	int rc;
+
+	/* Owners and waiters alike are keys under NAME/ (etcd's own lock
+	 * service makes them so): none at all means the lock is free. */
+	g_byte_array_append(pfx, (const guint8 *)n, nlen);
+	g_byte_array_append(pfx, (const guint8 *)"/", 1);
+	end = keymap_prefix_end((const char *)pfx->data, pfx->len);
+	cmp.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
+	cmp.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__VERSION;
+	cmp.key = bin(pfx->data, pfx->len);
+	cmp.range_end = bin_bytes(end);
+	cmp.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_VERSION;
+	cmp.version = 0;
+	put.key = bin_bytes(key);
+	put.lease = lease;
+	op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
+	op.request_put = &put;
+	req.n_compare = 1;
+	req.compare = cmps;
+	req.n_success = 1;
+	req.success = ops;
+	rc = txn(e, &req, &resp);
+	if (rc < 0)
+		return rc;
+	if (!resp->succeeded)
+		rc = -EAGAIN;
+	else if (rev)
+		*rev = resp->header ? resp->header->revision : 0;
+	etcdserverpb__txn_response__free_unpacked(resp, NULL);
+	return rc;
 }

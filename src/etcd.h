@@ -229,3 +229,53 @@ int etcd_watch_request_progress(struct ef_grpc_stream *s);
 
 /* Cancels the stream, waits for on_close, frees it. */
 void etcd_watch_close(struct ef_grpc_stream *s);
+
+/* ---- Lease ---- */
+
+/* Grants a lease of ttl seconds: *id and the TTL etcd granted. -ENOLCK when
+ * etcd answers without one. */
+int etcd_lease_grant(struct ef_etcd *e, int64_t ttl, int64_t *id, int64_t *granted_ttl);
+/* Revokes lease id, deleting every key attached to it. */
+int etcd_lease_revoke(struct ef_etcd *e, int64_t id);
+
+/* Callbacks run on the connection's I/O thread: record and return. */
+struct ef_keepalive_ops {
+	/* One LeaseKeepAliveResponse: ttl <= 0 means the lease is gone. */
+	void (*on_ttl)(void *ud, int64_t id, int64_t ttl);
+	void (*on_close)(void *ud, int err);                /* exactly once, last */
+};
+/* Opens a LeaseKeepAlive stream; ops/ud are borrowed until on_close.
+ * Returns 0 and *out (free with etcd_keepalive_close) or -errno. */
+int etcd_keepalive_open(struct ef_etcd *e, const struct ef_keepalive_ops *ops, void *ud,
+			struct ef_grpc_stream **out);
+/* Asks for lease id to be kept alive once more. */
+int etcd_keepalive_send(struct ef_grpc_stream *s, int64_t id);
+/* Cancels the stream, waits for on_close, frees it. */
+void etcd_keepalive_close(struct ef_grpc_stream *s);
+
+/* ---- Lock (etcd's v3lock service, as `etcdctl lock` uses it) ---- */
+
+struct ef_lock_ops {
+	/* Runs once, on the I/O thread (record and return): err 0 with the
+	 * owner key (borrowed for the call) and the grant's revision, or
+	 * -ENOLCK (etcd refused: logged), -ENOTCONN, -EPROTO. */
+	void (*on_done)(void *ud, int err, GBytes *key, int64_t rev);
+};
+/*
+ * Starts waiting for the lock name on lease: etcd makes the key
+ * name/<lease in hex> and answers once every older key under name/ is
+ * gone. ops/ud are borrowed until on_done. Returns 0 and *out, or -errno
+ * (and then on_done never runs). Never two at once for one name and
+ * lease (etcd would let both through).
+ */
+int etcd_lock_start(struct ef_etcd *e, GBytes *name, int64_t lease, const struct ef_lock_ops *ops,
+		    void *ud, struct ef_grpc_stream **out);
+/* Ends a Lock call: cancels it if still waiting (etcd withdraws the key it
+ * made unless it was granted meanwhile), waits for on_done, frees s. */
+void etcd_lock_cancel(struct ef_grpc_stream *s);
+/* Deletes an owner key (no error if it is already gone). */
+int etcd_unlock(struct ef_etcd *e, GBytes *key);
+/* Takes the lock name at once if no key at all lies under name/, by
+ * putting key (name/<lease in hex>) on lease in one Txn: 0 and the
+ * revision, or -EAGAIN when it is held or waited for. */
+int etcd_lock_try(struct ef_etcd *e, GBytes *name, GBytes *key, int64_t lease, int64_t *rev);

@@ -30,9 +30,10 @@ struct ef_fs *fs_new(const struct ef_fs_config *cfg)
 	return fs;
 }
 
-void fs_set_etcd(struct ef_fs *fs, struct ef_etcd *etcd)
+void fs_set_etcd(struct ef_fs *fs, struct ef_etcd *etcd, struct ef_locks *locks)
 {
 	fs->etcd = etcd;
+	fs->locks = locks;
 }
 
 void fs_free(struct ef_fs *fs)

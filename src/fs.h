@@ -24,6 +24,7 @@
 
 struct ef_etcd;
 struct ef_inode;
+struct ef_locks;
 
 /* The largest value a write buffer may hold: above it write() fails with
  * EFBIG at once (the server's own, lower limit fails the Put at close). */
@@ -49,15 +50,17 @@ struct ef_fs {
 	struct timespec mount_time;  /* immutable: times of what has no revision */
 	struct ef_etcd *etcd;        /* borrowed; set by fs_set_etcd before the
 				      * session loop, NULL after it */
+	struct ef_locks *locks;      /* borrowed; set and cleared with etcd */
 };
 
 /* A new context: copies cfg (taking a reference on root) and sets up the
  * inode table and the local directories, which live as long as it. */
 struct ef_fs *fs_new(const struct ef_fs_config *cfg);
 
-/* Sets the etcd client once the daemon has forked (borrowed until the next
- * call, which passes NULL before the client is freed). */
-void fs_set_etcd(struct ef_fs *fs, struct ef_etcd *etcd);
+/* Sets the etcd client and the locks on it once the daemon has forked
+ * (borrowed until the next call, which passes NULLs before they are
+ * freed). */
+void fs_set_etcd(struct ef_fs *fs, struct ef_etcd *etcd, struct ef_locks *locks);
 
 /* Tears down what fs_new set up and frees fs. */
 void fs_free(struct ef_fs *fs);

@@ -29,6 +29,7 @@
 #include "inode.h"
 #include "keymap.h"
 #include "localdir.h"
+#include "lock.h"
 #include "rename.h"
 #include "watch.h"
 #include "writeback.h"
@@ -386,9 +387,27 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 	if (h->writer)
 		writeback_writer_release(fs, in);
+	/* After the last Put: the next holder must read what this one
+	 * wrote. */
+	if (fi->flock_release)
+		locks_release(fs->locks, fi->lock_owner);
 	handle_free(h);
 	inode_unref(in);
 	fuse_reply_err(req, 0);
+}
+
+/* flock(2): etcd's lock of the file's key (lock.h). */
+static void op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op)
+{
+	struct ef_fs *fs = fuse_req_userdata(req);
+	struct ef_handle *h = (struct ef_handle *)(uintptr_t)fi->fh;
+	g_autoptr(GBytes) key = inode_key(h->in);
+
+	/* What the holder wrote through this file reaches etcd before the
+	 * next holder may read it; a failed Put is reported by close. */
+	if ((op & ~LOCK_NB) == LOCK_UN && h->writer)
+		(void)writeback_publish(fs, h->in, EF_PUBLISH_ALWAYS);
+	locks_flock(fs->locks, req, key, fi->lock_owner, op);
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
@@ -724,6 +743,8 @@ static const char *const xattr_names[] = {
 	XATTR_PREFIX "create_revision", XATTR_PREFIX "mod_revision",
 	XATTR_PREFIX "version", XATTR_PREFIX "lease",
 };
+/* The name `etcdctl lock` takes for the file's flock lock. */
+#define XATTR_LOCK_NAME XATTR_PREFIX "lock_name"
 
 static void reply_xattr_data(fuse_req_t req, const char *data, size_t len, size_t size)
 {
@@ -744,6 +765,16 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	int rc = in ? 0 : -ESTALE;
 	int idx = -1;
 
+	if (in && in->kind == EF_FILE && strcmp(name, XATTR_LOCK_NAME) == 0) {
+		g_autoptr(GBytes) key = inode_key(in);
+		g_autoptr(GBytes) lname = locks_name(fs->locks, key);
+		gsize len;
+		const char *d = g_bytes_get_data(lname, &len);
+
+		reply_xattr_data(req, d, len, size);
+		inode_unref(in);
+		return;
+	}
 	for (size_t i = 0; i < G_N_ELEMENTS(xattr_names); i++)
 		if (strcmp(name, xattr_names[i]) == 0)
 			idx = (int)i;
@@ -776,9 +807,11 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		fuse_reply_err(req, ESTALE);
 		return;
 	}
-	if (in->kind == EF_FILE)
+	if (in->kind == EF_FILE) {
 		for (size_t i = 0; i < G_N_ELEMENTS(xattr_names); i++)
 			g_string_append_len(names, xattr_names[i], strlen(xattr_names[i]) + 1);
+		g_string_append_len(names, XATTR_LOCK_NAME, sizeof(XATTR_LOCK_NAME));
+	}
 	inode_unref(in);
 	reply_xattr_data(req, names->str, names->len, size);
 }
@@ -842,6 +875,7 @@ const struct fuse_lowlevel_ops fsops_ops = {
 	.flush = op_flush,
 	.fsync = op_fsync,
 	.release = op_release,
+	.flock = op_flock,
 	.opendir = op_opendir,
 	.readdir = op_readdir,
 	.readdirplus = op_readdirplus,

@@ -534,7 +534,7 @@ fail:
 	return rc;
 }
 
-int grpc_stream_send(struct ef_grpc_stream *s, const void *msg, size_t len)
+static int stream_send(struct ef_grpc_stream *s, const void *msg, size_t len, gboolean last)
 {
 	GBytes *body;
 	int rc;
@@ -543,10 +543,20 @@ int grpc_stream_send(struct ef_grpc_stream *s, const void *msg, size_t len)
 		return -EFBIG;
 	body = frame_message(msg, len);
 	g_mutex_lock(&s->lock);
-	rc = s->closed ? -EPIPE : h2_stream_write(s->h, s->id, body, FALSE);
+	rc = s->closed ? -EPIPE : h2_stream_write(s->h, s->id, body, last);
 	g_mutex_unlock(&s->lock);
 	g_bytes_unref(body);
 	return rc;
+}
+
+int grpc_stream_send(struct ef_grpc_stream *s, const void *msg, size_t len)
+{
+	return stream_send(s, msg, len, FALSE);
+}
+
+int grpc_stream_send_last(struct ef_grpc_stream *s, const void *msg, size_t len)
+{
+	return stream_send(s, msg, len, TRUE);
 }
 
 void grpc_stream_free(struct ef_grpc_stream *s)

@@ -112,6 +112,10 @@ int grpc_stream_open(struct ef_h2 *h, const char *path, const struct ef_grpc_str
  * if the stream has closed). Safe from any thread, including callbacks. */
 int grpc_stream_send(struct ef_grpc_stream *s, const void *msg, size_t len);
 
+/* grpc_stream_send, and the request side ends with it (END_STREAM): a
+ * unary call whose answer may take as long as it takes (a lock). */
+int grpc_stream_send_last(struct ef_grpc_stream *s, const void *msg, size_t len);
+
 /* Cancels the stream (RST_STREAM CANCEL) if still open, waits until
  * on_close has run, and frees s. Not callable from the I/O thread. */
 void grpc_stream_free(struct ef_grpc_stream *s);

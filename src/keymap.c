@@ -181,3 +181,24 @@ enum keymap_kind keymap_split(const char *key, size_t klen, size_t dlen, size_t 
 	*comp_len = (size_t)(slash - rest);
 	return KEYMAP_DIR;
 }
+
+GBytes *keymap_lock_name(const char *prefix, size_t plen, const char *key, size_t klen)
+{
+	GByteArray *n = g_byte_array_sized_new(plen + klen + 1);
+	static const char hex[] = "0123456789ABCDEF";
+
+	g_byte_array_append(n, (const guint8 *)prefix, plen);
+	for (size_t i = 0; i < klen; i++) {
+		unsigned char c = (unsigned char)key[i];
+
+		if (c == '%' || c < 0x20 || c == 0x7f) {
+			const guint8 esc[3] = { '%', hex[c >> 4], hex[c & 15] };
+
+			g_byte_array_append(n, esc, 3);
+		} else {
+			g_byte_array_append(n, &c, 1);
+		}
+	}
+	g_byte_array_append(n, (const guint8 *)"%", 1);
+	return g_byte_array_free_to_bytes(n);
+}

@@ -56,3 +56,14 @@ GBytes *keymap_prefix_end(const char *p, size_t len);
  * The component starts at key + dlen either way. */
 enum keymap_kind { KEYMAP_FILE, KEYMAP_DIR };
 enum keymap_kind keymap_split(const char *key, size_t klen, size_t dlen, size_t *comp_len);
+
+/*
+ * The name of file key's lock (etcd's lock service, `etcdctl lock NAME`):
+ * prefix, then the key with each '%' as "%25" and each control byte (below
+ * 0x20, and 0x7f) as "%XX", then a final '%'. Pure and one-to-one. etcd
+ * makes a lock's owner keys NAME/<lease>: since '%' never comes before '/'
+ * inside an escaped key, no lock name followed by '/' begins another's, so
+ * one file's lock never waits for another file's owners; and the name
+ * prints whole, to be passed on a command line. Returns a new GBytes.
+ */
+GBytes *keymap_lock_name(const char *prefix, size_t plen, const char *key, size_t klen);

@@ -23,6 +23,7 @@
 #include "fsops.h"
 #include "h2.h"
 #include "keymap.h"
+#include "lock.h"
 #include "options.h"
 #include "revclock.h"
 #include "watch.h"
@@ -31,6 +32,7 @@
 #define DEFAULT_DIAL "2s"
 #define DEFAULT_COMMAND "5s"
 #define DEFAULT_CACHE "32M"
+#define DEFAULT_LOCK_PREFIX "etcdfs-lock"
 
 struct ef_opts {
 	char *endpoints;
@@ -39,6 +41,8 @@ struct ef_opts {
 	char *command_timeout;
 	char *cache_size;
 	char *consistency;
+	char *lock_prefix;
+	char *lock_ttl;
 	unsigned int uid, gid, umask;
 	int uid_set, gid_set, umask_set;
 	int shared;          /* allow_other or allow_root */
@@ -69,6 +73,10 @@ static const struct fuse_opt ef_opt_spec[] = {
 	FUSE_OPT_KEY("umask=", KEY_UMASK),
 	FUSE_OPT_KEY("allow_other", KEY_SHARED),
 	FUSE_OPT_KEY("allow_root", KEY_SHARED),
+	{ "--lock-prefix=%s", offsetof(struct ef_opts, lock_prefix), 0 },
+	{ "lock_prefix=%s", offsetof(struct ef_opts, lock_prefix), 0 },
+	{ "--lock-ttl=%s", offsetof(struct ef_opts, lock_ttl), 0 },
+	{ "lock_ttl=%s", offsetof(struct ef_opts, lock_ttl), 0 },
 	{ "--consistency=%s", offsetof(struct ef_opts, consistency), 0 },
 	{ "consistency=%s", offsetof(struct ef_opts, consistency), 0 },
 	OPT("--serializable", serializable),
@@ -119,7 +127,12 @@ static void usage(const char *prog)
 	       "    --serializable         serve reads from the nearest member\n"
 	       "                           (also --consistency=s; l is the default)\n"
 	       "    --cache-size=SIZE      memory for cached values (default " DEFAULT_CACHE ")\n"
-	       "    -o endpoints=,prefix=,dial_timeout=,command_timeout=,serializable,cache_size=\n"
+	       "    --lock-prefix=PREFIX   etcd lock names of files start with it\n"
+	       "                           (default " DEFAULT_LOCK_PREFIX ")\n"
+	       "    --lock-ttl=DUR         lease of this mount's locks: they outlive a dead\n"
+	       "                           daemon by at most this (default 60s)\n"
+	       "    -o endpoints=,prefix=,dial_timeout=,command_timeout=,serializable,cache_size=,\n"
+	       "       lock_prefix=,lock_ttl=\n"
 	       "    -o uid=N,gid=N,umask=OOO  owner and permissions shown for every file\n\n",
 	       prog);
 	fuse_cmdline_help();
@@ -134,6 +147,8 @@ static void opts_clear(struct ef_opts *o)
 	g_free(o->command_timeout);
 	g_free(o->cache_size);
 	g_free(o->consistency);
+	g_free(o->lock_prefix);
+	g_free(o->lock_ttl);
 	for (int i = 0; i < o->n_positional; i++)
 		g_free(o->positional[i]);
 }
@@ -143,6 +158,8 @@ struct ef_settings {
 	int dial_ms, command_ms;
 	size_t cache_size;
 	bool shared;
+	const char *lock_prefix;
+	int lock_ttl;          /* seconds */
 };
 
 /* Resolves endpoints and timeouts; prints a one-line reason on error. */
@@ -176,6 +193,19 @@ static int settings_resolve(struct ef_opts *o, struct ef_settings *s)
 	if (options_parse_size(o->cache_size ? o->cache_size : DEFAULT_CACHE, &s->cache_size) < 0) {
 		g_printerr("etcdfs: bad cache size (use e.g. 64M, 512K, 1G)\n");
 		return -1;
+	}
+	s->lock_prefix = o->lock_prefix ? o->lock_prefix : DEFAULT_LOCK_PREFIX;
+	if (o->lock_ttl) {
+		int ms;
+
+		/* etcd leases count whole seconds. */
+		if (options_parse_duration(o->lock_ttl, &ms) < 0) {
+			g_printerr("etcdfs: bad --lock-ttl (use e.g. 60s, 2m)\n");
+			return -1;
+		}
+		s->lock_ttl = (ms + 999) / 1000;
+	} else {
+		s->lock_ttl = LOCK_TTL_DEFAULT;
 	}
 	if (options_parse_duration(o->dial_timeout ? o->dial_timeout : DEFAULT_DIAL,
 				   &s->dial_ms) < 0 ||
@@ -243,6 +273,7 @@ static int serve(struct fuse_session *se, struct ef_fs *fs, const struct fuse_cm
 	g_autoptr(GError) err = NULL;
 	struct ef_h2 *h = h2_new(&hc, &err);
 	struct ef_etcd *etcd;
+	struct ef_locks *locks;
 	struct fuse_loop_config *lc;
 	int rc;
 
@@ -252,7 +283,8 @@ static int serve(struct fuse_session *se, struct ef_fs *fs, const struct fuse_cm
 	}
 	etcd = etcd_new(h, s->command_ms, serializable);
 	etcd_set_doubt_hook(etcd, watch_doubt, NULL);
-	fs_set_etcd(fs, etcd);
+	locks = locks_new(etcd, s->lock_prefix, s->lock_ttl);
+	fs_set_etcd(fs, etcd, locks);
 	watch_start(etcd, fs->root, se);
 	if (co->singlethread) {
 		rc = fuse_session_loop(se);
@@ -268,8 +300,10 @@ static int serve(struct fuse_session *se, struct ef_fs *fs, const struct fuse_cm
 		rc = fuse_session_loop_mt(se, lc);
 		fuse_loop_cfg_destroy(lc);
 	}
+	/* Parked lock requests are answered while the session exists. */
+	locks_free(locks);
 	watch_stop();
-	fs_set_etcd(fs, NULL);
+	fs_set_etcd(fs, NULL, NULL);
 	etcd_free(etcd);
 	h2_free(h);
 	return rc == 0 ? 0 : 1;

@@ -78,12 +78,17 @@ static struct {
 	int64_t ring_rev[RING];    /* protected by lock: its mod_revision (INT64_MAX:
 				    * a change made here, whatever its revision) */
 	int64_t seen_rev;          /* protected by lock: the newest event recorded */
+	int64_t applied;           /* protected by lock: every event up to this
+				    * revision is applied */
+	int64_t floor;             /* protected by lock: caches serve nothing until
+				    * applied reaches it (a lock was granted there) */
 	GHashTable *created;       /* protected by lock: file key -> revision
 				    * (gint64 *) at which this mount made it exist,
 				    * until the watch reaches that revision */
 } w;
 
-bool watch_trusted(void)
+/* Whether the stream is established, whatever the floor. */
+static bool stream_trusted(void)
 {
 	bool t;
 
@@ -91,6 +96,32 @@ bool watch_trusted(void)
 	t = w.trusted;
 	g_mutex_unlock(&w.lock);
 	return t;
+}
+
+bool watch_trusted(void)
+{
+	bool t;
+
+	g_mutex_lock(&w.lock);
+	t = w.trusted && w.applied >= w.floor;
+	g_mutex_unlock(&w.lock);
+	return t;
+}
+
+void watch_order_after(int64_t rev)
+{
+	g_mutex_lock(&w.lock);
+	if (rev > w.floor)
+		w.floor = rev;
+	g_mutex_unlock(&w.lock);
+}
+
+static void set_applied(int64_t next)
+{
+	g_mutex_lock(&w.lock);
+	if (next - 1 > w.applied)
+		w.applied = next - 1;
+	g_mutex_unlock(&w.lock);
 }
 
 uint64_t watch_seq(void)
@@ -274,7 +305,7 @@ void watch_doubt(void *unused)
 {
 	struct item *it;
 
-	if (!w.q || !watch_trusted() || !g_atomic_int_compare_and_exchange(&w.doubt_queued, 0, 1))
+	if (!w.q || !stream_trusted() || !g_atomic_int_compare_and_exchange(&w.doubt_queued, 0, 1))
 		return;
 	it = g_new0(struct item, 1);
 	it->kind = ITEM_DOUBT;
@@ -658,7 +689,7 @@ static bool run_stream(int64_t *next)
 			/* Serve nothing from the caches until this stream
 			 * answers again: a progress request makes it. */
 			item_free(it);
-			if (watch_trusted()) {
+			if (stream_trusted()) {
 				set_trusted(false);
 				invalidate_all();
 				doubted = true;
@@ -686,6 +717,7 @@ static bool run_stream(int64_t *next)
 			break;
 		}
 		item_free(it);
+		set_applied(*next);
 		/* The stream answered after the doubt: no event was lost on
 		 * it, and the caches were emptied meanwhile. */
 		if (doubted && created) {

@@ -32,8 +32,14 @@ void watch_stop(void);
  * until the stream proves alive again. Any thread; cheap when repeated. */
 void watch_doubt(void *unused);
 
-/* True while the stream is established: cached data is kept current. */
+/* True while the stream is established and has applied every event up to
+ * the floor (watch_order_after): cached data is kept current. */
 bool watch_trusted(void);
+
+/* A lock was granted at revision rev: until the watch has applied every
+ * event up to it, nothing is served from a cache, so the holder reads what
+ * the previous holder wrote, on any mount. */
+void watch_order_after(int64_t rev);
 
 /* A position in the sequence of applied events. */
 uint64_t watch_seq(void);

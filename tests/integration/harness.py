@@ -639,6 +639,15 @@ class Mount:
         if mountinfo_entry(self.path):
             fusermount_u(self.path, lazy=True, timeout=10)
 
+    def crash(self):
+        """SIGKILL of the daemon, as a crash would, and the mount taken
+        down lazily; the mount counts as closed (its teardown expects
+        nothing more)."""
+        self.abort()
+        self.closed = True
+        with _registry_lock:
+            _mounts.discard(self)
+
     def p(self, *parts):
         """A path inside the mount."""
         return os.path.join(self.path, *parts)

@@ -39,7 +39,10 @@ def test_values_match_etcd(etcd, mnt):
     kv = etcd.kv("/x")
     assert kv["version"] == 3 and kv["create_revision"] < kv["mod_revision"]
     assert xattrs(mnt.p("x")) == expected(kv)
-    assert sorted(n for n in os.listxattr(mnt.p("x")) if n.startswith("user.")) == sorted(NAMES)
+    assert sorted(n for n in os.listxattr(mnt.p("x")) if n.startswith("user.")) == \
+        sorted(NAMES + ["user.etcd.lock_name"])
+    # the lock's name (test_locks.py): the default prefix, the key, a final %
+    assert os.getxattr(mnt.p("x"), "user.etcd.lock_name") == b"etcdfs-lock/x%"
 
 
 def test_getfattr_dump(etcd, mnt):

@@ -300,6 +300,64 @@ static void test_split(void)
 	check_split("ab/", 3, 0, KEYMAP_DIR, 2);
 }
 
+static char *lock_name(const char *prefix, const char *key, size_t klen)
+{
+	g_autoptr(GBytes) n = keymap_lock_name(prefix, strlen(prefix), key, klen);
+	gsize len;
+	const char *d = g_bytes_get_data(n, &len);
+
+	return g_strndup(d, len);
+}
+
+static void test_lock_name_cases(void)
+{
+	static const struct {
+		const char *key;
+		size_t len;
+		const char *name;
+	} cases[] = {
+		{ "/app/deploy.lock", 16, "etcdfs-lock/app/deploy.lock%" },
+		{ "a%b", 3, "etcdfs-locka%25b%" },
+		{ "x\0y\n\x7f", 5, "etcdfs-lockx%00y%0A%7F%" },
+		{ "", 0, "etcdfs-lock%" },
+		{ "caf\xc3\xa9 bar", 9, "etcdfs-lockcaf\xc3\xa9 bar%" },
+	};
+
+	for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+		g_autofree char *n = lock_name("etcdfs-lock", cases[i].key, cases[i].len);
+
+		g_assert_cmpstr(n, ==, cases[i].name);
+	}
+}
+
+/* etcd's owner keys of lock N are N + "/" + lease: no other lock's name may
+ * start with N + "/", or its owners would count as N's. Keys built from the
+ * bytes that matter ('%', '/', digits, letters, NUL). */
+static void test_lock_name_prefix_free(void)
+{
+	static const char alphabet[] = { '%', '/', '2', '5', 'a', 'F', '\0' };
+	GRand *r = g_rand_new_with_seed(7);
+	GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
+
+	for (int i = 0; i < 3000; i++) {
+		char key[8];
+		size_t len = (size_t)g_rand_int_range(r, 0, 8);
+
+		for (size_t j = 0; j < len; j++)
+			key[j] = alphabet[g_rand_int_range(r, 0, sizeof(alphabet))];
+		g_ptr_array_add(names, lock_name("p/", key, len));
+	}
+	for (guint i = 0; i < names->len; i++) {
+		g_autofree char *owner = g_strconcat(names->pdata[i], "/", NULL);
+
+		for (guint j = 0; j < names->len; j++)
+			if (strcmp(names->pdata[i], names->pdata[j]) != 0)
+				g_assert_false(g_str_has_prefix(names->pdata[j], owner));
+	}
+	g_ptr_array_unref(names);
+	g_rand_free(r);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -315,5 +373,7 @@ int main(int argc, char **argv)
 	g_test_add_func("/keymap/child_key", test_child_key);
 	g_test_add_func("/keymap/self_len", test_self_len);
 	g_test_add_func("/keymap/split", test_split);
+	g_test_add_func("/keymap/lock_name/cases", test_lock_name_cases);
+	g_test_add_func("/keymap/lock_name/prefix_free", test_lock_name_prefix_free);
 	return g_test_run();
 }
