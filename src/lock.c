@@ -486,11 +486,15 @@ static gpointer lock_thread(gpointer data)
 	while (!stop) {
 		gint64 wait = l->lease ? l->ka_due - g_get_monotonic_time() : (gint64)G_USEC_PER_SEC * 3600;
 
-		m = g_async_queue_timeout_pop(l->q, wait > 0 ? (guint64)wait : 0);
-		if (!m) {
+		/* Due keepalives go first: a steady stream of messages must
+		 * not starve them. */
+		if (l->lease && wait <= 0) {
 			ka_tick(l);
 			continue;
 		}
+		m = g_async_queue_timeout_pop(l->q, (guint64)wait);
+		if (!m)
+			continue;
 		switch (m->kind) {
 		case MSG_FLOCK:
 			on_flock(l, g_steal_pointer(&m->w));
