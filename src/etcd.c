@@ -354,16 +354,41 @@ int etcd_lookup(struct ef_etcd *e, GBytes *file_key, GBytes *dir_prefix, struct 
 	return etcd_lookup_pages(e, file_key, dir_prefix, NULL, kv, has_children, NULL);
 }
 
+/* One Txn: put if cmp holds. Returns 0 with *rev (if non-NULL) the
+ * revision it made, failed (a -errno) when cmp did not hold, or the call's
+ * -errno. */
+static int put_if(struct ef_etcd *e, Etcdserverpb__PutRequest *put, Etcdserverpb__Compare *cmp,
+		  int failed, int64_t *rev)
+{
+	Etcdserverpb__Compare *cmps[] = { cmp };
+	Etcdserverpb__RequestOp op = ETCDSERVERPB__REQUEST_OP__INIT;
+	Etcdserverpb__RequestOp *ops[] = { &op };
+	Etcdserverpb__TxnRequest req = ETCDSERVERPB__TXN_REQUEST__INIT;
+	Etcdserverpb__TxnResponse *resp = NULL;
+	int rc;
+
+	op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
+	op.request_put = put;
+	req.n_success = 1;
+	req.success = ops;
+	req.n_compare = 1;
+	req.compare = cmps;
+	rc = txn(e, &req, &resp);
+	if (rc < 0)
+		return rc;
+	if (!resp->succeeded)
+		rc = failed;
+	else if (rev)
+		*rev = resp->header ? resp->header->revision : 0;
+	etcdserverpb__txn_response__free_unpacked(resp, NULL);
+	return rc;
+}
+
 int etcd_put(struct ef_etcd *e, GBytes *key, const void *val, size_t vlen, int64_t lease,
 	     int64_t expect_mod, int64_t *mod)
 {
 	Etcdserverpb__PutRequest put = ETCDSERVERPB__PUT_REQUEST__INIT;
 	Etcdserverpb__Compare cmp = ETCDSERVERPB__COMPARE__INIT;
-	Etcdserverpb__Compare *cmps[] = { &cmp };
-	Etcdserverpb__RequestOp op = ETCDSERVERPB__REQUEST_OP__INIT;
-	Etcdserverpb__RequestOp *ops[] = { &op };
-	Etcdserverpb__TxnRequest req = ETCDSERVERPB__TXN_REQUEST__INIT;
-	Etcdserverpb__TxnResponse *resp = NULL;
 	int rc;
 
 	put.key = bin_bytes(key);
@@ -384,27 +409,13 @@ int etcd_put(struct ef_etcd *e, GBytes *key, const void *val, size_t vlen, int64
 		etcdserverpb__put_response__free_unpacked(pr, NULL);
 		return 0;
 	}
-	op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
-	op.request_put = &put;
-	req.n_success = 1;
-	req.success = ops;
 	/* An absent key compares as mod_revision 0. */
 	cmp.key = put.key;
 	cmp.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__MOD;
 	cmp.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
 	cmp.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION;
 	cmp.mod_revision = expect_mod;
-	req.n_compare = 1;
-	req.compare = cmps;
-	rc = txn(e, &req, &resp);
-	if (rc < 0)
-		return rc;
-	if (!resp->succeeded)
-		rc = -ESTALE;
-	else if (mod)
-		*mod = resp->header ? resp->header->revision : 0;
-	etcdserverpb__txn_response__free_unpacked(resp, NULL);
-	return rc;
+	return put_if(e, &put, &cmp, -ESTALE, mod);
 }
 
 int etcd_delete(struct ef_etcd *e, GBytes *key, GBytes *end, int64_t *deleted)
@@ -762,13 +773,19 @@ static const struct ef_grpc_stream_ops watch_stream_ops = {
 	.on_close = watch_on_close,
 };
 
-static int watch_send(struct ef_grpc_stream *s, Etcdserverpb__WatchRequest *req)
+/* Packs msg and sends it on s; with last, the request side ends there. */
+static int stream_send_msg(struct ef_grpc_stream *s, const ProtobufCMessage *msg, bool last)
 {
-	size_t len = etcdserverpb__watch_request__get_packed_size(req);
+	size_t len = protobuf_c_message_get_packed_size(msg);
 	g_autofree uint8_t *buf = g_malloc(len ? len : 1);
 
-	etcdserverpb__watch_request__pack(req, buf);
-	return grpc_stream_send(s, buf, len);
+	protobuf_c_message_pack(msg, buf);
+	return last ? grpc_stream_send_last(s, buf, len) : grpc_stream_send(s, buf, len);
+}
+
+static int watch_send(struct ef_grpc_stream *s, Etcdserverpb__WatchRequest *req)
+{
+	return stream_send_msg(s, &req->base, false);
 }
 
 int etcd_watch_open(struct ef_etcd *e, GBytes *key, GBytes *end, int64_t start_rev,
@@ -911,12 +928,9 @@ int etcd_keepalive_open(struct ef_etcd *e, const struct ef_keepalive_ops *ops, v
 int etcd_keepalive_send(struct ef_grpc_stream *s, int64_t id)
 {
 	Etcdserverpb__LeaseKeepAliveRequest req = ETCDSERVERPB__LEASE_KEEP_ALIVE_REQUEST__INIT;
-	uint8_t buf[16];
-	size_t len;
 
 	req.id = id;
-	len = etcdserverpb__lease_keep_alive_request__pack(&req, buf);
-	return grpc_stream_send(s, buf, len);
+	return stream_send_msg(s, &req.base, false);
 }
 
 void etcd_keepalive_close(struct ef_grpc_stream *s)
@@ -980,17 +994,12 @@ int etcd_lock_start(struct ef_etcd *e, GBytes *name, int64_t lease, const struct
 {
 	V3lockpb__LockRequest req = V3LOCKPB__LOCK_REQUEST__INIT;
 	struct lock_adapter *a = g_new0(struct lock_adapter, 1);
-	g_autofree uint8_t *buf = NULL;
-	size_t len;
 	int rc;
 
 	a->ops = ops;
 	a->ud = ud;
 	req.name = bin_bytes(name);
 	req.lease = lease;
-	len = v3lockpb__lock_request__get_packed_size(&req);
-	buf = g_malloc(len ? len : 1);
-	v3lockpb__lock_request__pack(&req, buf);
 	/* A stream, not a unary call: the answer comes when the lock is
 	 * ours, however long that takes, and cancelling the stream makes
 	 * the server withdraw the waiter's key. */
@@ -999,7 +1008,7 @@ int etcd_lock_start(struct ef_etcd *e, GBytes *name, int64_t lease, const struct
 		g_free(a);
 		return rc;
 	}
-	rc = grpc_stream_send_last(*out, buf, len);
+	rc = stream_send_msg(*out, &req.base, true);
 	if (rc < 0) {
 		/* on_close frees the adapter. */
 		grpc_stream_free(*out);
@@ -1032,17 +1041,11 @@ int etcd_unlock(struct ef_etcd *e, GBytes *key)
 int etcd_lock_try(struct ef_etcd *e, GBytes *name, GBytes *key, int64_t lease, int64_t *rev)
 {
 	Etcdserverpb__Compare cmp = ETCDSERVERPB__COMPARE__INIT;
-	Etcdserverpb__Compare *cmps[] = { &cmp };
 	Etcdserverpb__PutRequest put = ETCDSERVERPB__PUT_REQUEST__INIT;
-	Etcdserverpb__RequestOp op = ETCDSERVERPB__REQUEST_OP__INIT;
-	Etcdserverpb__RequestOp *ops[] = { &op };
-	Etcdserverpb__TxnRequest req = ETCDSERVERPB__TXN_REQUEST__INIT;
-	Etcdserverpb__TxnResponse *resp = NULL;
 	gsize nlen;
 	const char *n = g_bytes_get_data(name, &nlen);
 	g_autoptr(GByteArray) pfx = g_byte_array_sized_new(nlen + 1);
 	g_autoptr(GBytes) end = NULL;
-	int rc;
 
 	/* Owners and waiters alike are keys under NAME/ (etcd's own lock
 	 * service makes them so): none at all means the lock is free. */
@@ -1057,19 +1060,5 @@ int etcd_lock_try(struct ef_etcd *e, GBytes *name, GBytes *key, int64_t lease, i
 	cmp.version = 0;
 	put.key = bin_bytes(key);
 	put.lease = lease;
-	op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
-	op.request_put = &put;
-	req.n_compare = 1;
-	req.compare = cmps;
-	req.n_success = 1;
-	req.success = ops;
-	rc = txn(e, &req, &resp);
-	if (rc < 0)
-		return rc;
-	if (!resp->succeeded)
-		rc = -EAGAIN;
-	else if (rev)
-		*rev = resp->header ? resp->header->revision : 0;
-	etcdserverpb__txn_response__free_unpacked(resp, NULL);
-	return rc;
+	return put_if(e, &put, &cmp, -EAGAIN, rev);
 }

@@ -224,25 +224,7 @@ static int lease_ensure(struct ef_locks *l)
 	return 0;
 }
 
-/* etcd says the lease is gone (it expired while we could not reach etcd):
- * so is every lock key on it. The owners here are told nothing today; the
- * next lock takes a new lease. */
-static void lease_lost(struct ef_locks *l)
-{
-	GHashTableIter it;
-	struct lk *lk;
 
-	g_warning("etcdfs: the lock lease %" PRIx64 " expired: locks held here are lost",
-		  (uint64_t)l->lease);
-	l->lease = 0;
-	ka_close(l);
-	g_hash_table_iter_init(&it, l->locks);
-	while (g_hash_table_iter_next(&it, NULL, (gpointer *)&lk))
-		if (lk->key) {
-			g_bytes_unref(lk->key);
-			lk->key = NULL;
-		}
-}
 
 /* ---- Lock calls ---- */
 
@@ -318,6 +300,32 @@ static void call_next(struct ef_locks *l, struct lk *lk)
 		fail_waiters(lk, ENOLCK);
 }
 
+/* etcd says the lease is gone (it expired while we could not reach etcd):
+ * so is every lock key on it. The holders here are told nothing today; the
+ * waiters wait again on a new lease (their keys went with the old one). */
+static void lease_lost(struct ef_locks *l)
+{
+	GHashTableIter it;
+	struct lk *lk;
+
+	g_warning("etcdfs: the lock lease %" PRIx64 " expired: locks held here are lost",
+		  (uint64_t)l->lease);
+	l->lease = 0;
+	ka_close(l);
+	g_hash_table_iter_init(&it, l->locks);
+	while (g_hash_table_iter_next(&it, NULL, (gpointer *)&lk)) {
+		if (lk->key) {
+			g_bytes_unref(lk->key);
+			lk->key = NULL;
+		}
+		if (lk->call) {
+			etcd_lock_cancel(lk->call);
+			lk->call = NULL;
+			call_next(l, lk);
+		}
+	}
+}
+
 /* Gives the lock to owner (etcd granted it at rev), and says so to every
  * waiter of that owner. */
 static void grant(struct lk *lk, uint64_t owner, GBytes *key, int64_t rev)
@@ -340,6 +348,7 @@ static void grant(struct lk *lk, uint64_t owner, GBytes *key, int64_t rev)
 	}
 }
 
+/* Lets go of what owner holds; the caller drops lk if nobody needs it. */
 static void release_held(struct ef_locks *l, struct lk *lk)
 {
 	if (lk->key) {
@@ -349,7 +358,6 @@ static void release_held(struct ef_locks *l, struct lk *lk)
 	lk->key = NULL;
 	lk->holder = 0;
 	call_next(l, lk);
-	lk_maybe_drop(l, lk);
 }
 
 static void on_grant(struct ef_locks *l, struct msg *m)
@@ -379,51 +387,49 @@ static void on_grant(struct ef_locks *l, struct msg *m)
 	grant(lk, w->owner, g_steal_pointer(&m->key), m->rev);
 }
 
+/* LOCK_NB on a lock free here: one Txn takes it if it is free in etcd
+ * too. Returns the errno to answer. */
+static int lock_try(struct ef_locks *l, struct lk *lk, uint64_t owner)
+{
+	g_autoptr(GBytes) key = NULL;
+	int64_t rev = 0;
+	int rc = lease_ensure(l);
+
+	if (rc == 0) {
+		key = owner_key(l, lk->name);
+		rc = etcd_lock_try(l->etcd, lk->name, key, l->lease, &rev);
+	}
+	if (rc == 0)
+		grant(lk, owner, g_steal_pointer(&key), rev);
+	return rc == 0 ? 0 : rc == -EAGAIN ? EWOULDBLOCK : ENOLCK;
+}
+
 static void on_flock(struct ef_locks *l, struct waiter *w)
 {
 	struct lk *lk = lk_get(l, w->name);
+	bool busy = lk->holder || lk->call || !g_queue_is_empty(&lk->waiters);
+	bool nb = w->op & LOCK_NB;
 	int mode = w->op & ~LOCK_NB;
-	g_autoptr(GBytes) key = NULL;
-	int64_t rev = 0;
-	int rc;
 
 	g_debug("lock: flock op %d owner %" PRIx64 " (holder %" PRIx64 ", %u waiting%s)", w->op,
 		w->owner, lk->holder, g_queue_get_length(&lk->waiters), lk->call ? ", calling" : "");
 	if (g_atomic_int_get(&w->interrupted)) {
 		answer(w, EINTR);
-	} else if (mode == LOCK_UN) {
-		if (lk->holder == w->owner)
+	} else if (mode == LOCK_UN || lk->holder == w->owner) {
+		/* An unlock, or a lock this owner has already (a conversion
+		 * to the other mode). */
+		if (mode == LOCK_UN && lk->holder == w->owner)
 			release_held(l, lk);
-		else
-			lk_maybe_drop(l, lk);
 		answer(w, 0);
-	} else if (lk->holder == w->owner) {
-		/* Already this owner's (a conversion to the other mode). */
-		answer(w, 0);
-	} else if (lk->holder || lk->call || !g_queue_is_empty(&lk->waiters)) {
-		if (w->op & LOCK_NB) {
-			answer(w, EWOULDBLOCK);
-		} else {
-			g_queue_push_tail(&lk->waiters, w);
-			call_next(l, lk);
-		}
-	} else if (!(w->op & LOCK_NB)) {
+	} else if (busy && nb) {
+		answer(w, EWOULDBLOCK);
+	} else if (!nb) {
 		g_queue_push_tail(&lk->waiters, w);
 		call_next(l, lk);
-	} else if ((rc = lease_ensure(l)) < 0) {
-		answer(w, ENOLCK);
-		lk_maybe_drop(l, lk);
 	} else {
-		/* Free here: one Txn tells whether it is free in etcd too,
-		 * taking it if so. */
-		key = owner_key(l, w->name);
-		rc = etcd_lock_try(l->etcd, w->name, key, l->lease, &rev);
-		if (rc == 0)
-			grant(lk, w->owner, g_steal_pointer(&key), rev);
-		else
-			lk_maybe_drop(l, lk);
-		answer(w, rc == 0 ? 0 : rc == -EAGAIN ? EWOULDBLOCK : ENOLCK);
+		answer(w, lock_try(l, lk, w->owner));
 	}
+	lk_maybe_drop(l, lk);
 }
 
 static void on_interrupt(struct ef_locks *l, struct waiter *w)
@@ -452,6 +458,7 @@ static void on_release(struct ef_locks *l, uint64_t owner)
 	while (g_hash_table_iter_next(&it, NULL, (gpointer *)&lk))
 		if (lk->holder == owner) {
 			release_held(l, lk);
+			lk_maybe_drop(l, lk);
 			return;
 		}
 }
