@@ -14,10 +14,12 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import pytest
 
 import harness
+from test_races import H2Proxy, PROXY_OPTS
 
 
 
@@ -68,31 +70,29 @@ def locker(path, seconds):
 
 @pytest.fixture
 def two(etcd, mounter):
+    """Two mounts of etcd and app/deploy.lock on both: m1, m2, their paths
+    to the file f1, f2, and its lock name."""
     m1 = mounter(etcd=etcd)
     m2 = mounter(etcd=etcd)
     os.makedirs(os.path.join(m1.path, "app"))
-    with open(os.path.join(m1.path, "app/deploy.lock"), "w"):
+    f1 = os.path.join(m1.path, "app/deploy.lock")
+    f2 = os.path.join(m2.path, "app/deploy.lock")
+    with open(f1, "w"):
         pass
-    wait_for(lambda: os.path.exists(os.path.join(m2.path, "app/deploy.lock")))
-    return m1, m2
+    wait_for(lambda: os.path.exists(f2))
+    return types.SimpleNamespace(m1=m1, m2=m2, f1=f1, f2=f2, name=lock_name(f1))
 
 
 def test_lock_name_is_documented_mapping(etcd, two):
-    m1, m2 = two
-    for m in (m1, m2):
-        assert lock_name(os.path.join(m.path, "app/deploy.lock")) == \
-            b"etcdfs-lock/app/deploy.lock%"
-    assert "user.etcd.lock_name" in os.listxattr(os.path.join(m1.path, "app/deploy.lock"))
+    for f in (two.f1, two.f2):
+        assert lock_name(f) == b"etcdfs-lock/app/deploy.lock%"
+    assert "user.etcd.lock_name" in os.listxattr(two.f1)
     # read-only, like the other etcd attributes
-    assert harness.errno_of(os.setxattr, os.path.join(m1.path, "app/deploy.lock"),
-                            "user.etcd.lock_name", b"x") == errno.EPERM
+    assert harness.errno_of(os.setxattr, two.f1, "user.etcd.lock_name", b"x") == errno.EPERM
 
 
 def test_flock_excludes_across_mounts(etcd, two):
-    m1, m2 = two
-    f1 = os.path.join(m1.path, "app/deploy.lock")
-    f2 = os.path.join(m2.path, "app/deploy.lock")
-    name = lock_name(f1)
+    f1, f2, name = two.f1, two.f2, two.name
     fd = os.open(f1, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)
     keys = owner_keys(etcd, name)
@@ -125,9 +125,7 @@ def test_flock_excludes_across_mounts(etcd, two):
 
 
 def test_flock_and_etcdctl_lock_exclude_each_other(etcd, two):
-    m1, m2 = two
-    f1 = os.path.join(m1.path, "app/deploy.lock")
-    name = lock_name(f1).decode()
+    f1, f2, name = two.f1, two.f2, two.name.decode()
     fd = os.open(f1, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)
     ctl = subprocess.Popen(etcd.ctl_argv("lock", name, "echo", "got-it"),
@@ -140,7 +138,7 @@ def test_flock_and_etcdctl_lock_exclude_each_other(etcd, two):
     # and the reverse: etcdctl holds, flock waits for it
     ctl = subprocess.Popen(etcd.ctl_argv("lock", name, "sleep", "2"))
     wait_for(lambda: len(owner_keys(etcd, name.encode())) == 1)
-    assert not try_flock(os.path.join(m2.path, "app/deploy.lock"))
+    assert not try_flock(f2)
     t0 = time.monotonic()
     fcntl.flock(fd, fcntl.LOCK_EX)
     waited = time.monotonic() - t0
@@ -150,10 +148,7 @@ def test_flock_and_etcdctl_lock_exclude_each_other(etcd, two):
 
 
 def test_lock_released_at_close_and_process_death(etcd, two):
-    m1, m2 = two
-    f1 = os.path.join(m1.path, "app/deploy.lock")
-    f2 = os.path.join(m2.path, "app/deploy.lock")
-    name = lock_name(f1)
+    f1, f2, name = two.f1, two.f2, two.name
     p = locker(f1, 60)
     assert not try_flock(f2)
     p.kill()
@@ -169,10 +164,7 @@ def test_lock_released_at_close_and_process_death(etcd, two):
 
 
 def test_interrupted_waiter_leaves_no_key(etcd, two):
-    m1, m2 = two
-    f1 = os.path.join(m1.path, "app/deploy.lock")
-    f2 = os.path.join(m2.path, "app/deploy.lock")
-    name = lock_name(f1)
+    f1, f2, name = two.f1, two.f2, two.name
     p = locker(f1, 60)
     # flock -w 1: SIGALRM interrupts the wait
     t0 = time.monotonic()
@@ -230,6 +222,64 @@ def test_unmount_revokes_the_lease(etcd, mounter):
 # once the lock is held: a descriptor opened before works on the value it
 # opened, and its Put fails with ESTALE if another holder wrote meanwhile);
 # the holder's id goes into a second file while it holds the lock.
+def test_unlock_puts_what_the_holder_wrote(etcd, two):
+    """LOCK_UN returns after the holder's writes through that descriptor
+    are in etcd, before close: the next holder reads them."""
+    fd = os.open(two.f1, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, b"written under the lock")
+        assert etcd.get(b"/app/deploy.lock") == b""
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        assert etcd.get(b"/app/deploy.lock") == b"written under the lock"
+        fd2 = os.open(two.f2, os.O_RDONLY)
+        try:
+            fcntl.flock(fd2, fcntl.LOCK_EX)
+            assert os.read(fd2, 100) == b"written under the lock"
+        finally:
+            os.close(fd2)
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def proxy(etcd):
+    p = H2Proxy(etcd.client_port)
+    yield p
+    p.close()
+
+
+def test_holder_reads_what_the_previous_holder_wrote(etcd, proxy, mounter):
+    """Mount b's watch events are held back (they may arrive late on any
+    network): the lock it is granted still makes it read the value mount a
+    wrote before letting go, not the one b has cached."""
+    a = mounter(etcd=etcd)
+    b = mounter(*PROXY_OPTS, "--endpoints=" + proxy.endpoint)
+    os.makedirs(a.p("app"))
+    with open(a.p("app/lock"), "w"):
+        pass
+    with open(a.p("app/v"), "w") as f:
+        f.write("1")
+    wait_for(lambda: os.path.exists(b.p("app/v")) and open(b.p("app/v")).read() == "1")
+    proxy.hold_events()
+    fa = os.open(a.p("app/lock"), os.O_RDONLY)
+    fcntl.flock(fa, fcntl.LOCK_EX)
+    with open(a.p("app/v"), "w") as f:
+        f.write("2")
+    fcntl.flock(fa, fcntl.LOCK_UN)
+    os.close(fa)
+    assert etcd.get(b"/app/v") == b"2"
+    fb = os.open(b.p("app/lock"), os.O_RDONLY)
+    fcntl.flock(fb, fcntl.LOCK_EX)
+    try:
+        with open(b.p("app/v")) as f:
+            assert f.read() == "2", "the new holder read a value older than its lock"
+    finally:
+        fcntl.flock(fb, fcntl.LOCK_UN)
+        os.close(fb)
+        proxy.release()
+
+
 COUNTER = r"""
 import fcntl, os, sys
 lock, path, holder, n, me = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
@@ -252,12 +302,12 @@ for _ in range(n):
 def test_counter_loses_no_increment(etcd, two):
     """4 processes on each of two mounts and an etcdctl lock loop increment
     one counter under the lock: the total is exact."""
-    m1, m2 = two
+    m1, m2 = two.m1, two.m2
     f1 = os.path.join(m1.path, "app/counter")
     with open(f1, "w") as f:
         f.write("0")
     wait_for(lambda: os.path.exists(os.path.join(m2.path, "app/counter")))
-    name = lock_name(os.path.join(m1.path, "app/deploy.lock")).decode()
+    name = two.name.decode()
     per, ctl_n = 25, 10
     procs = [subprocess.Popen([sys.executable, "-c", COUNTER,
                                os.path.join(m.path, "app/deploy.lock"),
