@@ -457,6 +457,28 @@ static int cmd_pwrite(const char *dir, int nthreads, long n)
 
 /* list DIR: "milliseconds entries" for opendir, readdir to the end (. and ..
  * not counted) and closedir: what `ls -f` or `find -maxdepth 1` costs. */
+/* flock(LOCK_EX) then LOCK_UN, n times, on one descriptor of file: an
+ * uncontended lock's round trip (both are answered by etcd on a mount).
+ * Prints microseconds per pair. */
+static int cmd_flock(const char *file, long n)
+{
+	int fd = open(file, O_RDONLY | O_CREAT, 0644);
+	double t0;
+
+	if (fd < 0)
+		die("%s: %s", file, strerror(errno));
+	/* The mount's lease is granted at its first lock: not measured. */
+	if (flock(fd, LOCK_EX) < 0 || flock(fd, LOCK_UN) < 0)
+		die("flock %s: %s", file, strerror(errno));
+	t0 = now_s();
+	for (long i = 0; i < n; i++)
+		if (flock(fd, LOCK_EX) < 0 || flock(fd, LOCK_UN) < 0)
+			die("flock %s: %s", file, strerror(errno));
+	printf("%.2f\n", (now_s() - t0) * 1e6 / n);
+	close(fd);
+	return 0;
+}
+
 static int cmd_list(const char *dir)
 {
 	double t0 = now_s();
@@ -710,7 +732,8 @@ static void usage(void)
 	      "       fsbench list DIR\n"
 	      "       fsbench readall DIR\n"
 	      "       fsbench mkfiles DIR N VLEN\n"
-	      "       fsbench walk DIR THREADS\n", stderr);
+	      "       fsbench walk DIR THREADS\n"
+	      "       fsbench flock FILE N\n", stderr);
 	exit(2);
 }
 
@@ -732,6 +755,8 @@ int main(int argc, char **argv)
 	else if (strcmp(cmd, "pwrite") == 0 && argc == 5)
 		rc = cmd_pwrite(argv[2], (int)arg_long(argv[3], 1, 1024),
 				arg_long(argv[4], 1, 100000000));
+	else if (strcmp(cmd, "flock") == 0 && argc == 4)
+		rc = cmd_flock(argv[2], arg_long(argv[3], 1, 10000000));
 	else if (strcmp(cmd, "list") == 0 && argc == 3)
 		rc = cmd_list(argv[2]);
 	else if (strcmp(cmd, "readall") == 0 && argc == 3)

@@ -401,6 +401,53 @@ static int cmd_range(const char *prefix, long page, bool values)
 }
 
 /* get KEY: writes the value, raw, to stdout; exit 1 if absent. */
+/* The first field num (wire type t) of message msg, or false. */
+static bool pb_find(GBytes *msg, unsigned num, unsigned t, struct pb_field *f)
+{
+	gsize len;
+	const uint8_t *p = g_bytes_get_data(msg, &len), *e = p + len;
+
+	while (pb_next(&p, e, f) == 1)
+		if (f->num == num && f->type == t)
+			return true;
+	return false;
+}
+
+/* etcd's lock service as `etcdctl lock` uses it: a lease, then n
+ * uncontended Lock + Unlock pairs on name. Prints microseconds per pair. */
+static int cmd_lock_seq(const char *name, long n)
+{
+	g_autoptr(GByteArray) grant = g_byte_array_new();
+	g_autoptr(GBytes) resp = NULL;
+	struct pb_field f;
+	uint64_t lease;
+	double t0 = 0;
+
+	pb_uint(grant, 1, 60);
+	call("/etcdserverpb.Lease/LeaseGrant", grant, &resp);
+	if (!pb_find(resp, 2, 0, &f) || !f.v)
+		die("LeaseGrant: no lease ID");
+	lease = f.v;
+	/* One pair first, as the mount's first lock is not measured either. */
+	for (long i = -1; i < n; i++) {
+		g_autoptr(GByteArray) lock = g_byte_array_new();
+		g_autoptr(GByteArray) unlock = g_byte_array_new();
+		g_autoptr(GBytes) lr = NULL;
+
+		if (i == 0)
+			t0 = now_s();
+		pb_bytes(lock, 1, name, strlen(name));
+		pb_uint(lock, 2, lease);
+		call("/v3lockpb.Lock/Lock", lock, &lr);
+		if (!pb_find(lr, 2, 2, &f))
+			die("LockResponse: no key");
+		pb_bytes(unlock, 1, f.data, f.len);
+		call("/v3lockpb.Lock/Unlock", unlock, NULL);
+	}
+	printf("%.2f\n", (now_s() - t0) * 1e6 / n);
+	return 0;
+}
+
 static int cmd_get(const char *key)
 {
 	g_autoptr(GByteArray) req = g_byte_array_new();
@@ -534,6 +581,7 @@ static void usage(void)
 	      "       rawclient ENDPOINT range-values PREFIX [PAGE]\n"
 	      "       rawclient ENDPOINT fill PREFIX N PER_DIR VLEN\n"
 	      "       rawclient ENDPOINT get KEY\n"
+	      "       rawclient ENDPOINT lock-seq NAME N\n"
 	      "       rawclient ENDPOINT visible KEY PATH N\n", stderr);
 	exit(2);
 }
@@ -564,6 +612,8 @@ int main(int argc, char **argv)
 	else if (strcmp(cmd, "fill") == 0 && argc == 7)
 		rc = cmd_fill(argv[3], arg_long(argv[4], 1), arg_long(argv[5], 0),
 			      arg_long(argv[6], 0));
+	else if (strcmp(cmd, "lock-seq") == 0 && argc == 5)
+		rc = cmd_lock_seq(argv[3], arg_long(argv[4], 1));
 	else if (strcmp(cmd, "get") == 0 && argc == 4)
 		rc = cmd_get(argv[3]);
 	else if (strcmp(cmd, "visible") == 0 && argc == 6)
