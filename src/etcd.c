@@ -12,6 +12,7 @@
 
 #include "grpc.h"
 #include "keymap.h"
+#include "lockrule.h"
 #include "revclock.h"
 #include "rpc.pb-c.h"
 #include "v3lock.pb-c.h"
@@ -942,86 +943,6 @@ void etcd_keepalive_close(struct ef_grpc_stream *s)
 
 #define LOCK_PATH(m) "/v3lockpb.Lock/" m
 
-struct lock_adapter {
-	const struct ef_lock_ops *ops;
-	void *ud;
-	GBytes *key;               /* the I/O thread's: from the response */
-	int64_t rev;
-	bool bad;                  /* a response that did not decode */
-};
-
-static void lock_on_message(void *ud, const uint8_t *msg, size_t len)
-{
-	struct lock_adapter *a = ud;
-	V3lockpb__LockResponse *r = v3lockpb__lock_response__unpack(NULL, len, msg);
-
-	if (!r || !r->key.len || a->key) {
-		a->bad = true;
-	} else {
-		a->key = g_bytes_new(r->key.data, r->key.len);
-		a->rev = r->header ? r->header->revision : 0;
-		observe(r->header);
-	}
-	if (r)
-		v3lockpb__lock_response__free_unpacked(r, NULL);
-}
-
-static void lock_on_close(void *ud, int err, const struct ef_grpc_status *st)
-{
-	struct lock_adapter *a = ud;
-
-	/* The Lock service reports every failure as code 2: only its text
-	 * tells them apart, and none of them leaves a lock held. */
-	if (err == 0 && st->code != GRPC_OK) {
-		g_message("etcdfs: lock refused: %s", st->message ? st->message : "no reason given");
-		err = -ENOLCK;
-	} else if (err == 0 && (a->bad || !a->key)) {
-		err = -EPROTO;
-	}
-	a->ops->on_done(a->ud, err, err == 0 ? a->key : NULL, a->rev);
-	if (a->key)
-		g_bytes_unref(a->key);
-	g_free(a);
-}
-
-static const struct ef_grpc_stream_ops lock_stream_ops = {
-	.on_message = lock_on_message,
-	.on_close = lock_on_close,
-};
-
-int etcd_lock_start(struct ef_etcd *e, GBytes *name, int64_t lease, const struct ef_lock_ops *ops,
-		    void *ud, struct ef_grpc_stream **out)
-{
-	V3lockpb__LockRequest req = V3LOCKPB__LOCK_REQUEST__INIT;
-	struct lock_adapter *a = g_new0(struct lock_adapter, 1);
-	int rc;
-
-	a->ops = ops;
-	a->ud = ud;
-	req.name = bin_bytes(name);
-	req.lease = lease;
-	/* A stream, not a unary call: the answer comes when the lock is
-	 * ours, however long that takes, and cancelling the stream makes
-	 * the server withdraw the waiter's key. */
-	rc = grpc_stream_open(e->h2, LOCK_PATH("Lock"), &lock_stream_ops, a, out);
-	if (rc < 0) {
-		g_free(a);
-		return rc;
-	}
-	rc = stream_send_msg(*out, &req.base, true);
-	if (rc < 0) {
-		/* on_close frees the adapter. */
-		grpc_stream_free(*out);
-		*out = NULL;
-	}
-	return rc;
-}
-
-void etcd_lock_cancel(struct ef_grpc_stream *s)
-{
-	grpc_stream_free(s);
-}
-
 int etcd_unlock(struct ef_etcd *e, GBytes *key)
 {
 	V3lockpb__UnlockRequest req = V3LOCKPB__UNLOCK_REQUEST__INIT;
@@ -1038,27 +959,68 @@ int etcd_unlock(struct ef_etcd *e, GBytes *key)
 	return 0;
 }
 
-int etcd_lock_try(struct ef_etcd *e, GBytes *name, GBytes *key, int64_t lease, int64_t *rev)
+int etcd_lock_enter(struct ef_etcd *e, GBytes *pfx, GBytes *key, bool shared, int64_t lease,
+		    int64_t *rev, GPtrArray **kvs)
+{
+	Etcdserverpb__PutRequest put = ETCDSERVERPB__PUT_REQUEST__INIT;
+	Etcdserverpb__RangeRequest rr;
+	Etcdserverpb__RequestOp ops[2] = { ETCDSERVERPB__REQUEST_OP__INIT,
+					   ETCDSERVERPB__REQUEST_OP__INIT };
+	Etcdserverpb__RequestOp *opp[] = { &ops[0], &ops[1] };
+	Etcdserverpb__TxnRequest req = ETCDSERVERPB__TXN_REQUEST__INIT;
+	Etcdserverpb__TxnResponse *resp = NULL;
+	Etcdserverpb__RangeResponse *r;
+	gsize plen;
+	const char *p = g_bytes_get_data(pfx, &plen);
+	g_autoptr(GBytes) end = keymap_prefix_end(p, plen);
+	int rc;
+
+	put.key = bin_bytes(key);
+	put.lease = lease;
+	if (shared)
+		put.value = bin(LOCK_SHARED_VALUE, strlen(LOCK_SHARED_VALUE));
+	ops[0].request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
+	ops[0].request_put = &put;
+	/* The queue as it is with the new key in it, read in the same
+	 * revision: a free lock costs this one call. Never serializable. */
+	etcdserverpb__range_request__init(&rr);
+	rr.key = bin_bytes(pfx);
+	rr.range_end = bin_bytes(end);
+	ops[1].request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
+	ops[1].request_range = &rr;
+	req.n_success = 2;
+	req.success = opp;
+	rc = txn(e, &req, &resp);
+	if (rc < 0)
+		return rc;
+	r = txn_range(resp, 1);
+	if (!resp->succeeded || !r) {
+		rc = -EPROTO;
+	} else {
+		*rev = resp->header ? resp->header->revision : 0;
+		*kvs = g_ptr_array_new_full(r->n_kvs, (GDestroyNotify)ef_kv_free);
+		for (size_t i = 0; i < r->n_kvs; i++)
+			g_ptr_array_add(*kvs, kv_from_pb(r->kvs[i], false));
+	}
+	etcdserverpb__txn_response__free_unpacked(resp, NULL);
+	return rc;
+}
+
+int etcd_lock_mark(struct ef_etcd *e, GBytes *key, int64_t create_rev, int64_t lease, int64_t *rev)
 {
 	Etcdserverpb__Compare cmp = ETCDSERVERPB__COMPARE__INIT;
 	Etcdserverpb__PutRequest put = ETCDSERVERPB__PUT_REQUEST__INIT;
-	gsize nlen;
-	const char *n = g_bytes_get_data(name, &nlen);
-	g_autoptr(GByteArray) pfx = g_byte_array_sized_new(nlen + 1);
-	g_autoptr(GBytes) end = NULL;
 
-	/* Owners and waiters alike are keys under NAME/ (etcd's own lock
-	 * service makes them so): none at all means the lock is free. */
-	g_byte_array_append(pfx, (const guint8 *)n, nlen);
-	g_byte_array_append(pfx, (const guint8 *)"/", 1);
-	end = keymap_prefix_end((const char *)pfx->data, pfx->len);
+	/* The same key, so its place in the queue stays; only if it is still
+	 * the one we made (a lost lease took it, and a Put would make a new
+	 * one at the back). */
+	cmp.key = bin_bytes(key);
+	cmp.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE;
 	cmp.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
-	cmp.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__VERSION;
-	cmp.key = bin(pfx->data, pfx->len);
-	cmp.range_end = bin_bytes(end);
-	cmp.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_VERSION;
-	cmp.version = 0;
-	put.key = bin_bytes(key);
+	cmp.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
+	cmp.create_revision = create_rev;
+	put.key = cmp.key;
+	put.value = bin(LOCK_SHARED_VALUE, strlen(LOCK_SHARED_VALUE));
 	put.lease = lease;
-	return put_if(e, &put, &cmp, -EAGAIN, rev);
+	return put_if(e, &put, &cmp, -ESTALE, rev);
 }

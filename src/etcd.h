@@ -253,29 +253,18 @@ int etcd_keepalive_send(struct ef_grpc_stream *s, int64_t id);
 /* Cancels the stream, waits for on_close, frees it. */
 void etcd_keepalive_close(struct ef_grpc_stream *s);
 
-/* ---- Lock (etcd's v3lock service, as `etcdctl lock` uses it) ---- */
+/* ---- Lock keys (lockrule.h: etcd's lock service's queue, with readers) ---- */
 
-struct ef_lock_ops {
-	/* Runs once, on the I/O thread (record and return): err 0 with the
-	 * owner key (borrowed for the call) and the grant's revision, or
-	 * -ENOLCK (etcd refused: logged), -ENOTCONN, -EPROTO. */
-	void (*on_done)(void *ud, int err, GBytes *key, int64_t rev);
-};
-/*
- * Starts waiting for the lock name on lease: etcd makes the key
- * name/<lease in hex> and answers once every older key under name/ is
- * gone. ops/ud are borrowed until on_done. Returns 0 and *out, or -errno
- * (and then on_done never runs). Never two at once for one name and
- * lease (etcd would let both through).
- */
-int etcd_lock_start(struct ef_etcd *e, GBytes *name, int64_t lease, const struct ef_lock_ops *ops,
-		    void *ud, struct ef_grpc_stream **out);
-/* Ends a Lock call: cancels it if still waiting (etcd withdraws the key it
- * made unless it was granted meanwhile), waits for on_done, frees s. */
-void etcd_lock_cancel(struct ef_grpc_stream *s);
 /* Deletes an owner key (no error if it is already gone). */
 int etcd_unlock(struct ef_etcd *e, GBytes *key);
-/* Takes the lock name at once if no key at all lies under name/, by
- * putting key (name/<lease in hex>) on lease in one Txn: 0 and the
- * revision, or -EAGAIN when it is held or waited for. */
-int etcd_lock_try(struct ef_etcd *e, GBytes *name, GBytes *key, int64_t lease, int64_t *rev);
+/*
+ * Joins the queue of a lock: puts key (under pfx, the lock name + "/") on
+ * lease, a reader's when shared, and in the same Txn reads every key under
+ * pfx. *rev is the revision of both (the key's create revision), *kvs the
+ * keys with their values (free func set).
+ */
+int etcd_lock_enter(struct ef_etcd *e, GBytes *pfx, GBytes *key, bool shared, int64_t lease,
+		    int64_t *rev, GPtrArray **kvs);
+/* Makes a writer's key a reader's, keeping its place: -ESTALE if it is no
+ * longer the key of create_rev. *rev: the revision it made. */
+int etcd_lock_mark(struct ef_etcd *e, GBytes *key, int64_t create_rev, int64_t lease, int64_t *rev);

@@ -368,6 +368,9 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	if (h->writer && handle_closer_wrote(h, fuse_req_ctx(req)->pid))
 		rc = writeback_flush(fs, h->in, fuse_req_ctx(req)->pid, h->opener);
+	/* After the Put, as close(2) lets go of the closer's fcntl locks:
+	 * the next holder must read what this one wrote. */
+	locks_flush(fs->locks, ino, fi->lock_owner);
 	fuse_reply_err(req, -rc);
 }
 
@@ -389,11 +392,26 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		writeback_writer_release(fs, in);
 	/* After the last Put: the next holder must read what this one
 	 * wrote. */
-	if (fi->flock_release)
-		locks_release(fs->locks, fi->lock_owner);
+	locks_release(fs->locks, fi->fh, fi->lock_owner, fi->flock_release);
 	handle_free(h);
 	inode_unref(in);
 	fuse_reply_err(req, 0);
+}
+
+static struct locks_who lock_who(fuse_req_t req, fuse_ino_t ino, const struct fuse_file_info *fi)
+{
+	return (struct locks_who){ .owner = fi->lock_owner, .fh = fi->fh, .ino = ino,
+				   .pid = fuse_req_ctx(req)->pid };
+}
+
+/* Before an unlock: what the holder wrote through this file reaches etcd
+ * before the next holder may read it; a failed Put is reported by close. */
+static void unlock_publish(struct ef_fs *fs, const struct fuse_file_info *fi)
+{
+	struct ef_handle *h = (struct ef_handle *)(uintptr_t)fi->fh;
+
+	if (h->writer)
+		(void)writeback_publish(fs, h->in, EF_PUBLISH_ALWAYS);
 }
 
 /* flock(2): etcd's lock of the file's key (lock.h). */
@@ -402,12 +420,35 @@ static void op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, 
 	struct ef_fs *fs = fuse_req_userdata(req);
 	struct ef_handle *h = (struct ef_handle *)(uintptr_t)fi->fh;
 	g_autoptr(GBytes) key = inode_key(h->in);
+	struct locks_who who = lock_who(req, ino, fi);
 
-	/* What the holder wrote through this file reaches etcd before the
-	 * next holder may read it; a failed Put is reported by close. */
-	if ((op & ~LOCK_NB) == LOCK_UN && h->writer)
-		(void)writeback_publish(fs, h->in, EF_PUBLISH_ALWAYS);
-	locks_flock(fs->locks, req, key, fi->lock_owner, op);
+	if ((op & ~LOCK_NB) == LOCK_UN)
+		unlock_publish(fs, fi);
+	locks_flock(fs->locks, req, key, &who, op);
+}
+
+/* fcntl(2) locks, POSIX and OFD: the same etcd lock as flock's. */
+static void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+		     struct flock *lock, int sleep)
+{
+	struct ef_fs *fs = fuse_req_userdata(req);
+	struct ef_handle *h = (struct ef_handle *)(uintptr_t)fi->fh;
+	g_autoptr(GBytes) key = inode_key(h->in);
+	struct locks_who who = lock_who(req, ino, fi);
+
+	if (lock->l_type == F_UNLCK)
+		unlock_publish(fs, fi);
+	locks_setlk(fs->locks, req, key, &who, lock, sleep);
+}
+
+static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock)
+{
+	struct ef_fs *fs = fuse_req_userdata(req);
+	struct ef_handle *h = (struct ef_handle *)(uintptr_t)fi->fh;
+	g_autoptr(GBytes) key = inode_key(h->in);
+	struct locks_who who = lock_who(req, ino, fi);
+
+	locks_getlk(fs->locks, req, key, &who, lock);
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
@@ -743,8 +784,10 @@ static const char *const xattr_names[] = {
 	XATTR_PREFIX "create_revision", XATTR_PREFIX "mod_revision",
 	XATTR_PREFIX "version", XATTR_PREFIX "lease",
 };
-/* The name `etcdctl lock` takes for the file's flock lock. */
+/* The name `etcdctl lock` takes for the file's lock. */
 #define XATTR_LOCK_NAME XATTR_PREFIX "lock_name"
+/* Who holds it now (not listed: each read asks etcd). */
+#define XATTR_LOCK_OWNER XATTR_PREFIX "lock_owner"
 
 static void reply_xattr_data(fuse_req_t req, const char *data, size_t len, size_t size)
 {
@@ -772,6 +815,20 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 		const char *d = g_bytes_get_data(lname, &len);
 
 		reply_xattr_data(req, d, len, size);
+		inode_unref(in);
+		return;
+	}
+	if (in && in->kind == EF_FILE && strcmp(name, XATTR_LOCK_OWNER) == 0) {
+		g_autoptr(GBytes) key = inode_key(in);
+		g_autoptr(GString) owners = g_string_new(NULL);
+
+		rc = locks_owners(fs->locks, key, owners);
+		if (rc == 0 && owners->len == 0)
+			rc = -ENODATA;
+		if (rc == 0)
+			reply_xattr_data(req, owners->str, owners->len, size);
+		else
+			fuse_reply_err(req, -rc);
 		inode_unref(in);
 		return;
 	}
@@ -876,6 +933,8 @@ const struct fuse_lowlevel_ops fsops_ops = {
 	.fsync = op_fsync,
 	.release = op_release,
 	.flock = op_flock,
+	.getlk = op_getlk,
+	.setlk = op_setlk,
 	.opendir = op_opendir,
 	.readdir = op_readdir,
 	.readdirplus = op_readdirplus,
