@@ -75,6 +75,8 @@ struct ekey {
 	GBytes *key;
 	int64_t create_rev;
 	bool granted;
+	bool draining;             /* a reader's with a writer queued behind it:
+				    * no new local reader joins it */
 };
 
 /* A key of the queue, as last read or watched. */
@@ -368,7 +370,7 @@ static bool covered(const struct lk *lk, enum lock_mode m)
 {
 	if (lk->w && lk->w->granted)
 		return true;
-	return m == LOCK_MODE_SHARED && lk->r && lk->r->granted;
+	return m == LOCK_MODE_SHARED && lk->r && lk->r->granted && !lk->r->draining;
 }
 
 /* ---- the queue in etcd ---- */
@@ -679,6 +681,24 @@ static void fail_waiters(struct lk *lk, int err)
 		answer(w, err);
 }
 
+/* A local reader joining our reader's key would overtake a writer queued
+ * behind it, and readers that keep overlapping would starve it: once one
+ * is queued, new readers queue after it with a key of their own. */
+static void check_drain(struct ef_locks *l, struct lk *lk)
+{
+	g_autoptr(GPtrArray) kvs = NULL;
+
+	if (!lk->r || !lk->r->granted || lk->r->draining || (lk->w && lk->w->granted) ||
+	    queue_read(l->etcd, lk->pfx, &kvs, NULL) < 0)
+		return;
+	for (guint i = 0; i < kvs->len; i++) {
+		struct ef_kv *kv = g_ptr_array_index(kvs, i);
+
+		if (!kv_shared(kv) && !is_ours(lk, kv->key))
+			lk->r->draining = true;
+	}
+}
+
 /* Grants waiting requests, oldest first, as far as the local owners and
  * the mount's keys allow; joins etcd's queue for the first that needs it. */
 static void pump(struct ef_locks *l, struct lk *lk)
@@ -691,6 +711,8 @@ static void pump(struct ef_locks *l, struct lk *lk)
 
 		if (conflict(lk, w->owner, m))
 			break;
+		if (m == LOCK_MODE_SHARED)
+			check_drain(l, lk);
 		if (!covered(lk, m)) {
 			int rc = key_make(l, lk, m);
 
@@ -765,6 +787,8 @@ static void on_setlk(struct ef_locks *l, struct waiter *w)
 	} else if (w->nb) {
 		int rc = 0;
 
+		if (m == LOCK_MODE_SHARED)
+			check_drain(l, lk);
 		if (conflict(lk, w->owner, m) || !g_queue_is_empty(&lk->waiters))
 			rc = EAGAIN;
 		else if (!covered(lk, m) && key_make(l, lk, m) < 0)

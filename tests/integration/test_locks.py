@@ -283,9 +283,13 @@ def test_holder_reads_what_the_previous_holder_wrote(etcd, proxy, mounter):
 COUNTER = r"""
 import fcntl, os, sys
 lock, path, holder, n, me = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
-lfd = os.open(lock, os.O_RDONLY)
+posix = sys.argv[6] == "fcntl"
+lfd = os.open(lock, os.O_RDWR)
 for _ in range(n):
-    fcntl.flock(lfd, fcntl.LOCK_EX)
+    if posix:
+        fcntl.lockf(lfd, fcntl.LOCK_EX)
+    else:
+        fcntl.flock(lfd, fcntl.LOCK_EX)
     with open(holder, "w") as f:
         f.write(me)
     with open(path, "r+") as f:
@@ -295,13 +299,17 @@ for _ in range(n):
         f.write("%d" % (v + 1))
     with open(holder) as f:
         assert f.read() == me, "two holders at once"
-    fcntl.flock(lfd, fcntl.LOCK_UN)
+    if posix:
+        fcntl.lockf(lfd, fcntl.LOCK_UN)
+    else:
+        fcntl.flock(lfd, fcntl.LOCK_UN)
 """
 
 
 def test_counter_loses_no_increment(etcd, two):
-    """4 processes on each of two mounts and an etcdctl lock loop increment
-    one counter under the lock: the total is exact."""
+    """4 processes on each of two mounts (two with flock, two with fcntl)
+    and an etcdctl lock loop increment one counter under the lock: the
+    total is exact, and no two holders ever overlap."""
     m1, m2 = two.m1, two.m2
     f1 = os.path.join(m1.path, "app/counter")
     with open(f1, "w") as f:
@@ -312,7 +320,8 @@ def test_counter_loses_no_increment(etcd, two):
     procs = [subprocess.Popen([sys.executable, "-c", COUNTER,
                                os.path.join(m.path, "app/deploy.lock"),
                                os.path.join(m.path, "app/counter"),
-                               os.path.join(m.path, "app/holder"), str(per), "%d.%d" % (i, j)])
+                               os.path.join(m.path, "app/holder"), str(per), "%d.%d" % (i, j),
+                               "fcntl" if j % 2 else "flock"])
              for i, m in enumerate((m1, m2)) for j in range(4)]
     script = ("v=$(%s get --print-value-only /app/counter); %s put /app/counter $((v+1)) >/dev/null"
               % (" ".join(etcd.ctl_argv()), " ".join(etcd.ctl_argv())))
