@@ -385,8 +385,59 @@ static int put_if(struct ef_etcd *e, Etcdserverpb__PutRequest *put, Etcdserverpb
 	return rc;
 }
 
+/* A Put guarded by a fence (and the key's own guard, when given): one Txn
+ * that, when it fails, reads the fence's key to say which guard it was. */
+static int put_fenced(struct ef_etcd *e, Etcdserverpb__PutRequest *put,
+		      Etcdserverpb__Compare *guard, const struct ef_fence *fence, int64_t *mod)
+{
+	Etcdserverpb__Compare fc = ETCDSERVERPB__COMPARE__INIT;
+	Etcdserverpb__Compare *cmps[] = { &fc, guard };
+	Etcdserverpb__RangeRequest rr;
+	Etcdserverpb__RequestOp ok = ETCDSERVERPB__REQUEST_OP__INIT;
+	Etcdserverpb__RequestOp probe = ETCDSERVERPB__REQUEST_OP__INIT;
+	Etcdserverpb__RequestOp *oks[] = { &ok }, *probes[] = { &probe };
+	Etcdserverpb__TxnRequest req = ETCDSERVERPB__TXN_REQUEST__INIT;
+	Etcdserverpb__TxnResponse *resp = NULL;
+	Etcdserverpb__RangeResponse *r;
+	int rc;
+
+	fc.key = bin_bytes(fence->key);
+	fc.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE;
+	fc.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
+	fc.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
+	fc.create_revision = fence->create_rev;
+	ok.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
+	ok.request_put = put;
+	etcdserverpb__range_request__init(&rr);
+	rr.key = fc.key;
+	rr.keys_only = true;
+	probe.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
+	probe.request_range = &rr;
+	req.n_compare = guard ? 2 : 1;
+	req.compare = cmps;
+	req.n_success = 1;
+	req.success = oks;
+	req.n_failure = 1;
+	req.failure = probes;
+	rc = txn(e, &req, &resp);
+	if (rc < 0)
+		return rc;
+	if (resp->succeeded) {
+		if (mod)
+			*mod = resp->header ? resp->header->revision : 0;
+	} else if (!(r = txn_range(resp, 0))) {
+		rc = -EPROTO;
+	} else {
+		bool held = r->n_kvs == 1 && r->kvs[0]->create_revision == fence->create_rev;
+
+		rc = held ? -ESTALE : -ENOLCK;
+	}
+	etcdserverpb__txn_response__free_unpacked(resp, NULL);
+	return rc;
+}
+
 int etcd_put(struct ef_etcd *e, GBytes *key, const void *val, size_t vlen, int64_t lease,
-	     int64_t expect_mod, int64_t *mod)
+	     int64_t expect_mod, const struct ef_fence *fence, int64_t *mod)
 {
 	Etcdserverpb__PutRequest put = ETCDSERVERPB__PUT_REQUEST__INIT;
 	Etcdserverpb__Compare cmp = ETCDSERVERPB__COMPARE__INIT;
@@ -397,7 +448,7 @@ int etcd_put(struct ef_etcd *e, GBytes *key, const void *val, size_t vlen, int64
 	put.lease = lease;
 	/* Unguarded: a plain Put, which etcd applies with less work than a
 	 * Txn (one write transaction, no compare phase). */
-	if (expect_mod < 0) {
+	if (expect_mod < 0 && !fence) {
 		Etcdserverpb__PutResponse *pr = NULL;
 
 		rc = call(e, KV_PATH("Put"), &put.base, &etcdserverpb__put_response__descriptor,
@@ -416,6 +467,8 @@ int etcd_put(struct ef_etcd *e, GBytes *key, const void *val, size_t vlen, int64
 	cmp.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
 	cmp.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION;
 	cmp.mod_revision = expect_mod;
+	if (fence)
+		return put_fenced(e, &put, expect_mod >= 0 ? &cmp : NULL, fence, mod);
 	return put_if(e, &put, &cmp, -ESTALE, mod);
 }
 

@@ -126,14 +126,22 @@ int etcd_lookup_pages(struct ef_etcd *e, GBytes *file_key, GBytes *dir_prefix,
 		      const struct ef_lookup_pages *pg, struct ef_kv **kv, bool *has_children,
 		      int64_t *rev);
 
+/* A lock's owner key, as its holder made it. */
+struct ef_fence {
+	GBytes *key;
+	int64_t create_rev;
+};
+
 /*
  * Puts value under key, keeping the key's lease. If expect_mod >= 0 the Put
  * only happens while the key's mod_revision is still expect_mod (0: the key
- * must not exist); otherwise -ESTALE. On success *mod (if non-NULL) is the
- * new mod_revision.
+ * must not exist); otherwise -ESTALE. With a fence, only while the fence's
+ * key is still the one created at its revision (the writer still holds the
+ * lock); otherwise -ENOLCK. On success *mod (if non-NULL) is the new
+ * mod_revision.
  */
 int etcd_put(struct ef_etcd *e, GBytes *key, const void *val, size_t vlen, int64_t lease,
-	     int64_t expect_mod, int64_t *mod);
+	     int64_t expect_mod, const struct ef_fence *fence, int64_t *mod);
 
 /* Deletes [key, end) (end NULL: the single key). *deleted may be NULL. */
 int etcd_delete(struct ef_etcd *e, GBytes *key, GBytes *end, int64_t *deleted);

@@ -348,9 +348,23 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
+	struct ef_fs *fs = fuse_req_userdata(req);
 	struct ef_handle *h = (struct ef_handle *)(uintptr_t)fi->fh;
+	g_autoptr(GBytes) key = NULL;
+	struct ef_fence fence;
 	int rc;
 
+	/* A holder that lost the file's lock hears it at once, not at close
+	 * (which refuses the Put as well). */
+	if (locks_holding(fs->locks)) {
+		key = inode_key(h->in);
+		rc = locks_fence(fs->locks, key, &fence);
+		g_clear_pointer(&fence.key, g_bytes_unref);
+		if (rc < 0) {
+			fuse_reply_err(req, -rc);
+			return;
+		}
+	}
 	handle_note_writer(h, fuse_req_ctx(req)->pid);
 	rc = writeback_write(h->in, buf, size, off, h->append);
 

@@ -68,6 +68,7 @@ struct hold {
 	pid_t pid;
 	enum lock_mode mode;
 	GArray *ranges;            /* fcntl: struct lock_range; NULL for flock */
+	bool lost;                 /* the key it was granted under is gone */
 };
 
 /* One of this mount's keys in a name's queue. */
@@ -78,6 +79,18 @@ struct ekey {
 	bool draining;             /* a reader's with a writer queued behind it:
 				    * no new local reader joins it */
 };
+
+/* What a Put of a file whose lock the mount holds is guarded with. */
+struct fence {
+	struct ef_fence f;         /* f.key NULL: the lock is lost */
+};
+
+static void fence_free(struct fence *f)
+{
+	if (f->f.key)
+		g_bytes_unref(f->f.key);
+	g_free(f);
+}
 
 /* A key of the queue, as last read or watched. */
 struct skey {
@@ -106,6 +119,9 @@ struct ef_locks {
 	GAsyncQueue *q;            /* struct msg */
 	GThread *thread;
 	gint n_posix;              /* atomic: fcntl holds, for FLUSH and RELEASE */
+	gint n_fences;             /* atomic: entries in fences */
+	GMutex fence_lock;
+	GHashTable *fences;        /* name -> struct fence; under fence_lock */
 	/* The thread's own, from here on. */
 	GHashTable *locks;         /* name -> struct lk */
 	uint64_t gen;              /* last stream generation given */
@@ -366,6 +382,13 @@ static void take(struct ef_locks *l, struct lk *lk, struct hold *h, const struct
 		hold_remove(l, lk, h);
 }
 
+/* Every hold of lk was granted under a key that is gone. */
+static void holds_lost(struct lk *lk)
+{
+	for (guint i = 0; i < lk->holds->len; i++)
+		((struct hold *)g_ptr_array_index(lk->holds, i))->lost = true;
+}
+
 static bool covered(const struct lk *lk, enum lock_mode m)
 {
 	if (lk->w && lk->w->granted)
@@ -492,10 +515,12 @@ static void judge(struct lk *lk, struct ekey **slot, const struct lock_key *keys
 			break;
 	if (i == lk->snap->len) {
 		/* Deleted behind our back (etcdctl del, an expired lease). */
-		if (e->granted)
+		if (e->granted) {
 			g_warning("etcdfs: the lock key of %.*s is gone: the lock is lost",
 				  (int)g_bytes_get_size(lk->name),
 				  (const char *)g_bytes_get_data(lk->name, NULL));
+			holds_lost(lk);
+		}
 		ekey_free(e);
 		*slot = NULL;
 	} else if (!e->granted && lockrule_granted(keys, lk->snap->len, i)) {
@@ -730,12 +755,42 @@ static void pump(struct ef_locks *l, struct lk *lk)
 	}
 }
 
+/* Tells the writers what guards their Puts while the mount holds lk: the
+ * key that covers the holders, or that a holder has lost its lock. */
+static void fence_publish(struct ef_locks *l, struct lk *lk)
+{
+	struct fence *f = NULL;
+	bool lost = false;
+
+	for (guint i = 0; i < lk->holds->len; i++)
+		lost |= ((struct hold *)g_ptr_array_index(lk->holds, i))->lost;
+	if (lk->holds->len && !lost) {
+		struct ekey *e = lk->w && lk->w->granted ? lk->w : lk->r && lk->r->granted ? lk->r : NULL;
+
+		if (e) {
+			f = g_new0(struct fence, 1);
+			f->f.key = g_bytes_ref(e->key);
+			f->f.create_rev = e->create_rev;
+		}
+	} else if (lost) {
+		f = g_new0(struct fence, 1);
+	}
+	g_mutex_lock(&l->fence_lock);
+	if (f)
+		g_hash_table_replace(l->fences, g_bytes_ref(lk->name), f);
+	else
+		g_hash_table_remove(l->fences, lk->name);
+	g_atomic_int_set(&l->n_fences, (gint)g_hash_table_size(l->fences));
+	g_mutex_unlock(&l->fence_lock);
+}
+
 /* After any change to a name's owners or waiters. */
 static void after(struct ef_locks *l, struct lk *lk)
 {
 	settle(l, lk);
 	pump(l, lk);
 	settle(l, lk);
+	fence_publish(l, lk);
 	lk_maybe_drop(l, lk);
 }
 
@@ -910,8 +965,9 @@ static void drop_holds(struct ef_locks *l, const struct msg *m)
 }
 
 /* etcd says the lease is gone (it expired while we could not reach etcd):
- * so is every key on it. Holders keep their local hold (their writes are
- * refused: fs.c); waiters queue again on a new lease. */
+ * so is every key on it. Holders keep their local hold, and their writes
+ * are refused (locks_fence) until they let go; waiters queue again on a
+ * new lease. */
 static void lease_lost(struct ef_locks *l)
 {
 	g_autoptr(GPtrArray) all = g_ptr_array_new();
@@ -929,6 +985,8 @@ static void lease_lost(struct ef_locks *l)
 		struct lk *lk = g_ptr_array_index(all, i);
 
 		snap_drop(lk);
+		if ((lk->w && lk->w->granted) || (lk->r && lk->r->granted))
+			holds_lost(lk);
 		g_clear_pointer(&lk->w, ekey_free);
 		g_clear_pointer(&lk->r, ekey_free);
 		after(l, lk);
@@ -1032,6 +1090,9 @@ struct ef_locks *locks_new(struct ef_etcd *etcd, const char *prefix, int ttl)
 	l->q = g_async_queue_new();
 	l->locks = g_hash_table_new_full(g_bytes_hash, g_bytes_equal, NULL,
 					 (GDestroyNotify)lk_free);
+	g_mutex_init(&l->fence_lock);
+	l->fences = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
+					  (GDestroyNotify)g_bytes_unref, (GDestroyNotify)fence_free);
 	l->thread = g_thread_new("etcdfs-lock", lock_thread, l);
 	return l;
 }
@@ -1049,6 +1110,8 @@ void locks_free(struct ef_locks *l)
 		msg_free(m);
 	g_async_queue_unref(l->q);
 	g_hash_table_destroy(l->locks);
+	g_hash_table_destroy(l->fences);
+	g_mutex_clear(&l->fence_lock);
 	g_bytes_unref(l->prefix);
 	g_free(l);
 }
@@ -1190,4 +1253,29 @@ int locks_owners(struct ef_locks *l, GBytes *key, GString *out)
 		g_string_append_c(out, '\n');
 	}
 	return 0;
+}
+
+int locks_fence(struct ef_locks *l, GBytes *key, struct ef_fence *out)
+{
+	g_autoptr(GBytes) name = NULL;
+	struct fence *f;
+	int rc = 0;
+
+	*out = (struct ef_fence){ 0 };
+	if (!l || g_atomic_int_get(&l->n_fences) == 0)
+		return 0;
+	name = locks_name(l, key);
+	g_mutex_lock(&l->fence_lock);
+	f = g_hash_table_lookup(l->fences, name);
+	if (f && !f->f.key)
+		rc = -ENOLCK;
+	else if (f)
+		*out = (struct ef_fence){ g_bytes_ref(f->f.key), f->f.create_rev };
+	g_mutex_unlock(&l->fence_lock);
+	return rc;
+}
+
+bool locks_holding(struct ef_locks *l)
+{
+	return l && g_atomic_int_get(&l->n_fences) > 0;
 }

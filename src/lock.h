@@ -88,3 +88,17 @@ void locks_release(struct ef_locks *l, uint64_t fh, uint64_t owner, bool flock);
 /* Who holds the lock of key, from etcd: one line per holder, "exclusive"
  * or "shared", its lease in hex and its key; nothing when free. */
 int locks_owners(struct ef_locks *l, GBytes *key, GString *out);
+
+struct ef_fence;
+
+/*
+ * The fence of a Put of key (etcd.h): while the mount holds the file's
+ * lock, *f is the owner key that covers its holders (a new reference),
+ * so that a Put never lands after the lock is gone; f->key NULL when the
+ * lock is not held here. -ENOLCK: a holder here has lost it (its lease
+ * expired, or its key was deleted) and has not let go yet.
+ */
+int locks_fence(struct ef_locks *l, GBytes *key, struct ef_fence *f);
+
+/* Whether the mount holds any lock (a lost one included): cheap. */
+bool locks_holding(struct ef_locks *l);

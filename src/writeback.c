@@ -13,6 +13,7 @@
 #include "fs.h"
 #include "inode.h"
 #include "localdir.h"
+#include "lock.h"
 #include "watch.h"
 
 /* True if process tgid has a descriptor open on inode number ino (from
@@ -69,6 +70,7 @@ int writeback_flush(struct ef_fs *fs, struct ef_inode *in, pid_t tid, pid_t open
 int writeback_publish(struct ef_fs *fs, struct ef_inode *in, enum ef_publish_when when)
 {
 	g_autoptr(GBytes) key = NULL, snap = NULL;
+	struct ef_fence fence;
 	int64_t base, lease, mod = 0;
 	uint64_t gen, tgen, seq;
 	bool ok, created;
@@ -110,8 +112,11 @@ int writeback_publish(struct ef_fs *fs, struct ef_inode *in, enum ef_publish_whe
 
 	key = inode_key(in);
 	seq = watch_seq();
-	rc = etcd_put(fs->etcd, key, g_bytes_get_data(snap, NULL), g_bytes_get_size(snap), lease,
-		      base, &mod);
+	rc = locks_fence(fs->locks, key, &fence);
+	if (rc == 0)
+		rc = etcd_put(fs->etcd, key, g_bytes_get_data(snap, NULL), g_bytes_get_size(snap),
+			      lease, base, fence.key ? &fence : NULL, &mod);
+	g_clear_pointer(&fence.key, g_bytes_unref);
 	/* What we wrote is current unless an event (perhaps its own echo)
 	 * came first: then the newer of the two wins. */
 	ok = rc == 0 && !watch_changed_since(seq, key, false);
@@ -355,6 +360,7 @@ int writeback_rewrite(struct ef_fs *fs, struct ef_inode *in, off_t size, bool vi
 	g_autoptr(GBytes) key = NULL;
 	g_autoptr(GByteArray) val = NULL;
 	struct ef_kv *kv = NULL;
+	struct ef_fence fence;
 	int64_t mod = 0;
 	uint64_t seq;
 	gsize old;
@@ -389,7 +395,11 @@ int writeback_rewrite(struct ef_fs *fs, struct ef_inode *in, off_t size, bool vi
 	if (size >= 0 && (gsize)size > old)
 		memset(val->data + old, 0, size - old);
 	seq = watch_seq();
-	rc = etcd_put(fs->etcd, key, val->data, val->len, kv->lease, kv->mod_revision, &mod);
+	rc = locks_fence(fs->locks, key, &fence);
+	if (rc == 0)
+		rc = etcd_put(fs->etcd, key, val->data, val->len, kv->lease, kv->mod_revision,
+			      fence.key ? &fence : NULL, &mod);
+	g_clear_pointer(&fence.key, g_bytes_unref);
 	if (rc < 0) {
 		ef_kv_free(kv);
 		return rc;

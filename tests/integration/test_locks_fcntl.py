@@ -291,3 +291,60 @@ def test_downgrade_keeps_the_place_and_lets_readers_in(etcd, two, stepper):
     kvs = {kv["key"]: kv for kv in etcd.kvs(two.name + b"/", prefix=True)}
     assert kvs[key]["create_revision"] == rev and kvs[key]["value"] == b"shared"
     assert not try_flock(two.f2)
+
+
+FENCED = r"""
+import errno, fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.readline()
+try:
+    # as `echo from-1 > FILE` would: a new value, whatever the old one
+    w = os.open(sys.argv[1], os.O_WRONLY | os.O_TRUNC)
+    os.write(w, b"from-1")
+    os.close(w)
+    print("written", flush=True)
+except OSError as e:
+    print(errno.errorcode[e.errno], flush=True)
+"""
+
+
+def test_a_holder_that_lost_its_lock_cannot_clobber_the_next(etcd, mounter):
+    """The holder's daemon is frozen past its lease TTL; another mount takes
+    the lock and writes; the first, resumed, cannot write over it."""
+    m1 = mounter("--lock-ttl=2s", etcd=etcd,
+                 allowed_stderr=(r"lock lease .* expired", r"lock lease .* is gone",
+                                 r"the lock is lost"))
+    m2 = mounter(etcd=etcd)
+    f1, f2 = m1.p("config"), m2.p("config")
+    with open(f1, "w") as f:
+        f.write("initial")
+    wait_for(lambda: os.path.exists(f2))
+    p = subprocess.Popen([sys.executable, "-c", FENCED, f1], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "locked"
+    os.kill(m1.proc.pid, signal.SIGSTOP)
+    try:
+        fd = os.open(f2, os.O_RDWR)
+        t0 = time.monotonic()
+        fcntl.flock(fd, fcntl.LOCK_EX)   # granted once m1's lease lapses
+        assert time.monotonic() - t0 < 2 + 3
+        os.pwrite(fd, b"from-2", 0)
+        os.ftruncate(fd, 6)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        assert etcd.get(b"/config") == b"from-2"
+    finally:
+        os.kill(m1.proc.pid, signal.SIGCONT)
+    p.stdin.write("go\n")
+    p.stdin.flush()
+    assert p.stdout.readline().strip() == "ENOLCK"
+    p.wait(10)
+    time.sleep(0.5)
+    assert etcd.get(b"/config") == b"from-2"
+    # let go, the file can be locked and written again
+    assert try_flock(f1)
+    with open(f1, "w") as f:
+        f.write("again")
+    assert etcd.get(b"/config") == b"again"
