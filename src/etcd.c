@@ -385,12 +385,23 @@ static int put_if(struct ef_etcd *e, Etcdserverpb__PutRequest *put, Etcdserverpb
 	return rc;
 }
 
+/* cmp: key's create_revision is rev (0: the key does not exist). */
+static void create_cmp_init(Etcdserverpb__Compare *cmp, GBytes *key, int64_t rev)
+{
+	etcdserverpb__compare__init(cmp);
+	cmp->key = bin_bytes(key);
+	cmp->target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE;
+	cmp->result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
+	cmp->target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
+	cmp->create_revision = rev;
+}
+
 /* A Put guarded by a fence (and the key's own guard, when given): one Txn
  * that, when it fails, reads the fence's key to say which guard it was. */
 static int put_fenced(struct ef_etcd *e, Etcdserverpb__PutRequest *put,
 		      Etcdserverpb__Compare *guard, const struct ef_fence *fence, int64_t *mod)
 {
-	Etcdserverpb__Compare fc = ETCDSERVERPB__COMPARE__INIT;
+	Etcdserverpb__Compare fc;
 	Etcdserverpb__Compare *cmps[] = { &fc, guard };
 	Etcdserverpb__RangeRequest rr;
 	Etcdserverpb__RequestOp ok = ETCDSERVERPB__REQUEST_OP__INIT;
@@ -401,11 +412,7 @@ static int put_fenced(struct ef_etcd *e, Etcdserverpb__PutRequest *put,
 	Etcdserverpb__RangeResponse *r;
 	int rc;
 
-	fc.key = bin_bytes(fence->key);
-	fc.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE;
-	fc.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
-	fc.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
-	fc.create_revision = fence->create_rev;
+	create_cmp_init(&fc, fence->key, fence->create_rev);
 	ok.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
 	ok.request_put = put;
 	etcdserverpb__range_request__init(&rr);
@@ -1061,17 +1068,13 @@ int etcd_lock_enter(struct ef_etcd *e, GBytes *pfx, GBytes *key, bool shared, in
 
 int etcd_lock_mark(struct ef_etcd *e, GBytes *key, int64_t create_rev, int64_t lease, int64_t *rev)
 {
-	Etcdserverpb__Compare cmp = ETCDSERVERPB__COMPARE__INIT;
+	Etcdserverpb__Compare cmp;
 	Etcdserverpb__PutRequest put = ETCDSERVERPB__PUT_REQUEST__INIT;
 
 	/* The same key, so its place in the queue stays; only if it is still
 	 * the one we made (a lost lease took it, and a Put would make a new
 	 * one at the back). */
-	cmp.key = bin_bytes(key);
-	cmp.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE;
-	cmp.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
-	cmp.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
-	cmp.create_revision = create_rev;
+	create_cmp_init(&cmp, key, create_rev);
 	put.key = cmp.key;
 	put.value = bin(LOCK_SHARED_VALUE, strlen(LOCK_SHARED_VALUE));
 	put.lease = lease;

@@ -673,7 +673,9 @@ static void settle(struct ef_locks *l, struct lk *lk)
 			rc = etcd_lock_mark(l->etcd, lk->w->key, lk->w->create_rev, l->lease, &rev);
 			if (rc == 0) {
 				lk->r = g_steal_pointer(&lk->w);
-			} else if (rc != -ESTALE) {
+			} else if (rc == -ESTALE) {
+				holds_lost(lk);
+			} else {
 				/* Still a writer: stricter than asked, never
 				 * wrong; tried again at the next change. */
 				g_message("etcdfs: lock downgrade failed: %s", g_strerror(-rc));
