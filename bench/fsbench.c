@@ -12,6 +12,7 @@
  *   fsbench readall DIR                   list DIR, then read each file once
  *   fsbench mkfiles DIR N VLEN            N files of VLEN bytes, named as rawclient fill
  *   fsbench walk DIR THREADS              read every file under DIR
+ *   fsbench flock FILE N                  uncontended flock LOCK_EX + LOCK_UN
  *
  * Results go to stdout as bare numbers (documented per command) for bench/run
  * to parse; anything unexpected — a failed call, short read, wrong bytes —
@@ -190,6 +191,20 @@ static int cmp_double(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/* Writes the hot file of dir (hot-1k for reads, hot-stat for stats). */
+static void hot_init(struct hot *h, const char *dir, bool is_read)
+{
+	int rc;
+
+	h->path = path_join(dir, is_read ? HOT_READ_NAME : HOT_STAT_NAME);
+	h->len = is_read ? HOT_READ_LEN : HOT_STAT_LEN;
+	h->n = 0;
+	fill_pattern(h->want, h->len, 'a');
+	rc = write_file(h->path, h->want, h->len, 0);
+	if (rc < 0)
+		die("%s: %s", h->path, strerror(-rc));
+}
+
 /* stat|read ROUND_MS ROUNDS DIR...: one line per DIR, in order: the median
  * microseconds per operation. Rounds are also listed on stderr. */
 static int cmd_hot(bool is_read, int argc, char **argv)
@@ -205,18 +220,8 @@ static int cmd_hot(bool is_read, int argc, char **argv)
 	rounds = atoi(argv[1]);
 	if (round_s <= 0 || rounds < 1 || rounds > 64)
 		die("bad ROUND_MS or ROUNDS");
-	for (int d = 0; d < ndirs; d++) {
-		struct hot *h = &hots[d];
-		int rc;
-
-		h->path = path_join(argv[2 + d], is_read ? HOT_READ_NAME : HOT_STAT_NAME);
-		h->len = is_read ? HOT_READ_LEN : HOT_STAT_LEN;
-		h->n = 0;
-		fill_pattern(h->want, h->len, 'a');
-		rc = write_file(h->path, h->want, h->len, 0);
-		if (rc < 0)
-			die("%s: %s", h->path, strerror(-rc));
-	}
+	for (int d = 0; d < ndirs; d++)
+		hot_init(&hots[d], argv[2 + d], is_read);
 	/* Round 0 warms every cache on the way (and is thrown away). */
 	for (int r = 0; r <= rounds; r++)
 		for (int d = 0; d < ndirs; d++) {
@@ -457,28 +462,6 @@ static int cmd_pwrite(const char *dir, int nthreads, long n)
 
 /* list DIR: "milliseconds entries" for opendir, readdir to the end (. and ..
  * not counted) and closedir: what `ls -f` or `find -maxdepth 1` costs. */
-/* flock(LOCK_EX) then LOCK_UN, n times, on one descriptor of file: an
- * uncontended lock's round trip (both are answered by etcd on a mount).
- * Prints microseconds per pair. */
-static int cmd_flock(const char *file, long n)
-{
-	int fd = open(file, O_RDONLY | O_CREAT, 0644);
-	double t0;
-
-	if (fd < 0)
-		die("%s: %s", file, strerror(errno));
-	/* The mount's lease is granted at its first lock: not measured. */
-	if (flock(fd, LOCK_EX) < 0 || flock(fd, LOCK_UN) < 0)
-		die("flock %s: %s", file, strerror(errno));
-	t0 = now_s();
-	for (long i = 0; i < n; i++)
-		if (flock(fd, LOCK_EX) < 0 || flock(fd, LOCK_UN) < 0)
-			die("flock %s: %s", file, strerror(errno));
-	printf("%.2f\n", (now_s() - t0) * 1e6 / n);
-	close(fd);
-	return 0;
-}
-
 static int cmd_list(const char *dir)
 {
 	double t0 = now_s();
@@ -707,6 +690,30 @@ static int cmd_walk(const char *dir, int nthreads)
 	printf("%.3f %ld %lld %ld\n", now_s() - t0, files, bytes, dirs);
 	free(w.stack);
 	free(c);
+	return 0;
+}
+
+/* ---- locks ---- */
+
+/* flock(LOCK_EX) then LOCK_UN, n times, on one descriptor of file: an
+ * uncontended lock's round trip (both are answered by etcd on a mount).
+ * Prints microseconds per pair. */
+static int cmd_flock(const char *file, long n)
+{
+	int fd = open(file, O_RDONLY | O_CREAT, 0644);
+	double t0;
+
+	if (fd < 0)
+		die("%s: %s", file, strerror(errno));
+	/* The mount's lease is granted at its first lock: not measured. */
+	if (flock(fd, LOCK_EX) < 0 || flock(fd, LOCK_UN) < 0)
+		die("flock %s: %s", file, strerror(errno));
+	t0 = now_s();
+	for (long i = 0; i < n; i++)
+		if (flock(fd, LOCK_EX) < 0 || flock(fd, LOCK_UN) < 0)
+			die("flock %s: %s", file, strerror(errno));
+	printf("%.2f\n", (now_s() - t0) * 1e6 / n);
+	close(fd);
 	return 0;
 }
 

@@ -10,6 +10,7 @@
  *   rawclient ENDPOINT fill PREFIX N PER_DIR VLEN  populate keys (16 threads)
  *   rawclient ENDPOINT get KEY                     value to stdout, raw
  *   rawclient ENDPOINT visible KEY PATH N          put -> visible on a mount
+ *   rawclient ENDPOINT lock-seq NAME N             uncontended Lock + Unlock
  *
  * Results go to stdout as bare numbers (documented per command below) for
  * bench/run to parse; diagnostics go to stderr. Any failed call exits 1.
@@ -62,6 +63,19 @@ static void die(const char *fmt, ...)
 	va_end(ap);
 	fputc('\n', stderr);
 	exit(1);
+}
+
+/* A new connection to ep, connected. */
+static struct ef_h2 *connect_to(const char *ep)
+{
+	const char *eps[2] = { ep, NULL };
+	struct ef_h2_config cfg = { .endpoints = eps, .dial_timeout_ms = 2000 };
+	g_autoptr(GError) err = NULL;
+	struct ef_h2 *h = h2_new(&cfg, &err);
+
+	if (!h || !h2_connect(h, &err))
+		die("%s: %s", ep, err ? err->message : "cannot connect");
+	return h;
 }
 
 /* ---- a minimal protobuf writer and reader ---- */
@@ -157,11 +171,11 @@ static int pb_next(const uint8_t **p, const uint8_t *end, struct pb_field *f)
 
 /* ---- calls ---- */
 
-static void call(const char *path, GByteArray *req, GBytes **resp)
+static void call_on(struct ef_h2 *h, const char *path, GByteArray *req, GBytes **resp)
 {
 	struct ef_grpc_status st = { 0 };
 	GBytes *r = NULL;
-	int rc = grpc_unary(conn, path, req->data, req->len, CALL_TIMEOUT_MS, &r, &st);
+	int rc = grpc_unary(h, path, req->data, req->len, CALL_TIMEOUT_MS, &r, &st);
 
 	if (rc < 0)
 		die("%s: %s (grpc status %d%s%s)", path, g_strerror(-rc), st.code,
@@ -171,6 +185,11 @@ static void call(const char *path, GByteArray *req, GBytes **resp)
 		*resp = r;
 	else
 		g_bytes_unref(r);
+}
+
+static void call(const char *path, GByteArray *req, GBytes **resp)
+{
+	call_on(conn, path, req, resp);
 }
 
 static void put(const void *key, size_t klen, const void *val, size_t vlen)
@@ -400,7 +419,6 @@ static int cmd_range(const char *prefix, long page, bool values)
 	return 0;
 }
 
-/* get KEY: writes the value, raw, to stdout; exit 1 if absent. */
 /* The first field num (wire type t) of message msg, or false. */
 static bool pb_find(GBytes *msg, unsigned num, unsigned t, struct pb_field *f)
 {
@@ -413,41 +431,67 @@ static bool pb_find(GBytes *msg, unsigned num, unsigned t, struct pb_field *f)
 	return false;
 }
 
+/* A new lease on h, of the TTL `etcdctl lock` asks for. */
+static uint64_t lease_grant(struct ef_h2 *h)
+{
+	g_autoptr(GByteArray) req = g_byte_array_new();
+	g_autoptr(GBytes) resp = NULL;
+	struct pb_field f;
+
+	pb_uint(req, 1, 60);
+	call_on(h, "/etcdserverpb.Lease/LeaseGrant", req, &resp);
+	if (!pb_find(resp, 2, 0, &f) || !f.v)
+		die("LeaseGrant: no lease ID");
+	return f.v;
+}
+
+/* etcd's Lock of name on lease, over h: returns once it is granted, with
+ * the owner key etcd made (new). */
+static GBytes *lock_on(struct ef_h2 *h, const char *name, uint64_t lease)
+{
+	g_autoptr(GByteArray) req = g_byte_array_new();
+	g_autoptr(GBytes) resp = NULL;
+	struct pb_field f;
+
+	pb_bytes(req, 1, name, strlen(name));
+	pb_uint(req, 2, lease);
+	call_on(h, "/v3lockpb.Lock/Lock", req, &resp);
+	if (!pb_find(resp, 2, 2, &f))
+		die("LockResponse: no key");
+	return g_bytes_new(f.data, f.len);
+}
+
+static void unlock_on(struct ef_h2 *h, GBytes *key)
+{
+	g_autoptr(GByteArray) req = g_byte_array_new();
+	gsize len;
+	const void *k = g_bytes_get_data(key, &len);
+
+	pb_bytes(req, 1, k, len);
+	call_on(h, "/v3lockpb.Lock/Unlock", req, NULL);
+}
+
 /* etcd's lock service as `etcdctl lock` uses it: a lease, then n
  * uncontended Lock + Unlock pairs on name. Prints microseconds per pair. */
 static int cmd_lock_seq(const char *name, long n)
 {
-	g_autoptr(GByteArray) grant = g_byte_array_new();
-	g_autoptr(GBytes) resp = NULL;
-	struct pb_field f;
-	uint64_t lease;
+	uint64_t lease = lease_grant(conn);
 	double t0 = 0;
 
-	pb_uint(grant, 1, 60);
-	call("/etcdserverpb.Lease/LeaseGrant", grant, &resp);
-	if (!pb_find(resp, 2, 0, &f) || !f.v)
-		die("LeaseGrant: no lease ID");
-	lease = f.v;
 	/* One pair first, as the mount's first lock is not measured either. */
 	for (long i = -1; i < n; i++) {
-		g_autoptr(GByteArray) lock = g_byte_array_new();
-		g_autoptr(GByteArray) unlock = g_byte_array_new();
-		g_autoptr(GBytes) lr = NULL;
+		g_autoptr(GBytes) key = NULL;
 
 		if (i == 0)
 			t0 = now_s();
-		pb_bytes(lock, 1, name, strlen(name));
-		pb_uint(lock, 2, lease);
-		call("/v3lockpb.Lock/Lock", lock, &lr);
-		if (!pb_find(lr, 2, 2, &f))
-			die("LockResponse: no key");
-		pb_bytes(unlock, 1, f.data, f.len);
-		call("/v3lockpb.Lock/Unlock", unlock, NULL);
+		key = lock_on(conn, name, lease);
+		unlock_on(conn, key);
 	}
 	printf("%.2f\n", (now_s() - t0) * 1e6 / n);
 	return 0;
 }
 
+/* get KEY: writes the value, raw, to stdout; exit 1 if absent. */
 static int cmd_get(const char *key)
 {
 	g_autoptr(GByteArray) req = g_byte_array_new();
@@ -588,19 +632,13 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-	const char *eps[2] = { NULL, NULL };
-	struct ef_h2_config cfg = { .endpoints = eps, .dial_timeout_ms = 2000 };
-	g_autoptr(GError) err = NULL;
 	const char *cmd;
 	int rc;
 
 	if (argc < 4)
 		usage();
-	eps[0] = argv[1];
 	cmd = argv[2];
-	conn = h2_new(&cfg, &err);
-	if (!conn || !h2_connect(conn, &err))
-		die("%s: %s", argv[1], err ? err->message : "cannot connect");
+	conn = connect_to(argv[1]);
 	if (strcmp(cmd, "put-seq") == 0 && argc == 5)
 		rc = cmd_put_seq(argv[3], arg_long(argv[4], 1));
 	else if (strcmp(cmd, "put-par") == 0 && argc == 6)
