@@ -13,6 +13,7 @@
  *   fsbench mkfiles DIR N VLEN            N files of VLEN bytes, named as rawclient fill
  *   fsbench walk DIR THREADS              read every file under DIR
  *   fsbench flock FILE N                  uncontended flock LOCK_EX + LOCK_UN
+ *   fsbench handover FILE_A FILE_B N PARK_MS   a lock handed between two mounts
  *
  * Results go to stdout as bare numbers (documented per command) for bench/run
  * to parse; anything unexpected — a failed call, short read, wrong bytes —
@@ -37,8 +38,12 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <signal.h>
 #include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #define HOT_STAT_NAME "hot-stat"
@@ -717,6 +722,208 @@ static int cmd_flock(const char *file, long n)
 	return 0;
 }
 
+/* Longest a waiter may take to block in flock, or the waiters of `parked`
+ * to get the lock in turn and exit once it is let go. */
+#define BLOCK_LIMIT_S 10.0
+
+static void sleep_us(long us)
+{
+	struct timespec ts = { us / 1000000, us % 1000000 * 1000 };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* Whether pid is blocked in flock(2) now: the first field of its
+ * /proc/PID/syscall is the number of the call it sleeps in ("running"
+ * while it runs, -1 outside any call). */
+static bool in_flock(pid_t pid)
+{
+	char path[64], buf[128];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/syscall", (int)pid);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		die("%s: %s", path, strerror(errno));
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	return buf[0] >= '0' && buf[0] <= '9' && strtol(buf, NULL, 10) == SYS_flock;
+}
+
+/* Waits until pid is blocked in flock(2). A child of ours that exits
+ * instead fails at once; any other pid after BLOCK_LIMIT_S. */
+static void wait_in_flock(pid_t pid, bool child)
+{
+	double t0 = now_s();
+	int status;
+
+	while (!in_flock(pid)) {
+		if (child && waitpid(pid, &status, WNOHANG) == pid)
+			die("waiter %d exited (status %#x) instead of waiting for the lock", (int)pid,
+			    status);
+		if (now_s() - t0 > BLOCK_LIMIT_S)
+			die("pid %d did not block in flock within %.0f s", (int)pid, BLOCK_LIMIT_S);
+		sleep_us(50);
+	}
+}
+
+/* One side of `handover`: a process with a descriptor of the file on its
+ * own mount. Side 0 holds first and lets go at the even handovers. */
+struct ho_side {
+	int id;
+	int fd;
+	pid_t peer;
+	int to_peer, from_peer;   /* pipes: the waiter's 'w' and 'g' (below) */
+	long n;                   /* handovers in all */
+	long park_ms;
+	double *t_unlock;         /* shared: per handover, LOCK_UN called */
+	double *t_grant;          /* shared: per handover, LOCK_EX returned */
+};
+
+static void ho_tell(struct ho_side *s, char c, long k)
+{
+	if (write(s->to_peer, &c, 1) != 1)
+		die("handover %ld: the other side is gone", k);
+}
+
+static void ho_hear(struct ho_side *s, char want, long k)
+{
+	char c;
+
+	if (read(s->from_peer, &c, 1) != 1 || c != want)
+		die("handover %ld: the other side is gone", k);
+}
+
+/*
+ * The waiter says 'w' just before its flock(LOCK_EX), so the holder knows
+ * which flock it is blocked in, and 'g' once that has returned. The holder
+ * takes the lock again only after 'g': a waiter whose daemon was slower to
+ * queue it in etcd than the holder to let go and ask again would lose its
+ * turn, and both would wait for each other.
+ */
+static void ho_run(struct ho_side *s)
+{
+	for (long k = 0; k < s->n; k++) {
+		if (k % 2 == s->id) {
+			ho_hear(s, 'w', k);
+			wait_in_flock(s->peer, s->id == 0);
+			sleep_us(s->park_ms * 1000);
+			s->t_unlock[k] = now_s();
+			if (flock(s->fd, LOCK_UN) < 0)
+				die("handover %ld: LOCK_UN: %s", k, strerror(errno));
+			ho_hear(s, 'g', k);
+		} else {
+			ho_tell(s, 'w', k);
+			if (flock(s->fd, LOCK_EX) < 0)
+				die("handover %ld: LOCK_EX: %s", k, strerror(errno));
+			s->t_grant[k] = now_s();
+			ho_tell(s, 'g', k);
+		}
+	}
+	/* The last one to get the lock lets go, so no key is left. */
+	if (s->id == s->n % 2 && flock(s->fd, LOCK_UN) < 0)
+		die("LOCK_UN: %s", strerror(errno));
+}
+
+static void *shared_alloc(size_t size)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		die("mmap: %s", strerror(errno));
+	return p;
+}
+
+static double quantile(double *v, size_t n, double p)
+{
+	qsort(v, n, sizeof(*v), cmp_double);
+	return v[(size_t)((n - 1) * p + 0.5)];
+}
+
+/*
+ * handover FILE_A FILE_B N PARK_MS: one file's lock handed over 2 N times
+ * between this process, on FILE_A, and a child on FILE_B (the same file
+ * through another mount), alternately one way and the other. A waiter
+ * starts waiting once the handover before has completed. Before each
+ * LOCK_UN it is blocked in its flock(LOCK_EX) (its /proc/PID/syscall says
+ * so: the request is in its daemon's hands) and has been for PARK_MS more,
+ * time for the daemon to have it queued in etcd (a millisecond or two).
+ * Prints one line per handover, in order (A->B first): the microseconds
+ * from the holder's LOCK_UN to the waiter's LOCK_EX returning. Two more
+ * handovers come first and are not printed: a mount's first lock also
+ * grants its lease.
+ */
+static int cmd_handover(const char *file_a, const char *file_b, long n, long park_ms)
+{
+	struct ho_side a = { .id = 0, .n = 2 * n + 2, .park_ms = park_ms };
+	double *there = calloc(n, sizeof(double)), *back = calloc(n, sizeof(double));
+	int ab[2], ba[2], status;
+	pid_t parent = getpid(), pid;
+
+	if (!there || !back)
+		die("out of memory");
+	a.t_unlock = shared_alloc(a.n * sizeof(double));
+	a.t_grant = shared_alloc(a.n * sizeof(double));
+	a.fd = open(file_a, O_RDONLY);
+	if (a.fd < 0)
+		die("%s: %s", file_a, strerror(errno));
+	if (flock(a.fd, LOCK_EX) < 0)
+		die("flock %s: %s", file_a, strerror(errno));
+	if (pipe(ab) < 0 || pipe(ba) < 0)
+		die("pipe: %s", strerror(errno));
+	pid = fork();
+	if (pid < 0)
+		die("fork: %s", strerror(errno));
+	if (pid == 0) {
+		struct ho_side b = a;
+
+		/* Not left waiting for a lock nobody will hand over. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(1);
+		close(a.fd);
+		close(ab[1]);
+		close(ba[0]);
+		b.id = 1;
+		b.peer = parent;
+		b.to_peer = ba[1];
+		b.from_peer = ab[0];
+		b.fd = open(file_b, O_RDONLY);
+		if (b.fd < 0)
+			die("%s: %s", file_b, strerror(errno));
+		ho_run(&b);
+		_exit(0);
+	}
+	close(ab[0]);
+	close(ba[1]);
+	a.peer = pid;
+	a.to_peer = ab[1];
+	a.from_peer = ba[0];
+	ho_run(&a);
+	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		die("the process on %s failed", file_b);
+	close(a.fd);
+	for (long k = 2; k < a.n; k++) {
+		double us = (a.t_grant[k] - a.t_unlock[k]) * 1e6;
+
+		if (us <= 0)
+			die("handover %ld: the lock was granted before the holder let go", k);
+		printf("%.1f\n", us);
+		(k % 2 ? back : there)[k / 2 - 1] = us;
+	}
+	fprintf(stderr, "fsbench handover: A->B p50 %.1f p99 %.1f us, B->A p50 %.1f p99 %.1f us\n",
+		quantile(there, n, 0.5), quantile(there, n, 0.99), quantile(back, n, 0.5),
+		quantile(back, n, 0.99));
+	free(there);
+	free(back);
+	return 0;
+}
+
 static long arg_long(const char *s, long min, long max)
 {
 	char *end;
@@ -740,7 +947,8 @@ static void usage(void)
 	      "       fsbench readall DIR\n"
 	      "       fsbench mkfiles DIR N VLEN\n"
 	      "       fsbench walk DIR THREADS\n"
-	      "       fsbench flock FILE N\n", stderr);
+	      "       fsbench flock FILE N\n"
+	      "       fsbench handover FILE_A FILE_B N PARK_MS\n", stderr);
 	exit(2);
 }
 
@@ -764,6 +972,9 @@ int main(int argc, char **argv)
 				arg_long(argv[4], 1, 100000000));
 	else if (strcmp(cmd, "flock") == 0 && argc == 4)
 		rc = cmd_flock(argv[2], arg_long(argv[3], 1, 10000000));
+	else if (strcmp(cmd, "handover") == 0 && argc == 6)
+		rc = cmd_handover(argv[2], argv[3], arg_long(argv[4], 1, 1000000),
+				  arg_long(argv[5], 0, 10000));
 	else if (strcmp(cmd, "list") == 0 && argc == 3)
 		rc = cmd_list(argv[2]);
 	else if (strcmp(cmd, "readall") == 0 && argc == 3)

@@ -11,6 +11,7 @@
  *   rawclient ENDPOINT get KEY                     value to stdout, raw
  *   rawclient ENDPOINT visible KEY PATH N          put -> visible on a mount
  *   rawclient ENDPOINT lock-seq NAME N             uncontended Lock + Unlock
+ *   rawclient ENDPOINT lock-handover NAME N PARK   Unlock -> the waiter's Lock
  *
  * Results go to stdout as bare numbers (documented per command below) for
  * bench/run to parse; diagnostics go to stderr. Any failed call exits 1.
@@ -42,6 +43,7 @@
 #define VALUE_LEN 100
 #define FILL_THREADS 16
 
+static const char *endpoint;
 static struct ef_h2 *conn;
 
 static double now_s(void)
@@ -605,6 +607,177 @@ static int cmd_visible(const char *key, const char *path, long n)
 	return 0;
 }
 
+/* ---- lock handover ---- */
+
+#define WAITING_GIVE_UP_S 10.0
+
+/* The keys under prefix now, counted by etcd (a count-only Range on h). */
+static int64_t count_prefix(struct ef_h2 *h, const char *prefix)
+{
+	g_autoptr(GByteArray) req = g_byte_array_new();
+	g_autoptr(GByteArray) end = prefix_end(prefix);
+	g_autoptr(GBytes) resp = NULL;
+	struct pb_field f;
+
+	pb_bytes(req, 1, prefix, strlen(prefix));
+	pb_bytes(req, 2, end->data, end->len);
+	pb_uint(req, 9, 1);
+	call_on(h, "/etcdserverpb.KV/Range", req, &resp);
+	return pb_find(resp, 4, 0, &f) ? (int64_t)f.v : 0;
+}
+
+/* One lock handed back and forth between two clients, each on a
+ * connection and a lease of its own. */
+struct handover {
+	const char *name;
+	char *waiting;              /* name + "/": where etcd puts the keys */
+	long n;                     /* handovers */
+	long park_ms;               /* how long the waiter has waited in etcd when
+				     * the holder lets go */
+	double *t_unlock, *t_grant; /* per handover: Unlock sent, Lock answered */
+	GMutex lock;
+	GCond cond;
+	long announced;             /* the last handover whose waiter is calling
+				     * Lock; protected by lock */
+	long granted;               /* the last handover whose waiter has the
+				     * lock; protected by lock */
+};
+
+struct ho_side {
+	struct handover *ho;
+	int id;                     /* side 0 lets go at the even handovers */
+	struct ef_h2 *h;
+	uint64_t lease;
+	GBytes *key;                /* the owner key while this side holds */
+};
+
+/* Sets *at to k and wakes the other side. */
+static void ho_say(struct handover *ho, long *at, long k)
+{
+	g_mutex_lock(&ho->lock);
+	*at = k;
+	g_cond_broadcast(&ho->cond);
+	g_mutex_unlock(&ho->lock);
+}
+
+/* Waits until *at has reached k. */
+static void ho_hear(struct handover *ho, const long *at, long k)
+{
+	g_mutex_lock(&ho->lock);
+	while (*at < k)
+		g_cond_wait(&ho->cond, &ho->lock);
+	g_mutex_unlock(&ho->lock);
+}
+
+static void ho_wait_waiter(struct ho_side *s, long k)
+{
+	struct handover *ho = s->ho;
+	double t0 = now_s();
+	int64_t keys;
+
+	ho_hear(ho, &ho->announced, k);
+	/* About to call Lock is not waiting yet: the Lock is parked in etcd
+	 * once its key is under the name beside ours. */
+	while ((keys = count_prefix(s->h, ho->waiting)) < 2) {
+		if (now_s() - t0 > WAITING_GIVE_UP_S)
+			die("handover %ld: the waiter's Lock made no key in %.0f s", k,
+			    WAITING_GIVE_UP_S);
+		g_usleep(200);
+	}
+	if (keys > 2)
+		die("handover %ld: %" G_GINT64_FORMAT " keys under %s, not 2", k, keys, ho->waiting);
+}
+
+static gpointer ho_thread(gpointer arg)
+{
+	struct ho_side *s = arg;
+	struct handover *ho = s->ho;
+
+	for (long k = 0; k < ho->n; k++) {
+		if (k % 2 == s->id) {
+			ho_wait_waiter(s, k);
+			g_usleep(ho->park_ms * 1000);
+			ho->t_unlock[k] = now_s();
+			unlock_on(s->h, s->key);
+			g_clear_pointer(&s->key, g_bytes_unref);
+			/* As fsbench handover: the next Lock only once the
+			 * waiter has had this one. */
+			ho_hear(ho, &ho->granted, k);
+		} else {
+			ho_say(ho, &ho->announced, k);
+			s->key = lock_on(s->h, ho->name, s->lease);
+			ho->t_grant[k] = now_s();
+			ho_say(ho, &ho->granted, k);
+		}
+	}
+	/* The last one to get the lock lets go, so no key is left. */
+	if (s->key)
+		unlock_on(s->h, s->key);
+	g_clear_pointer(&s->key, g_bytes_unref);
+	return NULL;
+}
+
+/* The p-th quantile of the n values at v (sorted in place). */
+static double quantile(double *v, size_t n, double p)
+{
+	qsort(v, n, sizeof(*v), cmp_double);
+	return v[(size_t)((n - 1) * p + 0.5)];
+}
+
+/*
+ * lock-handover NAME N PARK_MS: etcd's lock handed over 2 N times between
+ * two clients (two connections, two leases, one thread each), alternately
+ * one way and the other. A waiter calls Lock once the handover before has
+ * completed. Before each Unlock its Lock is waiting in etcd (its key is
+ * there) and has been for PARK_MS more, as fsbench handover waits. Prints one line per handover, in order: the microseconds
+ * from sending the holder's Unlock to the waiter's Lock answer (two more
+ * handovers come first and are not printed, as fsbench's are not).
+ */
+static int cmd_lock_handover(const char *name, long n, long park_ms)
+{
+	struct handover ho = { .name = name, .n = 2 * n + 2, .park_ms = park_ms, .announced = -1,
+			       .granted = -1 };
+	struct ho_side sides[2] = { { .ho = &ho, .id = 0, .h = conn },
+				    { .ho = &ho, .id = 1, .h = connect_to(endpoint) } };
+	g_autofree double *there = g_new(double, n);
+	g_autofree double *back = g_new(double, n);
+	GThread *th[2];
+
+	ho.waiting = g_strdup_printf("%s/", name);
+	ho.t_unlock = g_new0(double, ho.n);
+	ho.t_grant = g_new0(double, ho.n);
+	g_mutex_init(&ho.lock);
+	g_cond_init(&ho.cond);
+	if (count_prefix(conn, ho.waiting) != 0)
+		die("keys under %s before the first lock", ho.waiting);
+	for (int i = 0; i < 2; i++)
+		sides[i].lease = lease_grant(sides[i].h);
+	/* Side 0 holds first, untimed. */
+	sides[0].key = lock_on(conn, name, sides[0].lease);
+	for (int i = 0; i < 2; i++)
+		th[i] = g_thread_new("handover", ho_thread, &sides[i]);
+	for (int i = 0; i < 2; i++)
+		g_thread_join(th[i]);
+	for (long k = 2; k < ho.n; k++) {
+		double t = ho.t_grant[k] - ho.t_unlock[k];
+
+		if (t <= 0)
+			die("handover %ld: granted before the holder let go", k);
+		printf("%.1f\n", t * 1e6);
+		(k % 2 ? back : there)[k / 2 - 1] = t * 1e6;
+	}
+	fprintf(stderr, "rawclient lock-handover: 0->1 p50 %.1f p99 %.1f us, 1->0 p50 %.1f p99 %.1f us\n",
+		quantile(there, n, 0.5), quantile(there, n, 0.99), quantile(back, n, 0.5),
+		quantile(back, n, 0.99));
+	h2_free(sides[1].h);
+	g_mutex_clear(&ho.lock);
+	g_cond_clear(&ho.cond);
+	g_free(ho.waiting);
+	g_free(ho.t_unlock);
+	g_free(ho.t_grant);
+	return 0;
+}
+
 static long arg_long(const char *s, long min)
 {
 	char *end;
@@ -626,6 +799,7 @@ static void usage(void)
 	      "       rawclient ENDPOINT fill PREFIX N PER_DIR VLEN\n"
 	      "       rawclient ENDPOINT get KEY\n"
 	      "       rawclient ENDPOINT lock-seq NAME N\n"
+	      "       rawclient ENDPOINT lock-handover NAME N PARK_MS\n"
 	      "       rawclient ENDPOINT visible KEY PATH N\n", stderr);
 	exit(2);
 }
@@ -637,8 +811,9 @@ int main(int argc, char **argv)
 
 	if (argc < 4)
 		usage();
+	endpoint = argv[1];
 	cmd = argv[2];
-	conn = connect_to(argv[1]);
+	conn = connect_to(endpoint);
 	if (strcmp(cmd, "put-seq") == 0 && argc == 5)
 		rc = cmd_put_seq(argv[3], arg_long(argv[4], 1));
 	else if (strcmp(cmd, "put-par") == 0 && argc == 6)
@@ -652,6 +827,8 @@ int main(int argc, char **argv)
 			      arg_long(argv[6], 0));
 	else if (strcmp(cmd, "lock-seq") == 0 && argc == 5)
 		rc = cmd_lock_seq(argv[3], arg_long(argv[4], 1));
+	else if (strcmp(cmd, "lock-handover") == 0 && argc == 6)
+		rc = cmd_lock_handover(argv[3], arg_long(argv[4], 1), arg_long(argv[5], 0));
 	else if (strcmp(cmd, "get") == 0 && argc == 4)
 		rc = cmd_get(argv[3]);
 	else if (strcmp(cmd, "visible") == 0 && argc == 6)
