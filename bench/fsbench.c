@@ -14,6 +14,8 @@
  *   fsbench walk DIR THREADS              read every file under DIR
  *   fsbench flock FILE N                  uncontended flock LOCK_EX + LOCK_UN
  *   fsbench handover FILE_A FILE_B N PARK_MS   a lock handed between two mounts
+ *   fsbench parked ROUND_MS ROUNDS HOLD_FILE WAIT_FILE WAITERS DAEMON_PID DIR
+ *                                         hot reads beside parked flock waiters
  *
  * Results go to stdout as bare numbers (documented per command) for bench/run
  * to parse; anything unexpected — a failed call, short read, wrong bytes —
@@ -725,6 +727,12 @@ static int cmd_flock(const char *file, long n)
 /* Longest a waiter may take to block in flock, or the waiters of `parked`
  * to get the lock in turn and exit once it is let go. */
 #define BLOCK_LIMIT_S 10.0
+#define DRAIN_LIMIT_S 60.0
+/* A round of `parked` starts this long after the last waiter was started
+ * or reaped: right after starting or reaping 100 processes the same reads
+ * ran 10-20% slower for a while, whether the waiters were parked in the
+ * daemon or blocked on a tmpfs file's flock, and that is not the daemon's. */
+#define SETTLE_MS 300
 
 static void sleep_us(long us)
 {
@@ -924,6 +932,196 @@ static int cmd_handover(const char *file_a, const char *file_b, long n, long par
 	return 0;
 }
 
+/* What the waiters of `parked` share with it. */
+struct park_shared {
+	int holders;              /* processes holding the lock: at most one */
+	int turns;                /* waiters that have had the lock */
+	int overlaps;             /* waiters that found another holder */
+};
+
+/* A process that waits for file's lock, then lets go of it at once and
+ * exits: 0 once it has, not 0 on any failure. */
+static pid_t waiter_spawn(const char *file, struct park_shared *ps)
+{
+	pid_t parent = getpid(), pid = fork();
+	int fd;
+
+	if (pid < 0)
+		die("fork: %s", strerror(errno));
+	if (pid > 0)
+		return pid;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(1);
+	fd = open(file, O_RDONLY);
+	if (fd < 0)
+		_exit(2);
+	if (flock(fd, LOCK_EX) < 0)
+		_exit(3);
+	if (__atomic_add_fetch(&ps->holders, 1, __ATOMIC_SEQ_CST) != 1)
+		__atomic_add_fetch(&ps->overlaps, 1, __ATOMIC_SEQ_CST);
+	__atomic_add_fetch(&ps->turns, 1, __ATOMIC_SEQ_CST);
+	__atomic_sub_fetch(&ps->holders, 1, __ATOMIC_SEQ_CST);
+	_exit(flock(fd, LOCK_UN) < 0 ? 3 : 0);
+}
+
+/* Whether any of the n waiters has exited (and been reaped): *status
+ * says how, when one has. */
+static bool waiter_exited(pid_t *pids, long n, int *status)
+{
+	for (long i = 0; i < n; i++)
+		if (pids[i] > 0 && waitpid(pids[i], status, WNOHANG) == pids[i]) {
+			pids[i] = 0;
+			return true;
+		}
+	return false;
+}
+
+/* Reaps the n waiters, each of which must have had the lock (exit 0),
+ * within DRAIN_LIMIT_S. */
+static void waiters_reap(pid_t *pids, long n)
+{
+	double t0 = now_s();
+	long left = n;
+	int status;
+
+	while (left > 0) {
+		if (waiter_exited(pids, n, &status)) {
+			if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+				die("a waiter failed (status %#x)", status);
+			left--;
+			continue;
+		}
+		/* Exiting kills the rest (PR_SET_PDEATHSIG). */
+		if (now_s() - t0 > DRAIN_LIMIT_S)
+			die("%ld waiters still waiting %.0f s after the lock was let go", left,
+			    DRAIN_LIMIT_S);
+		sleep_us(500);
+	}
+}
+
+/* The Threads: line of /proc/PID/status. */
+static long threads_of(pid_t pid)
+{
+	char path[64], line[256];
+	FILE *f;
+	long n = -1;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		die("%s: %s", path, strerror(errno));
+	while (n < 0 && fgets(line, sizeof(line), f))
+		if (sscanf(line, "Threads: %ld", &n) != 1)
+			n = -1;
+	fclose(f);
+	if (n < 0)
+		die("%s: no Threads line", path);
+	return n;
+}
+
+/*
+ * parked ROUND_MS ROUNDS HOLD_FILE WAIT_FILE WAITERS DAEMON_PID DIR: the hot
+ * open+read+close of DIR/hot-1k (as `read`), in rounds that alternate
+ * between none and WAITERS processes blocked in flock(LOCK_EX) on
+ * WAIT_FILE, while this process holds the lock of HOLD_FILE (the same file
+ * through another mount). Each waiter is started once the one before is
+ * blocked in flock. After each round with waiters the lock is let go: all
+ * of them must get it, one at a time, and exit. Prints "us_without
+ * us_with threads_without threads_with drain_ms": the median microseconds
+ * per read of each kind of round; the most threads DAEMON_PID (WAIT_FILE's
+ * daemon) had at the end of a round of each kind; the median milliseconds
+ * from letting go to the last waiter's exit. Round 0 of each kind is a
+ * warm-up, left out but for the thread counts. DIR/hot-1k is rewritten
+ * before each pair of rounds.
+ */
+static int cmd_parked(int argc, char **argv)
+{
+	double round_s = atof(argv[0]) / 1e3;
+	int rounds = atoi(argv[1]);
+	const char *hold = argv[2], *wait = argv[3];
+	long nwait = atol(argv[4]);
+	pid_t daemon_pid = (pid_t)atol(argv[5]);
+	struct park_shared *ps = shared_alloc(sizeof(*ps));
+	double without[64], with[64], drain[64];
+	long thr_without = 0, thr_with = 0;
+	struct hot h;
+	pid_t *pids;
+	int fd, nr = 0;
+
+	if (round_s <= 0 || rounds < 1 || rounds > 64 || nwait < 1 || nwait > 10000 ||
+	    daemon_pid <= 0)
+		die("bad ROUND_MS, ROUNDS, WAITERS or DAEMON_PID");
+	pids = calloc(nwait, sizeof(*pids));
+	if (!pids)
+		die("out of memory");
+	hot_init(&h, argv[6], true);
+	fd = open(hold, O_RDONLY);
+	if (fd < 0)
+		die("%s: %s", hold, strerror(errno));
+	for (int r = 0; r <= rounds; r++) {
+		double us0, us1, t;
+		long thr;
+		int status, rc;
+
+		/* A grant holds the daemon's caches back until its watch has
+		 * passed the grant's revision, which takes a change under the
+		 * mount: the write is one, its event comes within the pause. */
+		rc = write_file(h.path, h.want, h.len, 0);
+		if (rc < 0)
+			die("%s: %s", h.path, strerror(-rc));
+		sleep_us(SETTLE_MS * 1000);
+		us0 = hot_round(&h, op_read, round_s);
+		thr = threads_of(daemon_pid);
+		thr_without = thr > thr_without ? thr : thr_without;
+
+		if (flock(fd, LOCK_EX) < 0)
+			die("flock %s: %s", hold, strerror(errno));
+		__atomic_store_n(&ps->holders, 1, __ATOMIC_SEQ_CST);
+		for (long i = 0; i < nwait; i++) {
+			pids[i] = waiter_spawn(wait, ps);
+			wait_in_flock(pids[i], true);
+		}
+		sleep_us(SETTLE_MS * 1000);
+		us1 = hot_round(&h, op_read, round_s);
+		thr = threads_of(daemon_pid);
+		thr_with = thr > thr_with ? thr : thr_with;
+		if (__atomic_load_n(&ps->turns, __ATOMIC_SEQ_CST) != 0 ||
+		    waiter_exited(pids, nwait, &status))
+			die("a waiter got the lock or failed while the lock was held through %s",
+			    hold);
+
+		__atomic_store_n(&ps->holders, 0, __ATOMIC_SEQ_CST);
+		t = now_s();
+		if (flock(fd, LOCK_UN) < 0)
+			die("flock %s: %s", hold, strerror(errno));
+		waiters_reap(pids, nwait);
+		t = now_s() - t;
+		if (ps->turns != nwait || ps->overlaps != 0)
+			die("%d of %ld waiters had the lock, %d of them not alone", ps->turns, nwait,
+			    ps->overlaps);
+		ps->turns = 0;
+		if (r > 0) {
+			without[nr] = us0;
+			with[nr] = us1;
+			drain[nr++] = t * 1e3;
+		}
+	}
+	close(fd);
+	fprintf(stderr, "fsbench parked %s: without", h.path);
+	for (int i = 0; i < nr; i++)
+		fprintf(stderr, " %.2f", without[i]);
+	fputs(" us; with", stderr);
+	for (int i = 0; i < nr; i++)
+		fprintf(stderr, " %.2f", with[i]);
+	fputs(" us\n", stderr);
+	printf("%.3f %.3f %ld %ld %.1f\n", quantile(without, nr, 0.5), quantile(with, nr, 0.5),
+	       thr_without, thr_with, quantile(drain, nr, 0.5));
+	free(h.path);
+	free(pids);
+	return 0;
+}
+
 static long arg_long(const char *s, long min, long max)
 {
 	char *end;
@@ -948,7 +1146,9 @@ static void usage(void)
 	      "       fsbench mkfiles DIR N VLEN\n"
 	      "       fsbench walk DIR THREADS\n"
 	      "       fsbench flock FILE N\n"
-	      "       fsbench handover FILE_A FILE_B N PARK_MS\n", stderr);
+	      "       fsbench handover FILE_A FILE_B N PARK_MS\n"
+	      "       fsbench parked ROUND_MS ROUNDS HOLD_FILE WAIT_FILE WAITERS DAEMON_PID DIR\n",
+	      stderr);
 	exit(2);
 }
 
@@ -975,6 +1175,8 @@ int main(int argc, char **argv)
 	else if (strcmp(cmd, "handover") == 0 && argc == 6)
 		rc = cmd_handover(argv[2], argv[3], arg_long(argv[4], 1, 1000000),
 				  arg_long(argv[5], 0, 10000));
+	else if (strcmp(cmd, "parked") == 0 && argc == 9)
+		rc = cmd_parked(argc - 2, argv + 2);
 	else if (strcmp(cmd, "list") == 0 && argc == 3)
 		rc = cmd_list(argv[2]);
 	else if (strcmp(cmd, "readall") == 0 && argc == 3)
