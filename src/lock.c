@@ -32,7 +32,7 @@
 #include "watch.h"
 
 enum msg_kind { MSG_SETLK, MSG_GETLK, MSG_FLUSH, MSG_RELEASE, MSG_INTERRUPT, MSG_WATCH,
-		MSG_WATCH_CLOSED, MSG_KA_TTL, MSG_KA_CLOSED, MSG_STOP };
+		MSG_WATCH_CLOSED, MSG_KA_TTL, MSG_KA_CLOSED, MSG_REPUMP, MSG_STOP };
 
 /* A lock request (flock, F_SETLK[W], F_GETLK), parked or about to be. */
 struct waiter {
@@ -47,6 +47,7 @@ struct waiter {
 	int64_t start, end;        /* fcntl's range */
 	GBytes *name;
 	gint interrupted;          /* atomic: the caller was interrupted */
+	int err;                   /* the answer, once decided */
 };
 
 struct msg {
@@ -57,7 +58,7 @@ struct msg {
 	GBytes *name;              /* WATCH* */
 	uint64_t gen;              /* WATCH*: of the watch; KA_*: of the stream */
 	struct ef_watch_msg *wm;   /* WATCH */
-	int64_t ttl;               /* KA_TTL */
+	int64_t lease, ttl;        /* KA_TTL */
 };
 
 /* One owner's lock on one name, granted. */
@@ -124,6 +125,8 @@ struct ef_locks {
 	GHashTable *fences;        /* name -> struct fence; under fence_lock */
 	/* The thread's own, from here on. */
 	GHashTable *locks;         /* name -> struct lk */
+	GQueue replies;            /* struct waiter, answered at the end of the
+				    * message (after the fences are set) */
 	uint64_t gen;              /* last stream generation given */
 	uint64_t seq;              /* last key number given */
 	int64_t lease;             /* 0: none granted (or it was lost) */
@@ -168,12 +171,25 @@ static void msg_free(struct msg *m)
 	g_free(m);
 }
 
-/* Answers a request, once, and drops the thread's reference to it. */
+/* Answers a request, once, when the message in hand is done: an unlock
+ * must not return before its key is gone and the fence that names it
+ * taken down, nor a grant before its fence is up. */
 static void answer(struct waiter *w, int err)
 {
-	fuse_req_interrupt_func(w->req, NULL, NULL);
-	fuse_reply_err(w->req, err);
-	waiter_unref(w);
+	w->err = err;
+	g_queue_push_tail(&w->l->replies, w);
+}
+
+/* Sends the answers decided, and drops the thread's references. */
+static void replies_send(struct ef_locks *l)
+{
+	struct waiter *w;
+
+	while ((w = g_queue_pop_head(&l->replies))) {
+		fuse_req_interrupt_func(w->req, NULL, NULL);
+		fuse_reply_err(w->req, w->err);
+		waiter_unref(w);
+	}
 }
 
 static GBytes *concat(GBytes *a, const char *b)
@@ -248,7 +264,7 @@ static void ka_on_ttl(void *ud, int64_t id, int64_t ttl)
 {
 	struct call_ud *c = ud;
 
-	push(c->l, (struct msg){ .kind = MSG_KA_TTL, .gen = c->gen, .ttl = id ? ttl : 0 });
+	push(c->l, (struct msg){ .kind = MSG_KA_TTL, .gen = c->gen, .lease = id, .ttl = ttl });
 }
 
 static void ka_on_close(void *ud, int err)
@@ -554,6 +570,27 @@ static void judge_all(struct ef_locks *l, struct lk *lk)
 		g_message("etcdfs: cannot watch lock queue: waiting for the next change");
 }
 
+/* The lease is gone (it expired while we could not reach etcd), and so is
+ * every key on it. Holders keep their local hold, and their writes are
+ * refused (locks_fence) until they let go; waiters queue again on a new
+ * lease once repump() sees to their names. */
+static void lease_drop(struct ef_locks *l)
+{
+	GHashTableIter it;
+	struct lk *lk;
+
+	l->lease = 0;
+	ka_close(l);
+	g_hash_table_iter_init(&it, l->locks);
+	while (g_hash_table_iter_next(&it, NULL, (gpointer *)&lk)) {
+		snap_drop(lk);
+		if ((lk->w && lk->w->granted) || (lk->r && lk->r->granted))
+			holds_lost(lk);
+		g_clear_pointer(&lk->w, ekey_free);
+		g_clear_pointer(&lk->r, ekey_free);
+	}
+}
+
 /* Joins the queue of lk as a writer or a reader, unless already in it. */
 static int key_make(struct ef_locks *l, struct lk *lk, enum lock_mode m)
 {
@@ -574,10 +611,13 @@ static int key_make(struct ef_locks *l, struct lk *lk, enum lock_mode m)
 		key = concat(lk->pfx, suffix);
 		rc = etcd_lock_enter(l->etcd, lk->pfx, key, m == LOCK_MODE_SHARED, l->lease, &rev,
 				     &kvs);
-		/* The lease expired unnoticed: its keys went with it. */
+		/* The lease expired before its keepalive said so: its keys
+		 * went with it. The other names are seen to after this one. */
 		if (rc == -ENOENT && attempt == 0) {
-			g_warning("etcdfs: the lock lease %" PRIx64 " is gone", (uint64_t)l->lease);
-			l->lease = 0;
+			g_warning("etcdfs: the lock lease %" PRIx64 " is gone: locks held here are lost",
+				  (uint64_t)l->lease);
+			lease_drop(l);
+			push(l, (struct msg){ .kind = MSG_REPUMP });
 			g_clear_pointer(&suffix, g_free);
 			g_clear_pointer(&key, g_bytes_unref);
 			continue;
@@ -944,6 +984,8 @@ static void drop_holds(struct ef_locks *l, const struct msg *m)
 	GHashTableIter it;
 	struct lk *lk;
 
+	g_debug("lock: %s owner %" PRIx64 " fh %" PRIx64 "%s", m->kind == MSG_FLUSH ? "flush" : "release",
+		m->owner, m->fh, m->flock ? " flock" : "");
 	g_hash_table_iter_init(&it, l->locks);
 	while (g_hash_table_iter_next(&it, NULL, (gpointer *)&lk)) {
 		bool any = false;
@@ -966,11 +1008,8 @@ static void drop_holds(struct ef_locks *l, const struct msg *m)
 		after(l, g_ptr_array_index(touched, i));
 }
 
-/* etcd says the lease is gone (it expired while we could not reach etcd):
- * so is every key on it. Holders keep their local hold, and their writes
- * are refused (locks_fence) until they let go; waiters queue again on a
- * new lease. */
-static void lease_lost(struct ef_locks *l)
+/* after() for every name. */
+static void repump(struct ef_locks *l)
 {
 	g_autoptr(GPtrArray) all = g_ptr_array_new();
 	GHashTableIter it;
@@ -979,20 +1018,8 @@ static void lease_lost(struct ef_locks *l)
 	g_hash_table_iter_init(&it, l->locks);
 	while (g_hash_table_iter_next(&it, NULL, &v))
 		g_ptr_array_add(all, v);
-	g_warning("etcdfs: the lock lease %" PRIx64 " expired: locks held here are lost",
-		  (uint64_t)l->lease);
-	l->lease = 0;
-	ka_close(l);
-	for (guint i = 0; i < all->len; i++) {
-		struct lk *lk = g_ptr_array_index(all, i);
-
-		snap_drop(lk);
-		if ((lk->w && lk->w->granted) || (lk->r && lk->r->granted))
-			holds_lost(lk);
-		g_clear_pointer(&lk->w, ekey_free);
-		g_clear_pointer(&lk->r, ekey_free);
-		after(l, lk);
-	}
+	for (guint i = 0; i < all->len; i++)
+		after(l, g_ptr_array_index(all, i));
 }
 
 /* Unmount: nothing waits any longer, and the lease goes with its keys. */
@@ -1037,14 +1064,21 @@ static void dispatch(struct ef_locks *l, struct msg *m)
 		if (!lk || !lk->watch || lk->watch_gen != m->gen)
 			break;
 		if (m->kind == MSG_WATCH)
-			on_watch(l, lk, g_steal_pointer(&m->wm));
+			on_watch(l, lk, m->wm);
 		else
 			resync(l, lk);
 		after(l, lk);
 		break;
 	case MSG_KA_TTL:
-		if (m->gen == l->ka_gen && l->lease && m->ttl <= 0)
-			lease_lost(l);
+		if (m->gen == l->ka_gen && l->lease && m->lease == l->lease && m->ttl <= 0) {
+			g_warning("etcdfs: the lock lease %" PRIx64 " expired: locks held here are lost",
+				  (uint64_t)l->lease);
+			lease_drop(l);
+			repump(l);
+		}
+		break;
+	case MSG_REPUMP:
+		repump(l);
 		break;
 	case MSG_KA_CLOSED:
 		/* Opened again at the next tick. */
@@ -1076,6 +1110,7 @@ static gpointer lock_thread(gpointer data)
 		if (!m)
 			continue;
 		dispatch(l, m);
+		replies_send(l);
 		stop = m->kind == MSG_STOP;
 		msg_free(m);
 	}
@@ -1090,6 +1125,7 @@ struct ef_locks *locks_new(struct ef_etcd *etcd, const char *prefix, int ttl)
 	l->prefix = g_bytes_new(prefix, strlen(prefix));
 	l->ttl = ttl;
 	l->q = g_async_queue_new();
+	g_queue_init(&l->replies);
 	l->locks = g_hash_table_new_full(g_bytes_hash, g_bytes_equal, NULL,
 					 (GDestroyNotify)lk_free);
 	g_mutex_init(&l->fence_lock);

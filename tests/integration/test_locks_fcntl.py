@@ -348,3 +348,30 @@ def test_a_holder_that_lost_its_lock_cannot_clobber_the_next(etcd, mounter):
     with open(f1, "w") as f:
         f.write("again")
     assert etcd.get(b"/config") == b"again"
+
+
+def test_hundred_parked_waiters_leave_the_mount_working(etcd, two):
+    """100 processes wait on one lock: each holds no daemon thread, so the
+    mount keeps answering; released, each gets the lock in turn."""
+    fd = os.open(two.f1, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    waiters = [subprocess.Popen(["flock", "-s" if i % 4 == 0 else "-x", two.f2, "true"])
+               for i in range(100)]
+    wait_for(lambda: len(owner_keys(etcd, two.name)) >= 2, timeout=30)
+    time.sleep(1.0)
+    assert all(p.poll() is None for p in waiters)
+    # far more waiters than the daemon has worker threads: other requests
+    # on the mount still go through
+    other = os.path.join(two.m2.path, "app/other")
+    for i in range(20):
+        with open(other, "w") as f:
+            f.write(str(i))
+        with open(other) as f:
+            assert f.read() == str(i)
+        assert "deploy.lock" in os.listdir(os.path.dirname(other))
+    assert etcd.get(b"/app/other") == b"19"
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+    for p in waiters:
+        assert p.wait(60) == 0
+    wait_for(lambda: owner_keys(etcd, two.name) == [])
