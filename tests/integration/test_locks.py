@@ -333,3 +333,24 @@ def test_counter_loses_no_increment(etcd, two):
     assert etcd.get(b"/app/counter") == str(want).encode()
     for m in (m1, m2):
         wait_for(lambda: open(os.path.join(m.path, "app/counter")).read() == str(want))
+
+
+def test_lock_on_a_file_not_in_etcd_yet(etcd, mounter):
+    """flock(1) creates its lock file: the lock is etcd's before the file's
+    key is, and excludes the other mount's flock of the same new name."""
+    m1 = mounter(etcd=etcd)
+    m2 = mounter(etcd=etcd)
+    # mkdir'd directories live in their mount until a key is put under them
+    os.makedirs(m1.p("jobs"))
+    os.makedirs(m2.p("jobs"))
+    holder = subprocess.Popen(["flock", m1.p("jobs/nightly.lock"), "-c",
+                               "echo held; sleep 3"], stdout=subprocess.PIPE)
+    assert holder.stdout.readline().strip() == b"held"
+    name = b"etcdfs-lock/jobs/nightly.lock%"
+    assert len(owner_keys(etcd, name)) == 1
+    assert etcd.get(b"/jobs/nightly.lock") is None
+    r = subprocess.run(["flock", "-n", m2.p("jobs/nightly.lock"), "true"])
+    assert r.returncode != 0, "a second mount took the lock of a new file"
+    assert holder.wait(15) == 0
+    wait_for(lambda: owner_keys(etcd, name) == [])
+    assert subprocess.run(["flock", "-n", m2.p("jobs/nightly.lock"), "true"]).returncode == 0
