@@ -861,7 +861,9 @@ int etcd_watch_open(struct ef_etcd *e, GBytes *key, GBytes *end, int64_t start_r
 	a->ud = ud;
 	rc = grpc_stream_open(e->h2, "/etcdserverpb.Watch/Watch", &watch_stream_ops, a, out);
 	if (rc < 0) {
+		/* on_close runs once whatever happens (etcd.h). */
 		g_free(a);
+		ops->on_close(ud, rc);
 		return rc;
 	}
 	cr.key = bin_bytes(key);

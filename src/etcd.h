@@ -226,8 +226,9 @@ struct ef_watch_ops {
 /*
  * Opens a Watch stream on [key, end) from start_rev (0: from now), asking
  * for progress notifications, and sends the create request. ops/ud are
- * borrowed until on_close. Returns 0 and *out (free with etcd_watch_close)
- * or -errno.
+ * borrowed until on_close, which runs exactly once, also when this fails
+ * (then possibly on the calling thread, before it returns). Returns 0 and
+ * *out (free with etcd_watch_close) or -errno.
  */
 int etcd_watch_open(struct ef_etcd *e, GBytes *key, GBytes *end, int64_t start_rev,
 		    const struct ef_watch_ops *ops, void *ud, struct ef_grpc_stream **out);

@@ -77,6 +77,7 @@ struct ekey {
 	GBytes *key;
 	int64_t create_rev;
 	bool granted;
+	bool used;                 /* a local owner has been granted under it */
 	bool draining;             /* a reader's with a writer queued behind it:
 				    * no new local reader joins it */
 };
@@ -133,6 +134,9 @@ struct ef_locks {
 	struct ef_grpc_stream *ka; /* the lease's keepalive stream, if open */
 	uint64_t ka_gen;
 	gint64 ka_due;             /* monotonic us: next keepalive request */
+	GPtrArray *stale;          /* GBytes: our keys to delete, whose delete
+				    * failed or whose making may have happened */
+	gint64 retry_due;          /* monotonic us: next retry; 0: none due */
 };
 
 /* What an I/O thread callback needs to say which stream it is about. */
@@ -405,23 +409,45 @@ static void holds_lost(struct lk *lk)
 		((struct hold *)g_ptr_array_index(lk->holds, i))->lost = true;
 }
 
-static bool covered(const struct lk *lk, enum lock_mode m)
+/* The key a lock of mode m is granted under here, if any. */
+static struct ekey *cover(const struct lk *lk, enum lock_mode m)
 {
 	if (lk->w && lk->w->granted)
-		return true;
-	return m == LOCK_MODE_SHARED && lk->r && lk->r->granted && !lk->r->draining;
+		return lk->w;
+	if (m == LOCK_MODE_SHARED && lk->r && lk->r->granted && !lk->r->draining)
+		return lk->r;
+	return NULL;
+}
+
+static bool covered(const struct lk *lk, enum lock_mode m)
+{
+	return cover(lk, m) != NULL;
 }
 
 /* ---- the queue in etcd ---- */
 
+static void retry_soon(struct ef_locks *l)
+{
+	if (!l->retry_due)
+		l->retry_due = g_get_monotonic_time() + G_USEC_PER_SEC;
+}
+
+/* A key of ours that may be in etcd and must not stay: the lease keeps it
+ * as long as the mount lives, and every other holder would wait for it. */
+static void stale_add(struct ef_locks *l, GBytes *key)
+{
+	g_ptr_array_add(l->stale, g_bytes_ref(key));
+	retry_soon(l);
+}
+
 static void unlock_key(struct ef_locks *l, struct ekey *e)
 {
-	/* Failed, the key stays until the lease ends: at unmount, or TTL
-	 * after the daemon is gone. */
 	int rc = etcd_unlock(l->etcd, e->key);
 
-	if (rc < 0)
-		g_message("etcdfs: unlock failed: %s", g_strerror(-rc));
+	if (rc < 0) {
+		g_message("etcdfs: unlock failed (tried again): %s", g_strerror(-rc));
+		stale_add(l, e->key);
+	}
 }
 
 static void snap_drop(struct lk *lk)
@@ -504,11 +530,11 @@ static int watch_open(struct ef_locks *l, struct lk *lk)
 	c->l = l;
 	c->name = g_bytes_ref(lk->name);
 	c->gen = lk->watch_gen = ++l->gen;
+	/* c goes with on_close, which runs even when this fails. */
 	rc = etcd_watch_open(l->etcd, lk->pfx, end, lk->snap_rev + 1, &watch_ops, c, &lk->watch);
 	if (rc < 0) {
-		g_bytes_unref(c->name);
-		g_free(c);
 		lk->watch = NULL;
+		retry_soon(l);
 	}
 	return rc;
 }
@@ -567,7 +593,7 @@ static void judge_all(struct ef_locks *l, struct lk *lk)
 	if ((!lk->w || lk->w->granted) && (!lk->r || lk->r->granted))
 		snap_drop(lk);
 	else if (!lk->watch && watch_open(l, lk) < 0)
-		g_message("etcdfs: cannot watch lock queue: waiting for the next change");
+		g_message("etcdfs: cannot watch a lock queue: tried again");
 }
 
 /* The lease is gone (it expired while we could not reach etcd), and so is
@@ -624,11 +650,17 @@ static int key_make(struct ef_locks *l, struct lk *lk, enum lock_mode m)
 		}
 		break;
 	}
-	if (rc < 0)
+	if (rc < 0) {
+		/* Sent, the Put may have happened with its answer lost. */
+		if (rc != -ENOENT)
+			stale_add(l, key);
 		return rc;
+	}
 	*slot = g_new0(struct ekey, 1);
 	(*slot)->key = g_steal_pointer(&key);
 	(*slot)->create_rev = rev;
+	/* A watch of the older snapshot would replay what this one has. */
+	snap_drop(lk);
 	snap_set(lk, kvs, rev);
 	judge_all(l, lk);
 	return 0;
@@ -646,12 +678,9 @@ static void resync(struct ef_locks *l, struct lk *lk)
 		return;
 	rc = queue_read(l->etcd, lk->pfx, &kvs, &rev);
 	if (rc < 0) {
-		/* The waiters are told; settle() withdraws their keys. */
-		struct waiter *w;
-
-		g_message("etcdfs: cannot read lock queue: %s", g_strerror(-rc));
-		while ((w = g_queue_pop_head(&lk->waiters)))
-			answer(w, ENOLCK);
+		/* The waiters keep waiting (an interrupt ends it). */
+		g_message("etcdfs: cannot read a lock queue (tried again): %s", g_strerror(-rc));
+		retry_soon(l);
 		return;
 	}
 	snap_set(lk, kvs, rev);
@@ -705,20 +734,26 @@ static void settle(struct ef_locks *l, struct lk *lk)
 		want_x |= m == LOCK_MODE_EXCL;
 		want_s |= m == LOCK_MODE_SHARED;
 	}
-	if (lk->w && lk->w->granted && !hold_x) {
+	/* A key etcd has just granted is kept for the waiter it was made
+	 * for; one that has served is given up, so that the waiters
+	 * elsewhere get their turn before the next one here. */
+	if (lk->w && lk->w->granted && !hold_x && (lk->w->used || !want_x)) {
 		int64_t rev;
 		int rc = -1;
 
 		if (hold_any && !lk->r) {
 			rc = etcd_lock_mark(l->etcd, lk->w->key, lk->w->create_rev, l->lease, &rev);
-			if (rc == 0) {
-				lk->r = g_steal_pointer(&lk->w);
-			} else if (rc == -ESTALE) {
+			if (rc == -ESTALE) {
 				holds_lost(lk);
 			} else {
-				/* Still a writer: stricter than asked, never
-				 * wrong; tried again at the next change. */
-				g_message("etcdfs: lock downgrade failed: %s", g_strerror(-rc));
+				/* Failed or not, the key may be a reader's now
+				 * (an answer lost after the write): taken as
+				 * one, an exclusive lock needs a writer's key
+				 * again, which is never wrong. */
+				if (rc < 0)
+					g_message("etcdfs: lock downgrade: %s", g_strerror(-rc));
+				rc = 0;
+				lk->r = g_steal_pointer(&lk->w);
 			}
 		}
 		if (lk->w && rc != 0 && (rc == -ESTALE || !hold_any || lk->r)) {
@@ -731,8 +766,11 @@ static void settle(struct ef_locks *l, struct lk *lk)
 		unlock_key(l, lk->w);
 		g_clear_pointer(&lk->w, ekey_free);
 	}
-	if (lk->r && ((lk->r->granted && (!hold_any || (lk->w && lk->w->granted))) ||
-		      (!lk->r->granted && !want_s))) {
+	/* Our granted writer's key may have passed writers that wait for
+	 * our reader's (lockrule_granted): the reader's stays as long. */
+	if (lk->r && !(lk->w && lk->w->granted) &&
+	    ((lk->r->granted && !hold_any && (lk->r->used || !want_s)) ||
+	     (!lk->r->granted && !want_s))) {
 		unlock_key(l, lk->r);
 		g_clear_pointer(&lk->r, ekey_free);
 	}
@@ -755,9 +793,11 @@ static void check_drain(struct ef_locks *l, struct lk *lk)
 {
 	g_autoptr(GPtrArray) kvs = NULL;
 
-	if (!lk->r || !lk->r->granted || lk->r->draining || (lk->w && lk->w->granted) ||
+	if (!lk->r || !lk->r->granted || (lk->w && lk->w->granted) ||
 	    queue_read(l->etcd, lk->pfx, &kvs, NULL) < 0)
 		return;
+	/* Asked again each time: a writer that gave up frees the readers. */
+	lk->r->draining = false;
 	for (guint i = 0; i < kvs->len; i++) {
 		struct ef_kv *kv = g_ptr_array_index(kvs, i);
 
@@ -792,6 +832,7 @@ static void pump(struct ef_locks *l, struct lk *lk)
 				break;
 		}
 		g_queue_pop_head(&lk->waiters);
+		cover(lk, m)->used = true;
 		take(l, lk, h, w);
 		answer(w, 0);
 	}
@@ -892,11 +933,18 @@ static void on_setlk(struct ef_locks *l, struct waiter *w)
 			rc = ENOLCK;
 		else if (!covered(lk, m))
 			rc = EAGAIN;
-		if (rc == 0)
+		if (rc == 0) {
+			cover(lk, m)->used = true;
 			take(l, lk, h, w);
+		}
 		answer(w, rc);
 	} else if (!w->flock && (in_way = conflict(lk, w->owner, m)) && deadlock(lk, w->owner, in_way)) {
 		answer(w, EDEADLK);
+	} else if (h) {
+		/* An owner that holds the lock and asks for more (fcntl's
+		 * upgrade) waits only for the other holders, not behind
+		 * waiters that its own hold keeps waiting. */
+		g_queue_push_head(&lk->waiters, w);
 	} else {
 		g_queue_push_tail(&lk->waiters, w);
 	}
@@ -1091,21 +1139,62 @@ static void dispatch(struct ef_locks *l, struct msg *m)
 	}
 }
 
+/* Deletes the stale keys, and reads again the queues of waiting keys that
+ * are not watched; what fails is tried again a second later. */
+static void retry(struct ef_locks *l)
+{
+	g_autoptr(GPtrArray) names = g_ptr_array_new();
+	GHashTableIter it;
+	struct lk *lk;
+
+	l->retry_due = 0;
+	for (guint i = l->stale->len; i-- > 0;) {
+		int rc = etcd_unlock(l->etcd, g_ptr_array_index(l->stale, i));
+
+		if (rc == 0)
+			g_ptr_array_remove_index_fast(l->stale, i);
+	}
+	if (l->stale->len)
+		retry_soon(l);
+	g_hash_table_iter_init(&it, l->locks);
+	while (g_hash_table_iter_next(&it, NULL, (gpointer *)&lk))
+		if (((lk->w && !lk->w->granted) || (lk->r && !lk->r->granted)) && !lk->watch)
+			g_ptr_array_add(names, g_bytes_ref(lk->name));
+	for (guint i = 0; i < names->len; i++) {
+		GBytes *name = g_ptr_array_index(names, i);
+
+		lk = g_hash_table_lookup(l->locks, name);
+		if (lk) {
+			resync(l, lk);
+			after(l, lk);
+		}
+		g_bytes_unref(name);
+	}
+}
+
 static gpointer lock_thread(gpointer data)
 {
 	struct ef_locks *l = data;
 	bool stop = false;
 
 	while (!stop) {
-		gint64 wait = l->lease ? l->ka_due - g_get_monotonic_time() : (gint64)G_USEC_PER_SEC * 3600;
+		gint64 now = g_get_monotonic_time();
+		gint64 wait = l->lease ? l->ka_due - now : (gint64)G_USEC_PER_SEC * 3600;
 		struct msg *m;
 
-		/* Due keepalives go first: a steady stream of messages must
-		 * not starve them. */
+		/* Due keepalives and retries go first: a steady stream of
+		 * messages must not starve them. */
 		if (l->lease && wait <= 0) {
 			ka_tick(l);
 			continue;
 		}
+		if (l->retry_due && l->retry_due <= now) {
+			retry(l);
+			replies_send(l);
+			continue;
+		}
+		if (l->retry_due)
+			wait = MIN(wait, l->retry_due - now);
 		m = g_async_queue_timeout_pop(l->q, (guint64)wait);
 		if (!m)
 			continue;
@@ -1126,6 +1215,7 @@ struct ef_locks *locks_new(struct ef_etcd *etcd, const char *prefix, int ttl)
 	l->ttl = ttl;
 	l->q = g_async_queue_new();
 	g_queue_init(&l->replies);
+	l->stale = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
 	l->locks = g_hash_table_new_full(g_bytes_hash, g_bytes_equal, NULL,
 					 (GDestroyNotify)lk_free);
 	g_mutex_init(&l->fence_lock);
@@ -1149,6 +1239,7 @@ void locks_free(struct ef_locks *l)
 	g_async_queue_unref(l->q);
 	g_hash_table_destroy(l->locks);
 	g_hash_table_destroy(l->fences);
+	g_ptr_array_unref(l->stale);
 	g_mutex_clear(&l->fence_lock);
 	g_bytes_unref(l->prefix);
 	g_free(l);

@@ -63,13 +63,29 @@ enum lock_mode lockrule_ranges_mode(const GArray *ranges)
 	return m;
 }
 
+/* Whether keys[j], a writer's, waits behind a key of ours: it cannot hold
+ * the lock while that key stays. */
+static bool behind_ours(const struct lock_key *keys, size_t n, size_t j)
+{
+	for (size_t k = 0; k < n; k++)
+		if (keys[k].ours && keys[k].create_rev < keys[j].create_rev)
+			return true;
+	return false;
+}
+
 bool lockrule_granted(const struct lock_key *keys, size_t n, size_t i)
 {
 	for (size_t j = 0; j < n; j++) {
 		if (j == i || (keys[i].ours && keys[j].ours) || keys[j].create_rev >= keys[i].create_rev)
 			continue;
-		if (!keys[i].shared || !keys[j].shared)
-			return false;
+		if (keys[i].shared && keys[j].shared)
+			continue;
+		/* Our writer after our reader (an upgrade) passes the other
+		 * writers queued between them: they wait for our reader,
+		 * which stays as long as our writer does. */
+		if (keys[i].ours && !keys[i].shared && !keys[j].shared && behind_ours(keys, n, j))
+			continue;
+		return false;
 	}
 	return true;
 }

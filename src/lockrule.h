@@ -49,7 +49,10 @@ struct lock_key {
 
 /* Whether keys[i] holds the lock (see above). Keys marked ours never stand
  * in each other's way (a mount arbitrates its own owners), only in the
- * others'. */
+ * others'. A writer's key of ours also passes the others' writers that
+ * wait behind an older key of ours: an upgrade (our reader's key, then our
+ * writer's) waits only for the readers, and the caller keeps the reader's
+ * key as long as the writer's. */
 bool lockrule_granted(const struct lock_key *keys, size_t n, size_t i);
 
 /* The oldest key, not ours, that a lock of mode wanted asked now (its key

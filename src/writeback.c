@@ -67,10 +67,28 @@ int writeback_flush(struct ef_fs *fs, struct ef_inode *in, pid_t tid, pid_t open
 	return writeback_publish(fs, in, EF_PUBLISH_WRITTEN);
 }
 
+/* etcd_put, fenced while the mount holds the file's lock (lock.h). A
+ * fence that moved while the Put was on its way (an unlock, an upgrade)
+ * is no lost lock: the Put is tried once more under the new one. */
+static int put_fenced(struct ef_fs *fs, GBytes *key, const void *val, size_t len, int64_t lease,
+		      int64_t base, int64_t *mod)
+{
+	struct ef_fence f, again = { 0 };
+	int rc = locks_fence(fs->locks, key, &f);
+
+	if (rc == 0)
+		rc = etcd_put(fs->etcd, key, val, len, lease, base, f.key ? &f : NULL, mod);
+	if (rc == -ENOLCK && f.key && locks_fence(fs->locks, key, &again) == 0 &&
+	    (!again.key || !g_bytes_equal(again.key, f.key) || again.create_rev != f.create_rev))
+		rc = etcd_put(fs->etcd, key, val, len, lease, base, again.key ? &again : NULL, mod);
+	g_clear_pointer(&f.key, g_bytes_unref);
+	g_clear_pointer(&again.key, g_bytes_unref);
+	return rc;
+}
+
 int writeback_publish(struct ef_fs *fs, struct ef_inode *in, enum ef_publish_when when)
 {
 	g_autoptr(GBytes) key = NULL, snap = NULL;
-	struct ef_fence fence;
 	int64_t base, lease, mod = 0;
 	uint64_t gen, tgen, seq;
 	bool ok, created;
@@ -112,11 +130,8 @@ int writeback_publish(struct ef_fs *fs, struct ef_inode *in, enum ef_publish_whe
 
 	key = inode_key(in);
 	seq = watch_seq();
-	rc = locks_fence(fs->locks, key, &fence);
-	if (rc == 0)
-		rc = etcd_put(fs->etcd, key, g_bytes_get_data(snap, NULL), g_bytes_get_size(snap),
-			      lease, base, fence.key ? &fence : NULL, &mod);
-	g_clear_pointer(&fence.key, g_bytes_unref);
+	rc = put_fenced(fs, key, g_bytes_get_data(snap, NULL), g_bytes_get_size(snap), lease, base,
+			&mod);
 	/* What we wrote is current unless an event (perhaps its own echo)
 	 * came first: then the newer of the two wins. */
 	ok = rc == 0 && !watch_changed_since(seq, key, false);
@@ -360,7 +375,6 @@ int writeback_rewrite(struct ef_fs *fs, struct ef_inode *in, off_t size, bool vi
 	g_autoptr(GBytes) key = NULL;
 	g_autoptr(GByteArray) val = NULL;
 	struct ef_kv *kv = NULL;
-	struct ef_fence fence;
 	int64_t mod = 0;
 	uint64_t seq;
 	gsize old;
@@ -395,11 +409,7 @@ int writeback_rewrite(struct ef_fs *fs, struct ef_inode *in, off_t size, bool vi
 	if (size >= 0 && (gsize)size > old)
 		memset(val->data + old, 0, size - old);
 	seq = watch_seq();
-	rc = locks_fence(fs->locks, key, &fence);
-	if (rc == 0)
-		rc = etcd_put(fs->etcd, key, val->data, val->len, kv->lease, kv->mod_revision,
-			      fence.key ? &fence : NULL, &mod);
-	g_clear_pointer(&fence.key, g_bytes_unref);
+	rc = put_fenced(fs, key, val->data, val->len, kv->lease, kv->mod_revision, &mod);
 	if (rc < 0) {
 		ef_kv_free(kv);
 		return rc;

@@ -220,6 +220,41 @@ def test_two_owners_upgrading_get_edeadlk(etcd, two, stepper):
     assert a.reply() == "ok"
 
 
+def test_an_upgrade_passes_the_writers_its_read_lock_holds_back(etcd, two, stepper):
+    """A read lock's owner asking for a write lock waits only for the other
+    readers, not behind writers that its own read lock keeps waiting (on
+    its mount, on another, or etcdctl's): Linux grants it at once."""
+    a, b, c = stepper(), stepper(), stepper()
+    a.do("open f " + two.f1)
+    b.do("open f " + two.f1)
+    c.do("open f " + two.f2)
+    a.do("lockf f sh 0 0")
+    b.send("lockf f ex 0 0")
+    c.send("lockf f ex 0 0")
+    # a's reader's key, then c's and etcdctl's writers' (b waits in m1's
+    # daemon, behind a's hold)
+    wait_for(lambda: len(owner_keys(etcd, two.name)) == 2)
+    ctl = subprocess.Popen(etcd.ctl_argv("lock", two.name.decode(), "echo", "got-it"),
+                           stdout=subprocess.PIPE)
+    wait_for(lambda: len(owner_keys(etcd, two.name)) == 3)
+    a.do("lockf f ex 0 0")
+    kvs = etcd.kvs(two.name + b"/", prefix=True)
+    assert len(kvs) == 4, kvs  # the reader's key stays under the writer's
+    time.sleep(0.3)
+    assert ctl.poll() is None
+    # then the queue's order: c and etcdctl joined it before b's key (b
+    # waited in m1's daemon until a let go)
+    a.do("lockf f un 0 0")
+    assert c.reply() == "ok"
+    assert ctl.poll() is None
+    c.do("lockf f un 0 0")
+    out, _ = ctl.communicate(timeout=10)
+    assert b"got-it" in out
+    assert b.reply() == "ok"
+    b.do("lockf f un 0 0")
+    wait_for(lambda: owner_keys(etcd, two.name) == [])
+
+
 def test_sigalrm_interrupts_a_waiting_setlkw(etcd, two, stepper):
     a = stepper()
     a.do("open f " + two.f1)

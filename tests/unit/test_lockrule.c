@@ -125,6 +125,12 @@ static void test_granted(void)
 	HOLD("RW", "11");
 	HOLD("rRW", "110");
 	HOLD("RrW", "110");
+	/* An upgrade passes a writer that waits for our reader, but not a
+	 * reader that may hold, nor a writer older than our reader. */
+	HOLD("RwW", "101");
+	HOLD("RrW", "110");
+	HOLD("RwrW", "1000");
+	HOLD("wRW", "100");
 	/* A reader behind our writer: theirs waits; ours does not. */
 	HOLD("Wr", "10");
 	HOLD("WR", "11");
