@@ -896,6 +896,32 @@ void etcd_watch_close(struct ef_grpc_stream *s)
 	grpc_stream_free(s);
 }
 
+/* ---- Health ---- */
+
+int etcd_probe(struct ef_etcd *e, int timeout_ms)
+{
+	Etcdserverpb__StatusRequest req = ETCDSERVERPB__STATUS_REQUEST__INIT;
+	Etcdserverpb__StatusResponse *resp = NULL;
+	g_autoptr(GBytes) out = NULL;
+	struct ef_grpc_status st = { 0 };
+	uint8_t buf[1];
+	size_t len = protobuf_c_message_pack(&req.base, buf);
+	int rc = grpc_unary_leader(e->h2, "/etcdserverpb.Maintenance/Status", buf, len, timeout_ms,
+				   &out, &st);
+
+	grpc_status_clear(&st);
+	if (rc == 0) {
+		resp = etcdserverpb__status_response__unpack(NULL, g_bytes_get_size(out),
+							     g_bytes_get_data(out, NULL));
+		rc = !resp ? -EPROTO : resp->leader == 0 ? -EAGAIN : 0;
+		if (resp)
+			etcdserverpb__status_response__free_unpacked(resp, NULL);
+	}
+	if (e->doubt && (rc == -ETIMEDOUT || rc == -ENOTCONN || rc == -EAGAIN))
+		e->doubt(e->doubt_ud);
+	return rc;
+}
+
 /* ---- Lease ---- */
 
 #define LEASE_PATH(m) "/etcdserverpb.Lease/" m

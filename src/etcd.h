@@ -239,6 +239,16 @@ int etcd_watch_request_progress(struct ef_grpc_stream *s);
 /* Cancels the stream, waits for on_close, frees it. */
 void etcd_watch_close(struct ef_grpc_stream *s);
 
+/* ---- Health ---- */
+
+/*
+ * Whether the member this mount talks to answers within timeout_ms and
+ * knows of a leader (Maintenance.Status, refused at once without one): 0,
+ * or -ETIMEDOUT, -ENOTCONN, -EAGAIN (no leader), and the doubt hook runs.
+ * No KV call: it costs etcd no read.
+ */
+int etcd_probe(struct ef_etcd *e, int timeout_ms);
+
 /* ---- Lease ---- */
 
 /* Grants a lease of ttl seconds: *id and the TTL etcd granted. -ENOLCK when

@@ -15,6 +15,7 @@
 #include "grpc.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "h2.h"
@@ -322,6 +323,26 @@ static int unary_result(struct ef_grpc_call *c, GBytes **resp)
 	return 0;
 }
 
+static int unary(struct ef_h2 *h, const char *path, const void *req, size_t req_len,
+		 int timeout_ms, size_t max_resp, bool need_leader, GBytes **resp,
+		 struct ef_grpc_status *st, size_t *need);
+
+int grpc_unary_capped(struct ef_h2 *h, const char *path, const void *req, size_t req_len,
+		      int timeout_ms, size_t max_resp, GBytes **resp, struct ef_grpc_status *st,
+		      size_t *need)
+{
+	return unary(h, path, req, req_len, timeout_ms, max_resp, false, resp, st, need);
+}
+
+int grpc_unary_leader(struct ef_h2 *h, const char *path, const void *req, size_t req_len,
+		      int timeout_ms, GBytes **resp, struct ef_grpc_status *st)
+{
+	size_t need;
+	int rc = unary(h, path, req, req_len, timeout_ms, GRPC_MAX_RESPONSE, true, resp, st, &need);
+
+	return rc == -EMSGSIZE ? -EPROTO : rc;
+}
+
 int grpc_unary(struct ef_h2 *h, const char *path, const void *req, size_t req_len,
 	       int timeout_ms, GBytes **resp, struct ef_grpc_status *st)
 {
@@ -333,9 +354,9 @@ int grpc_unary(struct ef_h2 *h, const char *path, const void *req, size_t req_le
 	return rc == -EMSGSIZE ? -EPROTO : rc;
 }
 
-int grpc_unary_capped(struct ef_h2 *h, const char *path, const void *req, size_t req_len,
-		      int timeout_ms, size_t max_resp, GBytes **resp, struct ef_grpc_status *st,
-		      size_t *need)
+static int unary(struct ef_h2 *h, const char *path, const void *req, size_t req_len,
+		 int timeout_ms, size_t max_resp, bool need_leader, GBytes **resp,
+		 struct ef_grpc_status *st, size_t *need)
 {
 	struct ef_grpc_call c = { .status.code = -1 };
 	char timeout[16];
@@ -343,11 +364,14 @@ int grpc_unary_capped(struct ef_h2 *h, const char *path, const void *req, size_t
 		{ "content-type", "application/grpc" },
 		{ "te", "trailers" },
 		{ "grpc-timeout", timeout },
+		/* etcd's: refuse at once (UNAVAILABLE, "no leader") when
+		 * the member knows of no leader. */
+		{ "hasleader", "true" },
 	};
 	struct ef_h2_request r = {
 		.path = path,
 		.headers = hdrs,
-		.n_headers = G_N_ELEMENTS(hdrs),
+		.n_headers = G_N_ELEMENTS(hdrs) - (need_leader ? 0 : 1),
 		.end_stream = TRUE,
 	};
 	uint64_t id;

@@ -85,6 +85,11 @@ int grpc_unary_capped(struct ef_h2 *h, const char *path, const void *req, size_t
 		      int timeout_ms, size_t max_resp, GBytes **resp, struct ef_grpc_status *st,
 		      size_t *need);
 
+/* grpc_unary, asking etcd to refuse the call at once (-EAGAIN, "no leader")
+ * when the member has no leader: etcd's "hasleader" metadata. */
+int grpc_unary_leader(struct ef_h2 *h, const char *path, const void *req, size_t req_len,
+		      int timeout_ms, GBytes **resp, struct ef_grpc_status *st);
+
 /* ---- streaming calls (Watch, LeaseKeepAlive) ---- */
 
 struct ef_grpc_stream;

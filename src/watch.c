@@ -35,8 +35,13 @@
 #define SILENCE_US (15 * G_USEC_PER_SEC)
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
+/* The member is probed this often, and given this long to answer: a member
+ * that froze, or lost its leader, stops the caches within 1 s (a probe
+ * period and a probe timeout, and the doubt's own work). */
+#define PROBE_EVERY_US (250 * G_TIME_SPAN_MILLISECOND)
+#define PROBE_TIMEOUT_MS 500
 
-enum item_kind { ITEM_MSG, ITEM_CLOSE, ITEM_STOP, ITEM_DOUBT };
+enum item_kind { ITEM_MSG, ITEM_CLOSE, ITEM_STOP, ITEM_DOUBT, ITEM_PROBED };
 
 enum notice_kind { NOTICE_INODE, NOTICE_EXPIRE, NOTICE_DELETE, NOTICE_STOP };
 
@@ -64,6 +69,8 @@ static struct {
 	GAsyncQueue *q;
 	GThread *notifier;
 	GAsyncQueue *nq;           /* struct notice */
+	GThread *prober;
+	GAsyncQueue *pq;           /* GINT_TO_POINTER(1): probe now; 2: stop */
 	gint stop;
 	uint64_t stream;           /* watch thread only */
 
@@ -643,8 +650,8 @@ static bool handle_msg(const struct ef_watch_msg *m, int64_t *next, bool *create
 		}
 		if (*next == 0)
 			*next = m->revision + 1;
+		/* Trusted once a probe has vouched for the member too. */
 		*created = true;
-		set_trusted(true);
 		return true;
 	}
 	if (m->canceled) {
@@ -668,13 +675,16 @@ static bool run_stream(int64_t *next)
 {
 	struct ef_grpc_stream *s = NULL;
 	gint64 heard, asked;
-	bool created = false, doubted = false;
+	/* Until trusted: whether a probe has vouched for the member since
+	 * the stream began or was last doubted. */
+	bool created = false, doubted = true, probed = false;
 	struct item *it;
 
 	w.stream++;
 	if (etcd_watch_open(w.etcd, w.key, w.end, *next, &stream_ops,
 			    GSIZE_TO_POINTER(w.stream), &s) < 0)
 		return false;
+	g_async_queue_push(w.pq, GINT_TO_POINTER(1));
 	heard = asked = g_get_monotonic_time();
 	while (!g_atomic_int_get(&w.stop)) {
 		gint64 now;
@@ -693,6 +703,18 @@ static bool run_stream(int64_t *next)
 				set_trusted(false);
 				invalidate_all();
 				doubted = true;
+				probed = false;
+				g_async_queue_push(w.pq, GINT_TO_POINTER(1));
+			}
+			continue;
+		}
+		if (it && it->kind == ITEM_PROBED) {
+			/* The member answered with a leader: trusted at the
+			 * stream's next message, which this asks for, so that
+			 * nothing it delivered before the probe is missed. */
+			item_free(it);
+			if (doubted && !probed) {
+				probed = true;
 				etcd_watch_request_progress(s);
 				asked = now;
 			}
@@ -718,9 +740,9 @@ static bool run_stream(int64_t *next)
 		}
 		item_free(it);
 		set_applied(*next);
-		/* The stream answered after the doubt: no event was lost on
+		/* The stream answered after the probe: no event was lost on
 		 * it, and the caches were emptied meanwhile. */
-		if (doubted && created) {
+		if (doubted && created && probed) {
 			doubted = false;
 			set_trusted(true);
 		}
@@ -729,6 +751,29 @@ static bool run_stream(int64_t *next)
 	invalidate_all();
 	etcd_watch_close(s);
 	return created;
+}
+
+/* Probes the member every PROBE_EVERY_US, or at once when the watch thread
+ * asks: a failure doubts the watch (etcd_probe's doubt hook), a success
+ * lets it trust the stream again. */
+static gpointer prober_main(gpointer unused)
+{
+	for (;;) {
+		gpointer cmd = g_async_queue_timeout_pop(w.pq, PROBE_EVERY_US);
+		struct item *it;
+
+		if (GPOINTER_TO_INT(cmd) == 2)
+			return NULL;
+		/* Asked twice meanwhile: one probe answers both. */
+		while ((cmd = g_async_queue_try_pop(w.pq)))
+			if (GPOINTER_TO_INT(cmd) == 2)
+				return NULL;
+		if (etcd_probe(w.etcd, PROBE_TIMEOUT_MS) < 0)
+			continue;
+		it = g_new0(struct item, 1);
+		it->kind = ITEM_PROBED;
+		g_async_queue_push(w.q, it);
+	}
 }
 
 static gpointer watch_main(gpointer unused)
@@ -775,7 +820,9 @@ void watch_start(struct ef_etcd *etcd, GBytes *root, struct fuse_session *se)
 	w.created = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
 					  (GDestroyNotify)g_bytes_unref, g_free);
 	w.notifier = g_thread_new("notify", notifier_main, NULL);
+	w.pq = g_async_queue_new();
 	w.thread = g_thread_new("watch", watch_main, NULL);
+	w.prober = g_thread_new("probe", prober_main, NULL);
 }
 
 void watch_stop(void)
@@ -785,10 +832,14 @@ void watch_stop(void)
 	if (!w.thread)
 		return;
 	g_atomic_int_set(&w.stop, 1);
+	/* First: it queues items for the watch thread. */
+	g_async_queue_push(w.pq, GINT_TO_POINTER(2));
+	g_thread_join(w.prober);
 	it->kind = ITEM_STOP;
 	g_async_queue_push(w.q, it);
 	g_thread_join(w.thread);
 	w.thread = NULL;
+	g_async_queue_unref(w.pq);
 	notice_push(NOTICE_STOP, 0, 0, 0, NULL);
 	g_thread_join(w.notifier);
 	g_async_queue_unref(w.nq);
