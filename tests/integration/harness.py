@@ -131,11 +131,110 @@ def b(x):
 
 # ---------------------------------------------------------------- etcd
 
-class Etcd:
+class EtcdCtl:
+    """etcdctl on the endpoints a subclass names (ctl_argv); keys and values
+    are bytes."""
+
+    def ctl(self, *args, input=None, check=True, timeout=30):
+        """Runs etcdctl; returns stdout bytes (fails the test on error)."""
+        env = dict(os.environ, ETCDCTL_API="3")
+        env.pop("ETCDCTL_ENDPOINTS", None)
+        p = run(self.ctl_argv(*args), input=input, env=env, timeout=timeout)
+        if check and p.returncode != 0:
+            raise AssertionError("etcdctl %r failed: %r" % (args, p.stderr))
+        return p.stdout if check else p
+
+    def put(self, key, value, lease=None):
+        """Puts bytes exactly (the value goes through stdin, so NUL bytes and
+        trailing newlines survive)."""
+        args = ["put", b(key)]
+        if lease is not None:
+            args.append("--lease=%x" % lease)
+        if value in ("", b""):
+            # etcdctl reads no empty value from stdin: give it as an argument
+            self.ctl(*(args + ["--", ""]))
+        else:
+            self.ctl(*args, input=b(value))
+
+    def put_many(self, items):
+        """Puts many (key, text value) pairs, 100 per transaction."""
+        items = list(items)
+        for i in range(0, len(items), 100):
+            lines = [b""]   # no compares: the section is an empty line
+            for k, v in items[i:i + 100]:
+                # etcdctl's txn syntax ends a value at its first blank
+                assert b" " not in b(k) and b" " not in b(v) and b"\n" not in b(v)
+                lines.append(b"put " + b(k) + b" " + b(v))
+            lines += [b"", b"", b""]
+            out = self.ctl("txn", input=b"\n".join(lines))
+            assert out.startswith(b"SUCCESS"), out
+
+    def delete(self, key, prefix=False):
+        args = ["del", b(key)] + (["--prefix"] if prefix else [])
+        return int(self.ctl(*args).strip() or 0)
+
+    def wipe(self):
+        self.ctl("del", "", "--from-key")
+
+    def get_json(self, key, prefix=False, from_key=False):
+        args = ["get", b(key), "-w", "json"]
+        if prefix:
+            args.append("--prefix")
+        if from_key:
+            args.append("--from-key")
+        return json.loads(self.ctl(*args))
+
+    def kvs(self, key, prefix=False, from_key=False):
+        """Decoded KeyValues: dicts with bytes key/value and int revisions."""
+        out = []
+        for kv in self.get_json(key, prefix, from_key).get("kvs", []):
+            out.append({
+                "key": base64.b64decode(kv["key"]),
+                "value": base64.b64decode(kv.get("value", "")),
+                "create_revision": int(kv.get("create_revision", 0)),
+                "mod_revision": int(kv.get("mod_revision", 0)),
+                "version": int(kv.get("version", 0)),
+                "lease": int(kv.get("lease", 0)),
+            })
+        return out
+
+    def kv(self, key):
+        """The KeyValue of key, or None if absent."""
+        kvs = self.kvs(key)
+        assert len(kvs) <= 1
+        return kvs[0] if kvs else None
+
+    def get(self, key):
+        """The value of key as bytes, or None if absent."""
+        kv = self.kv(key)
+        return kv["value"] if kv else None
+
+    def keys(self, prefix=b"", with_values=False):
+        """Every key under prefix ("" = the whole keyspace), sorted."""
+        kvs = self.kvs(prefix or b"", from_key=not prefix, prefix=bool(prefix))
+        if with_values:
+            return {kv["key"]: kv["value"] for kv in kvs}
+        return [kv["key"] for kv in kvs]
+
+    def revision(self):
+        return int(self.get_json("/")["header"]["revision"])
+
+    def lease_grant(self, ttl=300):
+        out = self.ctl("lease", "grant", str(ttl)).decode()
+        m = re.search(r"lease ([0-9a-f]+) granted", out)
+        assert m, out
+        return int(m.group(1), 16)
+
+    def compact(self, rev):
+        self.ctl("compaction", str(rev))
+
+
+class Etcd(EtcdCtl):
     """One single-member etcd server on free loopback ports."""
 
-    def __init__(self, tag="etcd"):
-        self.dir = scratch_dir(tag)
+    def __init__(self, tag="etcd", name="t", dir=None):
+        self.dir = dir or scratch_dir(tag)
+        self.name = name
         self.data_dir = os.path.join(self.dir, "data")
         self.log_path = os.path.join(self.dir, "etcd.log")
         self.proc = None
@@ -147,14 +246,21 @@ class Etcd:
     def endpoint(self):
         return "127.0.0.1:%d" % self.client_port
 
+    @property
+    def peer_url(self):
+        return "http://127.0.0.1:%d" % self.peer_port
+
+    def _cluster_argv(self):
+        return ["--initial-cluster", "%s=%s" % (self.name, self.peer_url)]
+
     def _argv(self):
         c = "http://127.0.0.1:%d" % self.client_port
-        p = "http://127.0.0.1:%d" % self.peer_port
-        return ["etcd", "--name", "t", "--data-dir", self.data_dir,
+        p = self.peer_url
+        return ["etcd", "--name", self.name, "--data-dir", self.data_dir,
                 "--listen-client-urls", c, "--advertise-client-urls", c,
                 "--listen-peer-urls", p, "--initial-advertise-peer-urls", p,
-                "--initial-cluster", "t=" + p,
-                "--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn"]
+                "--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn"] + \
+            self._cluster_argv()
 
     def _spawn(self):
         log = open(self.log_path, "ab")
@@ -267,99 +373,6 @@ class Etcd:
 
     def ctl_argv(self, *args):
         return ["etcdctl", "--endpoints=" + self.endpoint] + [a for a in args]
-
-    def ctl(self, *args, input=None, check=True, timeout=30):
-        """Runs etcdctl; returns stdout bytes (fails the test on error)."""
-        env = dict(os.environ, ETCDCTL_API="3")
-        env.pop("ETCDCTL_ENDPOINTS", None)
-        p = run(self.ctl_argv(*args), input=input, env=env, timeout=timeout)
-        if check and p.returncode != 0:
-            raise AssertionError("etcdctl %r failed: %r" % (args, p.stderr))
-        return p.stdout if check else p
-
-    def put(self, key, value, lease=None):
-        """Puts bytes exactly (the value goes through stdin, so NUL bytes and
-        trailing newlines survive)."""
-        args = ["put", b(key)]
-        if lease is not None:
-            args.append("--lease=%x" % lease)
-        if value in ("", b""):
-            # etcdctl reads no empty value from stdin: give it as an argument
-            self.ctl(*(args + ["--", ""]))
-        else:
-            self.ctl(*args, input=b(value))
-
-    def put_many(self, items):
-        """Puts many (key, text value) pairs, 100 per transaction."""
-        items = list(items)
-        for i in range(0, len(items), 100):
-            lines = [b""]   # no compares: the section is an empty line
-            for k, v in items[i:i + 100]:
-                # etcdctl's txn syntax ends a value at its first blank
-                assert b" " not in b(k) and b" " not in b(v) and b"\n" not in b(v)
-                lines.append(b"put " + b(k) + b" " + b(v))
-            lines += [b"", b"", b""]
-            out = self.ctl("txn", input=b"\n".join(lines))
-            assert out.startswith(b"SUCCESS"), out
-
-    def delete(self, key, prefix=False):
-        args = ["del", b(key)] + (["--prefix"] if prefix else [])
-        return int(self.ctl(*args).strip() or 0)
-
-    def wipe(self):
-        self.ctl("del", "", "--from-key")
-
-    def get_json(self, key, prefix=False, from_key=False):
-        args = ["get", b(key), "-w", "json"]
-        if prefix:
-            args.append("--prefix")
-        if from_key:
-            args.append("--from-key")
-        return json.loads(self.ctl(*args))
-
-    def kvs(self, key, prefix=False, from_key=False):
-        """Decoded KeyValues: dicts with bytes key/value and int revisions."""
-        out = []
-        for kv in self.get_json(key, prefix, from_key).get("kvs", []):
-            out.append({
-                "key": base64.b64decode(kv["key"]),
-                "value": base64.b64decode(kv.get("value", "")),
-                "create_revision": int(kv.get("create_revision", 0)),
-                "mod_revision": int(kv.get("mod_revision", 0)),
-                "version": int(kv.get("version", 0)),
-                "lease": int(kv.get("lease", 0)),
-            })
-        return out
-
-    def kv(self, key):
-        """The KeyValue of key, or None if absent."""
-        kvs = self.kvs(key)
-        assert len(kvs) <= 1
-        return kvs[0] if kvs else None
-
-    def get(self, key):
-        """The value of key as bytes, or None if absent."""
-        kv = self.kv(key)
-        return kv["value"] if kv else None
-
-    def keys(self, prefix=b"", with_values=False):
-        """Every key under prefix ("" = the whole keyspace), sorted."""
-        kvs = self.kvs(prefix or b"", from_key=not prefix, prefix=bool(prefix))
-        if with_values:
-            return {kv["key"]: kv["value"] for kv in kvs}
-        return [kv["key"] for kv in kvs]
-
-    def revision(self):
-        return int(self.get_json("/")["header"]["revision"])
-
-    def lease_grant(self, ttl=300):
-        out = self.ctl("lease", "grant", str(ttl)).decode()
-        m = re.search(r"lease ([0-9a-f]+) granted", out)
-        assert m, out
-        return int(m.group(1), 16)
-
-    def compact(self, rev):
-        self.ctl("compaction", str(rev))
 
     # ---- etcd's own counters (Prometheus text on the client URL)
 
