@@ -2,6 +2,7 @@
 
 - etcd: a session-wide etcd server, emptied before every test.  Tests that
   stop, kill, restart or compact etcd take own_etcd, a private server.
+- cluster: a private three-member etcd cluster (harness.EtcdCluster).
 - mounter: mounts etcdfs (a real FUSE mount) and, at teardown, unmounts it
   with fusermount3 -u, expects the daemon to exit 0 and fails the test on
   unexpected daemon stderr (sanitizer reports always fail).
@@ -106,9 +107,20 @@ def own_etcd():
 
 
 @pytest.fixture
+def cluster():
+    """A private three-member etcd cluster, new for each test (it starts in
+    a few tenths of a second, now and then two seconds).  Ask for it before
+    mounter, so that the mounts are gone before their etcd is."""
+    c = harness.EtcdCluster().start()
+    yield c
+    c.destroy()
+
+
+@pytest.fixture
 def mounter(tmp_path, request):
     """mounter(*args, etcd=E, foreground=True, allowed_stderr=(), env=None)
-    mounts etcdfs with --endpoints of E (when given) plus args."""
+    mounts etcdfs with --endpoints of E (when given: an Etcd, or an
+    EtcdCluster for all its members) plus args."""
     mounts = []
     public_dirs = []
 
@@ -122,7 +134,7 @@ def mounter(tmp_path, request):
         if path is None:
             path = str(tmp_path / ("mnt%d" % len(mounts)))
         os.makedirs(path, exist_ok=True)
-        argv = (["--endpoints=" + etcd.endpoint] if etcd else []) + list(args)
+        argv = (["--endpoints=" + ",".join(etcd.endpoints)] if etcd else []) + list(args)
         m = harness.Mount(path, argv, foreground=foreground, env=env,
                           allowed_stderr=allowed_stderr, stderr_free=stderr_free,
                           stderr_path=str(tmp_path / ("mnt%d.stderr" % len(mounts))))

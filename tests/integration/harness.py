@@ -230,7 +230,8 @@ class EtcdCtl:
 
 
 class Etcd(EtcdCtl):
-    """One single-member etcd server on free loopback ports."""
+    """One single-member etcd server on free loopback ports (or, made by
+    EtcdCluster, one member of a cluster)."""
 
     def __init__(self, tag="etcd", name="t", dir=None):
         self.dir = dir or scratch_dir(tag)
@@ -245,6 +246,11 @@ class Etcd(EtcdCtl):
     @property
     def endpoint(self):
         return "127.0.0.1:%d" % self.client_port
+
+    @property
+    def endpoints(self):
+        """What mounter() gives --endpoints, as for a cluster."""
+        return [self.endpoint]
 
     @property
     def peer_url(self):
@@ -425,6 +431,222 @@ WRITE_METHODS = {
 }
 
 
+def tcp_connections(pid):
+    """(local port, remote port) of every established TCP connection of
+    process pid, from /proc (what ss -tnp shows, without parsing it)."""
+    fd_dir = "/proc/%d/fd" % pid
+    inodes = set()
+    for fd in os.listdir(fd_dir):
+        try:
+            link = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue   # closed meanwhile
+        if link.startswith("socket:["):
+            inodes.add(link[len("socket:["):-1])
+    conns = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            with open("/proc/%d/net/%s" % (pid, table)) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue   # no IPv6
+        for row in rows:
+            fields = row.split()
+            # addresses are hex addr:port; state 01 is ESTABLISHED (a
+            # connection whose peer died is in CLOSE_WAIT until dropped)
+            if fields[3] == "01" and fields[9] in inodes:
+                conns.add(tuple(int(a.rsplit(":", 1)[1], 16) for a in fields[1:3]))
+    return conns
+
+
+class _Member(Etcd):
+    """One member of an EtcdCluster: an Etcd whose flags name its peers."""
+
+    def __init__(self, cluster, index):
+        name = "m%d" % index
+        super().__init__(name=name, dir=os.path.join(cluster.dir, name))
+        os.mkdir(self.dir)
+        self.cluster = cluster
+        self.state = "new"
+
+    def _cluster_argv(self):
+        c = self.cluster
+        return ["--initial-cluster",
+                ",".join("%s=%s" % (m.name, m.peer_url) for m in c.members),
+                "--initial-cluster-token", c.token, "--initial-cluster-state", self.state,
+                "--heartbeat-interval", str(c.heartbeat_ms),
+                "--election-timeout", str(c.election_ms)]
+
+
+class EtcdCluster(EtcdCtl):
+    """Members m0..m2 of one etcd cluster on free loopback ports.
+
+    Elections are quick (50 ms heartbeats, a 500 ms election timeout: etcd
+    wants at least 5 heartbeats per election timeout), so a lost leader is
+    replaced within about a second.  ctl() and the etcdctl helpers go to
+    every member; member(i) is the Etcd of member i alone.  Members are
+    registered like any Etcd: the atexit hook takes them down too, and each
+    dies with the test process."""
+
+    def __init__(self, tag="cluster", size=3, heartbeat_ms=50, election_ms=500):
+        self.dir = scratch_dir(tag)
+        # Cluster and member IDs derive from the token: a member of another
+        # cluster that lands on one of these ports later is refused, not
+        # joined.
+        self.token = os.path.basename(self.dir)
+        self.heartbeat_ms = heartbeat_ms
+        self.election_ms = election_ms
+        self.members = [_Member(self, i) for i in range(size)]
+        self.down = set()   # members killed here and not restarted
+
+    @property
+    def endpoints(self):
+        return [m.endpoint for m in self.members]
+
+    def endpoints_from(self, i):
+        """Every endpoint, member i's first (etcdfs tries them in order)."""
+        eps = self.endpoints
+        return eps[i:] + eps[:i]
+
+    def member(self, i):
+        return self.members[i]
+
+    def running(self):
+        """Indices of the members neither killed nor stopped."""
+        return [i for i, m in enumerate(self.members) if i not in self.down and not m.stopped]
+
+    def _ctl_argv_of(self, indices, *args):
+        eps = ",".join(self.members[i].endpoint for i in indices)
+        return ["etcdctl", "--endpoints=" + eps] + list(args)
+
+    def ctl_argv(self, *args):
+        return self._ctl_argv_of(range(len(self.members)), *args)
+
+    def start(self, tries=3):
+        """Starts every member and waits until each answers; picks new ports
+        on a clash."""
+        last = None
+        for _ in range(tries):
+            ports = []
+            while len(ports) < 2 * len(self.members):
+                port = free_port()
+                if port not in ports:
+                    ports.append(port)
+            for i, m in enumerate(self.members):
+                m.client_port, m.peer_port = ports[2 * i], ports[2 * i + 1]
+            # All at once: a new member serves nothing until a quorum is up.
+            for m in self.members:
+                m._spawn()
+            try:
+                self.wait_healthy()
+                return self
+            except AssertionError as e:
+                last = e
+                for m in self.members:
+                    m.kill()
+                    shutil.rmtree(m.data_dir, ignore_errors=True)
+        self.destroy()   # no fixture finalizer runs for a failed start
+        raise last
+
+    def logs(self, n=30):
+        return "\n".join("---- %s on %s ----\n%s" % (m.name, m.endpoint, m.log_tail(n))
+                         for m in self.members)
+
+    def wait_healthy(self, timeout=20):
+        """Waits until every member neither killed nor stopped answers
+        etcdctl endpoint health: a quorum read through it, so it follows a
+        leader.  A member that died unasked fails at once; the timeout fails
+        with every member's log."""
+        deadline = time.monotonic() + timeout
+        while True:
+            died = [m.name for i, m in enumerate(self.members)
+                    if i not in self.down and m.proc.poll() is not None]
+            if died:
+                raise AssertionError("etcd %s exited\n%s" % (", ".join(died), self.logs()))
+            up = self.running()
+            assert up, "no member runs"
+            # A probe sent before the first election waits for it, up to its
+            # command timeout: keep that short, a fresh cluster's first
+            # election now and then takes a second or two.
+            p = run(self._ctl_argv_of(up, "--dial-timeout=1s", "--command-timeout=1s",
+                                      "endpoint", "health"), timeout=20)
+            if p.returncode == 0:
+                return
+            if time.monotonic() >= deadline:
+                raise AssertionError("etcd cluster not healthy after %ss: %s\n%s"
+                                     % (timeout, p.stderr.decode(errors="replace").strip(),
+                                        self.logs()))
+            time.sleep(0.05)
+
+    def status(self):
+        """{index: etcdctl endpoint status} of the running members that answer
+        within a second."""
+        up = self.running()
+        p = run(self._ctl_argv_of(up, "--dial-timeout=1s", "--command-timeout=1s",
+                                  "endpoint", "status", "-w", "json"), timeout=20)
+        try:
+            answers = json.loads(p.stdout or b"[]")
+        except ValueError:
+            answers = []
+        # A member that does not answer is missing from the list (etcdctl
+        # then exits 1): match answers by endpoint, never by position.
+        index = {self.members[i].endpoint: i for i in up}
+        return {index[a["Endpoint"]]: a["Status"] for a in answers if a["Endpoint"] in index}
+
+    def leader(self, timeout=10):
+        """Index of the leader: the member that every running member,
+        itself included, names as leader.  Waits through an election."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.status()
+            named = {s.get("leader", 0) for s in st.values()}
+            if len(st) == len(self.running()) and len(named) == 1:
+                lid = named.pop()
+                for i, s in st.items():
+                    if s["header"]["member_id"] == lid:
+                        return i
+            if time.monotonic() >= deadline:
+                raise AssertionError("no leader all members follow after %ss: %r"
+                                     % (timeout, st))
+            time.sleep(0.05)
+
+    def kill(self, i):
+        """SIGKILL of member i, as a crash would."""
+        self.down.add(i)
+        self.members[i].kill()
+
+    def stop(self, i):
+        """SIGSTOP of member i: its connections stay open and silent."""
+        self.members[i].sigstop()
+
+    def cont(self, i):
+        self.members[i].sigcont()
+
+    def restart(self, i):
+        """Starts killed member i again, same data dir and ports; returns once
+        it answers a quorum read (it has caught up with the leader)."""
+        m = self.members[i]
+        m.state = "existing"
+        self.down.discard(i)
+        m.restart()
+
+    def connected(self, mount):
+        """Index of the member the mount's daemon is connected to (seen from
+        outside, in /proc), or None."""
+        ports = {remote for _, remote in tcp_connections(mount.pid())}
+        hits = [i for i, m in enumerate(self.members) if m.client_port in ports]
+        assert len(hits) <= 1, "etcdfs is connected to members %s" % hits
+        return hits[0] if hits else None
+
+    def destroy(self):
+        # SIGKILL: members stopped together take seconds each to leave
+        # gracefully, and nothing here is kept.
+        for m in self.members:
+            m.kill()
+            m.destroy()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 # ---------------------------------------------------------------- mounts
 
 def mountinfo_entry(path):
@@ -565,6 +787,10 @@ class Mount:
                 with open(os.path.join(self.sanlog_dir, n), "rb") as f:
                     out += f.read().decode(errors="replace")
         return out
+
+    def pid(self):
+        """The daemon's pid, foreground or daemonized."""
+        return self.proc.pid if self.foreground else self.dpid
 
     def alive(self):
         if self.foreground:
