@@ -1,0 +1,311 @@
+"""A mount of a three-member etcd cluster (m0..m2, 500 ms election
+timeout): it reads and writes through any member, sees changes made through
+the others, and works again soon after the member it is connected to, or the
+leader, dies.  Which member the daemon is connected to is seen from outside,
+in /proc; every change is checked through etcdctl on each member that runs.
+"""
+import fcntl
+import os
+import time
+
+from harness import converge, errname, read, tcp_connections, wait_for, wait_until, write
+
+OPTS = ("--command-timeout=2s", "--dial-timeout=1s")
+COMMAND_TIMEOUT = 2.0
+DIAL_TIMEOUT = 1.0
+ELECTION = 0.5
+# How long a failed member may leave the cluster without a leader: a
+# generous number of election timeouts.
+ELECTED = 20 * ELECTION
+# Once etcd takes writes again, how long the mount may take to follow: a
+# request that was in flight, a connection given up, and one more request.
+FOLLOWS = 2 * COMMAND_TIMEOUT + DIAL_TIMEOUT
+# What a file operation may fail with meanwhile.
+OUTAGE_ERRORS = ("ENOTCONN", "ETIMEDOUT", "EAGAIN")
+
+
+def mount_on(cluster, mounter, i, *args, **kwargs):
+    """A mount whose daemon is connected to member i (listed first)."""
+    m = mounter("--endpoints=" + ",".join(cluster.endpoints_from(i)), *args, **kwargs)
+    assert wait_until(lambda: cluster.connected(m) is not None, timeout=5), \
+        "etcdfs holds no connection to any member"
+    assert cluster.connected(m) == i
+    return m
+
+
+def others(cluster, *excluded):
+    return [i for i in range(len(cluster.members)) if i not in excluded]
+
+
+def attempt_read(path):
+    try:
+        return read(path)
+    except OSError as e:
+        return errname(e.errno)
+
+
+def put_when_possible(etcd, key, value):
+    """etcdctl put through one member, retried while the cluster has no
+    leader (at most ELECTED); returns once etcd has the value."""
+    deadline = time.monotonic() + ELECTED
+    while True:
+        p = etcd.ctl("--command-timeout=1s", "put", key, input=value, check=False)
+        if p.returncode == 0:
+            return
+        assert time.monotonic() < deadline, \
+            "etcdctl put through %s failed for %ss: %r" % (etcd.name, ELECTED, p.stderr)
+        time.sleep(0.05)
+
+
+def until_back(what, op, since, limit=FOLLOWS):
+    """Runs op until it succeeds, at most limit after since; a failure on
+    the way must be one an outage explains.  Returns the seconds since
+    since."""
+    errors = []
+    while True:
+        try:
+            op()
+            return time.monotonic() - since
+        except OSError as e:
+            assert errname(e.errno) in OUTAGE_ERRORS, \
+                "%s failed with %s (before it: %s)" % (what, errname(e.errno), errors)
+            errors.append(errname(e.errno))
+        assert time.monotonic() - since < limit, \
+            "%s still fails %ss on: %s" % (what, limit, errors[-10:])
+        time.sleep(0.05)
+
+
+def shows(m, name, old, new, timeout=FOLLOWS):
+    """The mount's reads of name go from old to new within timeout and never
+    back; on the way they fail only as an outage explains."""
+    def check(obs, seen):
+        assert obs in (old, new) or obs in OUTAGE_ERRORS
+        assert obs == new or not (obs == old and new in seen), "the old value again"
+
+    wait_for(lambda: attempt_read(m.p(name)), lambda obs: obs == new, check, timeout=timeout,
+             what="%s on the mount" % name)
+
+
+def same_everywhere(cluster, key, value):
+    """Every running member has key at value (a quorum read through each)."""
+    for i in cluster.running():
+        assert cluster.member(i).get(key) == value, cluster.member(i).name
+
+
+def fail_and_recover(cluster, m, fail, victim):
+    """Fails member victim (fail: cluster.kill or cluster.stop) under a warm
+    mount and changes a file through a survivor as soon as etcd takes
+    writes; the mount must show the change and write again within FOLLOWS
+    of that.  Prints the timings (pytest -rP shows them)."""
+    survivors = others(cluster, victim)
+    write(m.p("f"), "before")
+    cluster.member(survivors[0]).put("/g", "g0")
+    converge(("g", lambda: attempt_read(m.p("g")), ["ENOENT", b"g0"]))
+    t0 = time.monotonic()
+    fail(victim)
+    put_when_possible(cluster.member(survivors[1]), "/g", b"g1")
+    writable = time.monotonic()
+    shows(m, "g", b"g0", b"g1")
+    shown = time.monotonic()
+    until_back("write", lambda: write(m.p("f"), "after"), writable)
+    same_everywhere(cluster, b"/f", b"after")
+    assert read(m.p("f")) == b"after"
+    print("m%d %s: etcd took writes after %.2fs; the mount showed a change %.2fs and "
+          "wrote %.2fs after that" % (victim, fail.__name__, writable - t0, shown - writable,
+                                      time.monotonic() - writable))
+
+
+def test_reads_and_writes_through_every_member(cluster, mounter):
+    m = mounter(etcd=cluster)
+    assert wait_until(lambda: cluster.connected(m) is not None, timeout=5)
+    assert cluster.connected(m) == 0   # the first endpoint given
+    write(m.p("f"), "from the mount")
+    same_everywhere(cluster, b"/f", b"from the mount")
+    # a change through any member reaches the mount through its watch
+    before = b"from the mount"
+    for i in range(3):
+        cluster.member(i).put("/f", "through m%d" % i)
+        converge(("f", lambda: read(m.p("f")), [before, b"through m%d" % i]))
+        before = b"through m%d" % i
+    cluster.member(2).put("/d/new", "n")
+    converge(("d/new", lambda: attempt_read(m.p("d/new")), ["ENOENT", b"n"]))
+    assert os.listdir(m.p("d")) == ["new"]
+    cluster.member(1).delete("/f")
+    converge(("f", lambda: attempt_read(m.p("f")), [b"through m2", "ENOENT"]))
+    assert os.listdir(m.p("")) == ["d"]
+    assert cluster.keys() == [b"/d/new"]
+
+
+def test_a_member_the_mount_is_not_on_dies(cluster, mounter):
+    leader = cluster.leader()
+    m = mount_on(cluster, mounter, leader, *OPTS)
+    victim, survivor = others(cluster, leader)
+    write(m.p("f"), "before")
+    cluster.member(survivor).put("/g", "g0")
+    converge(("g", lambda: attempt_read(m.p("g")), ["ENOENT", b"g0"]))
+    conns = tcp_connections(m.pid())
+    cluster.kill(victim)
+    # a quorum and its leader are left: nothing fails, not even once
+    write(m.p("f"), "after")
+    assert read(m.p("f")) == b"after"
+    same_everywhere(cluster, b"/f", b"after")
+    cluster.member(survivor).put("/g", "g1")
+    converge(("g", lambda: read(m.p("g")), [b"g0", b"g1"]))
+    assert cluster.leader() == leader
+    assert tcp_connections(m.pid()) == conns, "the daemon changed its connection"
+
+
+def test_the_leader_dies_under_the_mount(cluster, mounter):
+    leader = cluster.leader()
+    m = mount_on(cluster, mounter, leader, *OPTS)
+    fail_and_recover(cluster, m, cluster.kill, leader)
+    assert cluster.leader() != leader
+    assert cluster.connected(m) in others(cluster, leader)
+
+
+def test_the_leader_dies_while_the_mount_is_on_a_follower(cluster, mounter):
+    leader = cluster.leader()
+    follower = others(cluster, leader)[0]
+    m = mount_on(cluster, mounter, follower, *OPTS)
+    fail_and_recover(cluster, m, cluster.kill, leader)
+    assert cluster.leader() != leader
+
+
+def test_the_leader_freezes_while_the_mount_is_on_a_follower(cluster, mounter):
+    leader = cluster.leader()
+    follower = others(cluster, leader)[0]
+    m = mount_on(cluster, mounter, follower, *OPTS)
+    try:
+        fail_and_recover(cluster, m, cluster.stop, leader)
+        assert cluster.leader() != leader
+    finally:
+        cluster.cont(leader)
+    # the old leader steps down and catches up
+    cluster.wait_healthy()
+    same_everywhere(cluster, b"/f", b"after")
+
+
+def test_the_follower_the_mount_is_on_dies(cluster, mounter):
+    leader = cluster.leader()
+    follower = others(cluster, leader)[0]
+    m = mount_on(cluster, mounter, follower, *OPTS)
+    fail_and_recover(cluster, m, cluster.kill, follower)
+    assert cluster.connected(m) in others(cluster, follower)
+
+
+def test_one_failure_after_another(cluster, mounter):
+    m = mounter(*OPTS, etcd=cluster)
+    assert wait_until(lambda: cluster.connected(m) is not None, timeout=5)
+    first = cluster.connected(m)
+    fail_and_recover(cluster, m, cluster.kill, first)
+    cluster.restart(first)
+    second = cluster.connected(m)
+    assert second != first
+    fail_and_recover(cluster, m, cluster.kill, second)
+    cluster.restart(second)
+    cluster.wait_healthy()
+    for i in range(3):
+        assert cluster.member(i).keys(with_values=True) == {b"/f": b"after", b"/g": b"g1"}
+
+
+def test_changes_while_the_mount_moves_all_arrive(cluster, mounter):
+    leader = cluster.leader()
+    m = mount_on(cluster, mounter, leader, *OPTS)
+    os.mkdir(m.p("d"))
+    write(m.p("d/a"), "a")
+    assert os.listdir(m.p("d")) == ["a"]
+    cluster.kill(leader)
+    s0, s1 = others(cluster, leader)
+    put_when_possible(cluster.member(s0), "/d/b", b"b")
+    writable = time.monotonic()
+    for i in range(20):
+        cluster.member((s0, s1)[i % 2]).put("/d/n%02d" % i, "v%d" % i)
+    cluster.member(s1).delete("/d/a")
+    # the watch resumes on a survivor after the last revision it saw: no
+    # change in between is missed, whichever member made it
+    want = sorted(["b"] + ["n%02d" % i for i in range(20)])
+    listing = until_back("ls", lambda: sorted(os.listdir(m.p("d"))), writable)
+    assert wait_until(lambda: sorted(os.listdir(m.p("d"))) == want, timeout=FOLLOWS), listing
+    for i in range(20):
+        assert read(m.p("d/n%02d" % i)) == b"v%d" % i
+    assert cluster.member(s1).keys("/d/") == [b"/d/" + n.encode() for n in want]
+
+
+def test_a_write_in_flight_when_the_leader_dies_lands_whole_or_not_at_all(cluster, mounter):
+    leader = cluster.leader()
+    m = mount_on(cluster, mounter, leader, *OPTS)
+    write(m.p("f"), "old")
+    fd = os.open(m.p("f"), os.O_WRONLY | os.O_TRUNC)
+    os.write(fd, b"new value")
+    cluster.kill(leader)
+    try:
+        os.close(fd)   # the Put
+        closed = "ok"
+    except OSError as e:
+        closed = errname(e.errno)
+        assert closed in OUTAGE_ERRORS
+    put_when_possible(cluster.member(others(cluster, leader)[0]), "/elected", b"yes")
+    # a close that failed this way may still have been applied
+    landed = cluster.member(others(cluster, leader)[1]).get("/f")
+    assert landed in ([b"new value"] if closed == "ok" else [b"old", b"new value"]), \
+        (closed, landed)
+    same_everywhere(cluster, b"/f", landed)
+    shows(m, "f", b"old", landed)
+    print("close: %s, etcd holds %r" % (closed, landed))
+
+
+LOCK_TTL = 2
+
+
+def try_flock(path):
+    """flock LOCK_NB on a new descriptor: "taken" (and let go), or the errno
+    name it failed with (EAGAIN: held elsewhere)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        return errname(e.errno)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return "taken"
+    except OSError as e:
+        return errname(e.errno)
+    finally:
+        os.close(fd)
+
+
+def test_a_lock_outlives_the_leader_under_its_mount(cluster, mounter):
+    leader = cluster.leader()
+    survivor = others(cluster, leader)[0]
+    lock_opts = OPTS + ("--lock-ttl=%ds" % LOCK_TTL,)
+    a = mount_on(cluster, mounter, leader, *lock_opts)
+    b = mount_on(cluster, mounter, survivor, *lock_opts)
+    write(a.p("lk"), "v0")
+    converge(("lk on b", lambda: attempt_read(b.p("lk")), ["ENOENT", b"v0"]))
+    name = os.getxattr(a.p("lk"), "user.etcd.lock_name")
+    fd = os.open(a.p("lk"), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        owners = cluster.keys(name + b"/")
+        assert len(owners) == 1, owners
+        cluster.kill(leader)
+        put_when_possible(cluster.member(survivor), "/elected", b"yes")
+        # A new leader renews every lease once, for its TTL and an election
+        # timeout; twice the TTL after that, only keepalives through a
+        # survivor can have kept it.
+        until = time.monotonic() + 2 * LOCK_TTL + ELECTION
+        while time.monotonic() < until:
+            got = try_flock(b.p("lk"))
+            assert got == "EAGAIN" or got in OUTAGE_ERRORS, "b: flock %s" % got
+            time.sleep(0.1)
+        assert cluster.member(survivor).keys(name + b"/") == owners
+        assert cluster.connected(a) in others(cluster, leader)
+        # a's writes under the lock still pass its fence
+        until_back("a write under the lock", lambda: (os.pwrite(fd, b"v1", 0), os.fsync(fd)),
+                   time.monotonic())
+        assert cluster.member(survivor).get("/lk") == b"v1"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+    assert wait_until(lambda: try_flock(b.p("lk")) == "taken", timeout=5)
+    assert wait_until(lambda: cluster.member(survivor).keys(name + b"/") == [], timeout=5)
