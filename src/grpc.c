@@ -42,7 +42,8 @@ static const struct {
 } grpc_errno_table[] = {
 	{ GRPC_OK, 0, NULL, 0 },
 	{ GRPC_CANCELLED, ECANCELED, NULL, 0 },
-	{ GRPC_UNKNOWN, EIO, NULL, 0 },
+	/* etcd 3.4 reports a quorum read that hit its deadline as UNKNOWN. */
+	{ GRPC_UNKNOWN, EIO, "context deadline exceeded", ETIMEDOUT },
 	{ GRPC_INVALID_ARGUMENT, EINVAL, "request is too large", EFBIG },
 	{ GRPC_DEADLINE_EXCEEDED, ETIMEDOUT, NULL, 0 },
 	{ GRPC_NOT_FOUND, ENOENT, NULL, 0 },

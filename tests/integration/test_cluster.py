@@ -309,3 +309,29 @@ def test_a_lock_outlives_the_leader_under_its_mount(cluster, mounter):
         os.close(fd)
     assert wait_until(lambda: try_flock(b.p("lk")) == "taken", timeout=5)
     assert wait_until(lambda: cluster.member(survivor).keys(name + b"/") == [], timeout=5)
+
+
+def test_quorum_lost_and_regained(cluster, mounter):
+    m = mount_on(cluster, mounter, 0, *OPTS)
+    write(m.p("f"), "before")
+    assert read(m.p("f")) == b"before"
+    cluster.kill(1)
+    cluster.kill(2)
+    # Nothing can change without a quorum: a read served from the cache is
+    # right; whatever has to reach etcd must fail as an outage does.
+    ops = [("write", lambda: write(m.p("f"), "during"), ()),
+           ("read", lambda: read(m.p("f")), ()),
+           ("lookup of a new name", lambda: os.stat(m.p("new")), ("ENOENT",))]
+    for _ in range(2):
+        for what, op, also in ops:
+            try:
+                got = op()
+            except OSError as e:
+                assert errname(e.errno) in OUTAGE_ERRORS + also, \
+                    "%s without a quorum: %s" % (what, errname(e.errno))
+            else:
+                assert what == "read" and got == b"before", (what, got)
+    restarted = time.monotonic()
+    cluster.restart(1)
+    until_back("write", lambda: write(m.p("f"), "after"), restarted, limit=FOLLOWS + 5)
+    same_everywhere(cluster, b"/f", b"after")

@@ -286,6 +286,8 @@ static void test_status_errno(void)
 		{ 11, "etcdserver: mvcc: required revision has been compacted", EIO },
 		{ 12, "unknown method Nope for service etcdserverpb.KV", EOPNOTSUPP },
 		{ 13, NULL, EIO },
+		{ 2, "context deadline exceeded", ETIMEDOUT },
+		{ 2, "etcdserver: some other failure", EIO },
 		{ 14, "etcdserver: request timed out", ETIMEDOUT },
 		{ 14, "etcdserver: request timed out, possibly due to previous leader failure",
 		  ETIMEDOUT },
