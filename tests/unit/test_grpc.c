@@ -270,7 +270,6 @@ static void test_status_errno(void)
 	} rows[] = {
 		{ 0, NULL, 0 },
 		{ 1, NULL, ECANCELED },
-		{ 2, "context deadline exceeded", EIO },
 		{ 3, "etcdserver: key is not provided", EINVAL },
 		{ 3, "etcdserver: request is too large", EFBIG },
 		{ 3, NULL, EINVAL },
