@@ -544,6 +544,21 @@ static bool is_ours(const struct lk *lk, GBytes *key)
 	return (lk->w && g_bytes_equal(lk->w->key, key)) || (lk->r && g_bytes_equal(lk->r->key, key));
 }
 
+/* keys[i] for kvs[i] (a new array); ours by lk's keys when lk is given. */
+static struct lock_key *keys_of(GPtrArray *kvs, const struct lk *lk)
+{
+	struct lock_key *keys = g_new0(struct lock_key, kvs->len + 1);
+
+	for (guint i = 0; i < kvs->len; i++) {
+		struct ef_kv *kv = g_ptr_array_index(kvs, i);
+
+		keys[i] = (struct lock_key){ .create_rev = kv->create_revision,
+					     .shared = kv_shared(kv),
+					     .ours = lk && is_ours(lk, kv->key) };
+	}
+	return keys;
+}
+
 /* Our key e (a slot of lk) against the queue: granted now, or gone. */
 static void judge(struct lk *lk, struct ekey **slot, const struct lock_key *keys)
 {
@@ -716,6 +731,26 @@ static void on_watch(struct ef_locks *l, struct lk *lk, struct ef_watch_msg *wm)
 	judge_all(l, lk);
 }
 
+/* Our writer's key becomes our reader's in place (its value only). */
+static void downgrade(struct ef_locks *l, struct lk *lk)
+{
+	int64_t rev;
+	int rc = etcd_lock_mark(l->etcd, lk->w->key, lk->w->create_rev, l->lease, &rev);
+
+	if (rc == -ESTALE) {
+		/* Not ours any more: the lease or the key is gone. */
+		holds_lost(lk);
+		g_clear_pointer(&lk->w, ekey_free);
+		return;
+	}
+	/* Failed or not, the key may be a reader's now (an answer lost
+	 * after the write): taken as one, an exclusive lock needs a
+	 * writer's key again, which is never wrong. */
+	if (rc < 0)
+		g_message("etcdfs: lock downgrade: %s", g_strerror(-rc));
+	lk->r = g_steal_pointer(&lk->w);
+}
+
 /* Keeps in etcd just the keys the local owners need: a writer's as long
  * as one holds or waits exclusively, a reader's as long as one shares and
  * no writer's covers it. A writer's whose holder moved to shared becomes
@@ -738,27 +773,10 @@ static void settle(struct ef_locks *l, struct lk *lk)
 	 * for; one that has served is given up, so that the waiters
 	 * elsewhere get their turn before the next one here. */
 	if (lk->w && lk->w->granted && !hold_x && (lk->w->used || !want_x)) {
-		int64_t rev;
-		int rc = -1;
-
 		if (hold_any && !lk->r) {
-			rc = etcd_lock_mark(l->etcd, lk->w->key, lk->w->create_rev, l->lease, &rev);
-			if (rc == -ESTALE) {
-				holds_lost(lk);
-			} else {
-				/* Failed or not, the key may be a reader's now
-				 * (an answer lost after the write): taken as
-				 * one, an exclusive lock needs a writer's key
-				 * again, which is never wrong. */
-				if (rc < 0)
-					g_message("etcdfs: lock downgrade: %s", g_strerror(-rc));
-				rc = 0;
-				lk->r = g_steal_pointer(&lk->w);
-			}
-		}
-		if (lk->w && rc != 0 && (rc == -ESTALE || !hold_any || lk->r)) {
-			if (rc != -ESTALE)
-				unlock_key(l, lk->w);
+			downgrade(l, lk);
+		} else {
+			unlock_key(l, lk->w);
 			g_clear_pointer(&lk->w, ekey_free);
 		}
 	}
@@ -993,14 +1011,7 @@ static void on_getlk(struct ef_locks *l, struct waiter *w)
 		answer(w, ENOLCK);
 		return;
 	}
-	keys = g_new0(struct lock_key, kvs->len + 1);
-	for (guint i = 0; i < kvs->len; i++) {
-		struct ef_kv *kv = g_ptr_array_index(kvs, i);
-
-		keys[i] = (struct lock_key){ .create_rev = kv->create_revision,
-					     .shared = kv_shared(kv),
-					     .ours = lk && is_ours(lk, kv->key) };
-	}
+	keys = keys_of(kvs, lk);
 	b = lockrule_blocker(keys, kvs->len, w->mode);
 	if (b < 0)
 		reply_lock(w->req, F_UNLCK, w->start, w->end, 0);
@@ -1363,13 +1374,7 @@ int locks_owners(struct ef_locks *l, GBytes *key, GString *out)
 
 	if (rc < 0)
 		return rc;
-	keys = g_new0(struct lock_key, kvs->len + 1);
-	for (guint i = 0; i < kvs->len; i++) {
-		struct ef_kv *kv = g_ptr_array_index(kvs, i);
-
-		keys[i] = (struct lock_key){ .create_rev = kv->create_revision,
-					     .shared = kv_shared(kv) };
-	}
+	keys = keys_of(kvs, NULL);
 	for (guint i = 0; i < kvs->len; i++) {
 		struct ef_kv *kv = g_ptr_array_index(kvs, i);
 
