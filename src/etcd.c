@@ -9,8 +9,10 @@
 #include "etcd.h"
 
 #include <errno.h>
+#include <string.h>
 
 #include "grpc.h"
+#include "h2.h"
 #include "keymap.h"
 #include "lockrule.h"
 #include "revclock.h"
@@ -78,38 +80,88 @@ static void observe(const Etcdserverpb__ResponseHeader *h)
 		revclock_observe(h->revision);
 }
 
+/* What may be done with a call whose answer was lost (-ECONNRESET from the
+ * transport: the request went out, the connection dropped). */
+enum call_kind {
+	CALL_READ,      /* only reads: it is sent again, within its time */
+	CALL_WRITE,     /* it may have been applied: -ENOTCONN, as for any outage */
+	CALL_RESOLVE,   /* -ECONNRESET, for the caller to find out what happened */
+	CALL_CHECK,     /* a read that finds out: asks for a member with a
+			 * leader, in short tries, whatever fails, until the
+			 * command timeout (a read sent during an election
+			 * would wait for etcd's own timeout) */
+};
+
+/* Between tries of a read the member could not serve (no leader yet, a
+ * leader change): an election takes about a second. */
+#define READ_RETRY_US (50 * G_TIME_SPAN_MILLISECOND)
+#define CHECK_TRY_MS 500
+
+/* One gRPC call, sent again while it only reads and its answer was lost
+ * or the member could not serve it, until the command timeout. */
+static int unary(struct ef_etcd *e, const char *path, const uint8_t *buf, size_t len,
+		 enum call_kind kind, size_t max_resp, size_t *need, GBytes **out)
+{
+	gint64 deadline = g_get_monotonic_time() + (gint64)e->timeout_ms * G_TIME_SPAN_MILLISECOND;
+	int timeout_ms = e->timeout_ms;
+	size_t ignored;
+	int rc;
+
+	for (;;) {
+		struct ef_grpc_status st = { 0 };
+		gboolean again;
+
+		if (kind == CALL_CHECK)
+			rc = grpc_unary_leader(e->h2, path, buf, len, MIN(timeout_ms, CHECK_TRY_MS), out,
+					       &st);
+		else if (max_resp)
+			rc = grpc_unary_capped(e->h2, path, buf, len, timeout_ms, max_resp, out, &st,
+					       need ? need : &ignored);
+		else
+			rc = grpc_unary(e->h2, path, buf, len, timeout_ms, out, &st);
+		if (rc < 0)
+			g_debug("%s: %s (grpc %d: %s)", path, g_strerror(-rc), st.code,
+				st.message ? st.message : "");
+		again = (kind == CALL_READ && (rc == -ECONNRESET ||
+					       (rc == -EAGAIN && st.code == GRPC_UNAVAILABLE))) ||
+			(kind == CALL_CHECK && (rc == -ECONNRESET || rc == -EAGAIN ||
+						rc == -ETIMEDOUT || rc == -ENOTCONN));
+		grpc_status_clear(&st);
+		if (rc < 0 && e->doubt &&
+		    (rc == -ETIMEDOUT || rc == -ENOTCONN || rc == -EAGAIN || rc == -ECONNRESET))
+			e->doubt(e->doubt_ud);
+		if (!again)
+			break;
+		if (rc == -EAGAIN || rc == -ENOTCONN)
+			g_usleep(READ_RETRY_US);
+		timeout_ms = (int)((deadline - g_get_monotonic_time()) / G_TIME_SPAN_MILLISECOND);
+		if (timeout_ms <= 0)
+			return -ETIMEDOUT;
+	}
+	if (rc == -ECONNRESET && kind == CALL_WRITE)
+		rc = -ENOTCONN;
+	return rc;
+}
+
 /* Packs req, calls path, unpacks the response as rd. A response longer than
  * max_resp bytes (0: any the transport takes) is not received: -EMSGSIZE,
  * with its length in *need. *bytes (if non-NULL) gets the response's
  * length. Returns 0 or -errno. */
 static int call_capped(struct ef_etcd *e, const char *path, const ProtobufCMessage *req,
 		       const ProtobufCMessageDescriptor *rd, ProtobufCMessage **resp,
-		       size_t max_resp, size_t *need, size_t *bytes)
+		       enum call_kind kind, size_t max_resp, size_t *need, size_t *bytes)
 {
 	size_t len = protobuf_c_message_get_packed_size(req);
 	g_autofree uint8_t *buf = g_malloc(len ? len : 1);
 	g_autoptr(GBytes) out = NULL;
-	struct ef_grpc_status st = { 0 };
 	const uint8_t *data;
-	size_t ignored;
 	gsize n;
 	int rc;
 
 	protobuf_c_message_pack(req, buf);
-	if (max_resp)
-		rc = grpc_unary_capped(e->h2, path, buf, len, e->timeout_ms, max_resp, &out, &st,
-				       need ? need : &ignored);
-	else
-		rc = grpc_unary(e->h2, path, buf, len, e->timeout_ms, &out, &st);
-	if (rc < 0) {
-		g_debug("%s: %s (grpc %d: %s)", path, g_strerror(-rc), st.code,
-			st.message ? st.message : "");
-		grpc_status_clear(&st);
-		if (e->doubt && (rc == -ETIMEDOUT || rc == -ENOTCONN || rc == -EAGAIN))
-			e->doubt(e->doubt_ud);
+	rc = unary(e, path, buf, len, kind, max_resp, need, &out);
+	if (rc < 0)
 		return rc;
-	}
-	grpc_status_clear(&st);
 	data = g_bytes_get_data(out, &n);
 	if (bytes)
 		*bytes = n;
@@ -118,9 +170,9 @@ static int call_capped(struct ef_etcd *e, const char *path, const ProtobufCMessa
 }
 
 static int call(struct ef_etcd *e, const char *path, const ProtobufCMessage *req,
-		const ProtobufCMessageDescriptor *rd, ProtobufCMessage **resp)
+		const ProtobufCMessageDescriptor *rd, ProtobufCMessage **resp, enum call_kind kind)
 {
-	return call_capped(e, path, req, rd, resp, 0, NULL, NULL);
+	return call_capped(e, path, req, rd, resp, kind, 0, NULL, NULL);
 }
 
 static struct ef_kv *kv_from_pb(const Mvccpb__KeyValue *p, bool keys_only)
@@ -173,7 +225,7 @@ static int range_call(struct ef_etcd *e, const void *key, size_t klen, const voi
 	rr.limit = limit;
 	rr.keys_only = keys_only;
 	rc = call(e, KV_PATH("Range"), &rr.base, &etcdserverpb__range_response__descriptor,
-		  (ProtobufCMessage **)resp);
+		  (ProtobufCMessage **)resp, CALL_READ);
 	if (rc == 0)
 		observe((*resp)->header);
 	return rc;
@@ -239,7 +291,8 @@ int etcd_range_page(struct ef_etcd *e, const struct ef_page_req *rq, struct ef_p
 	rr.limit = rq->limit;
 	rr.keys_only = rq->keys_only;
 	rc = call_capped(e, KV_PATH("Range"), &rr.base, &etcdserverpb__range_response__descriptor,
-			 (ProtobufCMessage **)&resp, rq->max_bytes, &pg->need, &pg->bytes);
+			 (ProtobufCMessage **)&resp, CALL_READ, rq->max_bytes, &pg->need,
+			 &pg->bytes);
 	if (rc < 0)
 		return rc;
 	observe(resp->header);
@@ -272,14 +325,32 @@ int etcd_get(struct ef_etcd *e, GBytes *key, struct ef_kv **kv)
 	return 0;
 }
 
-static int txn(struct ef_etcd *e, Etcdserverpb__TxnRequest *req, Etcdserverpb__TxnResponse **resp)
+static bool ops_read_only(Etcdserverpb__RequestOp *const *ops, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (ops[i]->request_case != ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE)
+			return false;
+	return true;
+}
+
+static int txn_as(struct ef_etcd *e, Etcdserverpb__TxnRequest *req,
+		  Etcdserverpb__TxnResponse **resp, enum call_kind kind)
 {
 	int rc = call(e, KV_PATH("Txn"), &req->base, &etcdserverpb__txn_response__descriptor,
-		      (ProtobufCMessage **)resp);
+		      (ProtobufCMessage **)resp, kind);
 
 	if (rc == 0)
 		observe((*resp)->header);
 	return rc;
+}
+
+/* A Txn that only reads is sent again when its answer is lost. */
+static int txn(struct ef_etcd *e, Etcdserverpb__TxnRequest *req, Etcdserverpb__TxnResponse **resp)
+{
+	bool ro = ops_read_only(req->success, req->n_success) &&
+		  ops_read_only(req->failure, req->n_failure);
+
+	return txn_as(e, req, resp, ro ? CALL_READ : CALL_WRITE);
 }
 
 /* The Range response of op i, or NULL if the server sent something else. */
@@ -374,7 +445,7 @@ static int put_if(struct ef_etcd *e, Etcdserverpb__PutRequest *put, Etcdserverpb
 	req.success = ops;
 	req.n_compare = 1;
 	req.compare = cmps;
-	rc = txn(e, &req, &resp);
+	rc = txn_as(e, &req, &resp, CALL_RESOLVE);
 	if (rc < 0)
 		return rc;
 	if (!resp->succeeded)
@@ -426,7 +497,7 @@ static int put_fenced(struct ef_etcd *e, Etcdserverpb__PutRequest *put,
 	req.success = oks;
 	req.n_failure = 1;
 	req.failure = probes;
-	rc = txn(e, &req, &resp);
+	rc = txn_as(e, &req, &resp, CALL_RESOLVE);
 	if (rc < 0)
 		return rc;
 	if (resp->succeeded) {
@@ -443,8 +514,8 @@ static int put_fenced(struct ef_etcd *e, Etcdserverpb__PutRequest *put,
 	return rc;
 }
 
-int etcd_put(struct ef_etcd *e, GBytes *key, const void *val, size_t vlen, int64_t lease,
-	     int64_t expect_mod, const struct ef_fence *fence, int64_t *mod)
+static int put_once(struct ef_etcd *e, GBytes *key, const void *val, size_t vlen, int64_t lease,
+		    int64_t expect_mod, const struct ef_fence *fence, int64_t *mod)
 {
 	Etcdserverpb__PutRequest put = ETCDSERVERPB__PUT_REQUEST__INIT;
 	Etcdserverpb__Compare cmp = ETCDSERVERPB__COMPARE__INIT;
@@ -459,7 +530,7 @@ int etcd_put(struct ef_etcd *e, GBytes *key, const void *val, size_t vlen, int64
 		Etcdserverpb__PutResponse *pr = NULL;
 
 		rc = call(e, KV_PATH("Put"), &put.base, &etcdserverpb__put_response__descriptor,
-			  (ProtobufCMessage **)&pr);
+			  (ProtobufCMessage **)&pr, CALL_RESOLVE);
 		if (rc < 0)
 			return rc;
 		observe(pr->header);
@@ -479,7 +550,111 @@ int etcd_put(struct ef_etcd *e, GBytes *key, const void *val, size_t vlen, int64
 	return put_if(e, &put, &cmp, -ESTALE, mod);
 }
 
-int etcd_delete(struct ef_etcd *e, GBytes *key, GBytes *end, int64_t *deleted)
+/* The key as it was at revision rev (0: now), read through the leader
+ * whatever the mount's read mode: the answer decides what became of a
+ * write. */
+static int get_at(struct ef_etcd *e, GBytes *key, int64_t rev, struct ef_kv **kv)
+{
+	Etcdserverpb__RangeRequest rr = ETCDSERVERPB__RANGE_REQUEST__INIT;
+	Etcdserverpb__RangeResponse *resp = NULL;
+	int rc;
+
+	rr.key = bin_bytes(key);
+	rr.revision = rev;
+	rc = call(e, KV_PATH("Range"), &rr.base, &etcdserverpb__range_response__descriptor,
+		  (ProtobufCMessage **)&resp, CALL_CHECK);
+	if (rc < 0)
+		return rc;
+	observe(resp->header);
+	*kv = resp->n_kvs ? kv_from_pb(resp->kvs[0], false) : NULL;
+	etcdserverpb__range_response__free_unpacked(resp, NULL);
+	return 0;
+}
+
+/* Versions of a key walked back in search of a lost write. */
+#define RESOLVE_STEPS 8
+
+/*
+ * Whether a Put whose answer was lost was applied: read back, not guessed.
+ * since is a revision seen before the Put went out, so the Put, if applied,
+ * made a newer one. The key's versions newer than since are walked back
+ * from the current one: one with the Put's value and lease is the Put
+ * (someone writing the very same bytes meanwhile could not be told apart,
+ * and would not matter). Returns 1 (applied, at *mod), 0 (not applied:
+ * the key is absent, or unchanged since), -ESTALE (not applied, and others
+ * changed the key since), or -ETIMEDOUT when etcd cannot tell (a delete in
+ * between, a compacted revision, no answer).
+ */
+static int put_applied(struct ef_etcd *e, GBytes *key, const void *val, size_t vlen,
+		       int64_t lease, int64_t since, int64_t *mod)
+{
+	int64_t at = 0;
+
+	for (int i = 0; i < RESOLVE_STEPS; i++) {
+		struct ef_kv *kv = NULL;
+		bool ours;
+		int64_t rev;
+
+		if (get_at(e, key, at, &kv) < 0)
+			return -ETIMEDOUT;
+		/* Absent now: the Put did not land (or was deleted after it,
+		 * which a Range cannot see). Absent further back: a delete
+		 * hides the history. */
+		if (!kv)
+			return i == 0 ? 0 : -ETIMEDOUT;
+		rev = kv->mod_revision;
+		ours = rev > since && kv->lease == lease && kv->size == vlen &&
+		       memcmp(g_bytes_get_data(kv->value, NULL), val, vlen) == 0;
+		ef_kv_free(kv);
+		if (ours) {
+			if (mod)
+				*mod = rev;
+			return 1;
+		}
+		if (rev <= since)
+			return i == 0 ? 0 : -ESTALE;
+		at = rev - 1;
+	}
+	return -ETIMEDOUT;
+}
+
+/* Sends of one write, the first included, while each one's outcome is
+ * unknown and found to be "not applied". A close may thus take four
+ * command timeouts while the cluster fails over. */
+#define WRITE_TRIES 2
+
+/* A write's outcome is unknown: its answer was lost, or did not come in
+ * time (etcd may still apply it; during an election a proposal sent to a
+ * leader that died is lost without an answer). */
+static bool outcome_unknown(int rc)
+{
+	return rc == -ECONNRESET || rc == -ETIMEDOUT;
+}
+
+int etcd_put(struct ef_etcd *e, GBytes *key, const void *val, size_t vlen, int64_t lease,
+	     int64_t expect_mod, const struct ef_fence *fence, int64_t *mod)
+{
+	for (int tries = 1;; tries++) {
+		int64_t since = MAX(revclock_latest(), expect_mod);
+		int rc = put_once(e, key, val, vlen, lease, expect_mod, fence, mod);
+
+		if (!outcome_unknown(rc))
+			return rc;
+		rc = put_applied(e, key, val, vlen, lease, since, mod);
+		g_debug("etcd: a Put's outcome was unknown; applied: %d", rc);
+		if (rc == 1)
+			return 0;
+		/* Not applied, and others wrote meanwhile: a guarded Put would
+		 * fail its guard; an unguarded one lands after theirs, as it
+		 * could have anyway. */
+		if (rc == -ESTALE && expect_mod >= 0)
+			return -ESTALE;
+		if (rc == -ETIMEDOUT || tries == WRITE_TRIES)
+			return -ETIMEDOUT;
+	}
+}
+
+static int delete_once(struct ef_etcd *e, GBytes *key, GBytes *end, int64_t *deleted)
 {
 	Etcdserverpb__DeleteRangeRequest req = ETCDSERVERPB__DELETE_RANGE_REQUEST__INIT;
 	Etcdserverpb__DeleteRangeResponse *resp = NULL;
@@ -488,7 +663,8 @@ int etcd_delete(struct ef_etcd *e, GBytes *key, GBytes *end, int64_t *deleted)
 	req.key = bin_bytes(key);
 	req.range_end = bin_bytes(end);
 	rc = call(e, KV_PATH("DeleteRange"), &req.base,
-		  &etcdserverpb__delete_range_response__descriptor, (ProtobufCMessage **)&resp);
+		  &etcdserverpb__delete_range_response__descriptor, (ProtobufCMessage **)&resp,
+		  end ? CALL_WRITE : CALL_RESOLVE);
 	if (rc < 0)
 		return rc;
 	observe(resp->header);
@@ -496,6 +672,41 @@ int etcd_delete(struct ef_etcd *e, GBytes *key, GBytes *end, int64_t *deleted)
 		*deleted = resp->deleted;
 	etcdserverpb__delete_range_response__free_unpacked(resp, NULL);
 	return 0;
+}
+
+/*
+ * Whether the delete of one key whose answer was lost was applied: the key
+ * absent now, or written by others since (the delete came first), counts
+ * as deleted; unchanged since, it was not. Returns 1, 0 or -ETIMEDOUT.
+ */
+static int delete_applied(struct ef_etcd *e, GBytes *key, int64_t since)
+{
+	struct ef_kv *kv = NULL;
+	bool gone;
+
+	if (get_at(e, key, 0, &kv) < 0)
+		return -ETIMEDOUT;
+	gone = !kv || kv->mod_revision > since;
+	ef_kv_free(kv);
+	return gone;
+}
+
+int etcd_delete(struct ef_etcd *e, GBytes *key, GBytes *end, int64_t *deleted)
+{
+	for (int tries = 1;; tries++) {
+		int64_t since = revclock_latest();
+		int rc = delete_once(e, key, end, deleted);
+
+		if (!outcome_unknown(rc) || end)
+			return rc == -ECONNRESET ? -ENOTCONN : rc;
+		rc = delete_applied(e, key, since);
+		if (rc == 1 && deleted)
+			*deleted = 1;
+		if (rc == 1)
+			return 0;
+		if (rc < 0 || tries == WRITE_TRIES)
+			return -ETIMEDOUT;
+	}
 }
 
 int etcd_any(struct ef_etcd *e, GBytes *const *prefixes, size_t n, bool *any)
@@ -533,7 +744,8 @@ int etcd_any(struct ef_etcd *e, GBytes *const *prefixes, size_t n, bool *any)
 	return rc;
 }
 
-int etcd_unlink(struct ef_etcd *e, GBytes *key, GBytes *probe, int64_t *deleted, bool *probe_any)
+static int unlink_once(struct ef_etcd *e, GBytes *key, GBytes *probe, int64_t *deleted,
+		       bool *probe_any)
 {
 	Etcdserverpb__DeleteRangeRequest del = ETCDSERVERPB__DELETE_RANGE_REQUEST__INIT;
 	Etcdserverpb__RangeRequest rr;
@@ -552,7 +764,7 @@ int etcd_unlink(struct ef_etcd *e, GBytes *key, GBytes *probe, int64_t *deleted,
 	probe_init(&rr, e, probe, end, &op);
 	req.n_success = 2;
 	req.success = ops;
-	rc = txn(e, &req, &resp);
+	rc = txn_as(e, &req, &resp, CALL_RESOLVE);
 	if (rc < 0)
 		return rc;
 	if (resp->n_responses != 2 || resp->responses[0]->response_case !=
@@ -564,6 +776,24 @@ int etcd_unlink(struct ef_etcd *e, GBytes *key, GBytes *probe, int64_t *deleted,
 	}
 	etcdserverpb__txn_response__free_unpacked(resp, NULL);
 	return rc;
+}
+
+int etcd_unlink(struct ef_etcd *e, GBytes *key, GBytes *probe, int64_t *deleted, bool *probe_any)
+{
+	for (int tries = 1;; tries++) {
+		int64_t since = revclock_latest();
+		int rc = unlink_once(e, key, probe, deleted, probe_any);
+
+		if (!outcome_unknown(rc))
+			return rc;
+		rc = delete_applied(e, key, since);
+		if (rc == 1) {
+			*deleted = 1;
+			return etcd_any(e, &probe, 1, probe_any) < 0 ? -ETIMEDOUT : 0;
+		}
+		if (rc < 0 || tries == WRITE_TRIES)
+			return -ETIMEDOUT;
+	}
 }
 
 /* ---- rename ---- */
@@ -917,9 +1147,19 @@ int etcd_probe(struct ef_etcd *e, int timeout_ms)
 		if (resp)
 			etcdserverpb__status_response__free_unpacked(resp, NULL);
 	}
-	if (e->doubt && (rc == -ETIMEDOUT || rc == -ENOTCONN || rc == -EAGAIN))
+	if (e->doubt && (rc == -ETIMEDOUT || rc == -ENOTCONN || rc == -EAGAIN || rc == -ECONNRESET))
 		e->doubt(e->doubt_ud);
-	return rc;
+	return rc == -ECONNRESET ? -ENOTCONN : rc;
+}
+
+uint64_t etcd_conn_generation(struct ef_etcd *e)
+{
+	return h2_generation(e->h2);
+}
+
+void etcd_conn_leave(struct ef_etcd *e, uint64_t generation, const char *why)
+{
+	h2_leave(e->h2, generation, why);
 }
 
 /* ---- Lease ---- */
@@ -934,7 +1174,8 @@ int etcd_lease_grant(struct ef_etcd *e, int64_t ttl, int64_t *id, int64_t *grant
 
 	req.ttl = ttl;
 	rc = call(e, LEASE_PATH("LeaseGrant"), &req.base,
-		  &etcdserverpb__lease_grant_response__descriptor, (ProtobufCMessage **)&resp);
+		  &etcdserverpb__lease_grant_response__descriptor, (ProtobufCMessage **)&resp,
+		  CALL_WRITE);
 	if (rc < 0)
 		return rc;
 	observe(resp->header);
@@ -959,7 +1200,8 @@ int etcd_lease_revoke(struct ef_etcd *e, int64_t id)
 
 	req.id = id;
 	rc = call(e, LEASE_PATH("LeaseRevoke"), &req.base,
-		  &etcdserverpb__lease_revoke_response__descriptor, (ProtobufCMessage **)&resp);
+		  &etcdserverpb__lease_revoke_response__descriptor, (ProtobufCMessage **)&resp,
+		  CALL_WRITE);
 	if (rc < 0)
 		return rc;
 	observe(resp->header);
@@ -1039,7 +1281,7 @@ int etcd_unlock(struct ef_etcd *e, GBytes *key)
 
 	req.key = bin_bytes(key);
 	rc = call(e, LOCK_PATH("Unlock"), &req.base, &v3lockpb__unlock_response__descriptor,
-		  (ProtobufCMessage **)&resp);
+		  (ProtobufCMessage **)&resp, CALL_WRITE);
 	if (rc < 0)
 		return rc;
 	observe(resp->header);

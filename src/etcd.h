@@ -249,6 +249,11 @@ void etcd_watch_close(struct ef_grpc_stream *s);
  */
 int etcd_probe(struct ef_etcd *e, int timeout_ms);
 
+/* The connection's generation, and leaving it for another member (h2.h):
+ * for a prober that found the member frozen or without a leader. */
+uint64_t etcd_conn_generation(struct ef_etcd *e);
+void etcd_conn_leave(struct ef_etcd *e, uint64_t generation, const char *why);
+
 /* ---- Lease ---- */
 
 /* Grants a lease of ttl seconds: *id and the TTL etcd granted. -ENOLCK when

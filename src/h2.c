@@ -37,6 +37,8 @@
  */
 #include "h2.h"
 
+#include "endpoint.h"
+
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -63,14 +65,12 @@
 #define H2_CONN_WINDOW (32 << 20)
 #define H2_READ_BURST 16
 
-struct ef_h2_endpoint {
-	char *host;
-	uint16_t port;
-	gboolean tls;
-	char *name;             /* "host:port" ("[v6]:port"), also the :authority */
-};
+/* A member we left, or that failed us, is tried last for this long. */
+#define H2_AVOID_US (10 * G_TIME_SPAN_SECOND)
 
-enum ef_h2_state { CONN_IDLE, CONN_CONNECTING, CONN_TLS, CONN_HANDSHAKE, CONN_READY };
+enum ef_h2_state {
+	CONN_IDLE, CONN_RESOLVING, CONN_CONNECTING, CONN_TLS, CONN_HANDSHAKE, CONN_READY
+};
 
 struct ef_h2_stream {
 	uint64_t id;
@@ -80,6 +80,8 @@ struct ef_h2_stream {
 	char **hdrs;            /* name, value, name, value, ..., NULL */
 	const struct ef_h2_stream_ops *ops;
 	void *ud;
+	GBytes *replay;         /* a whole request body, kept to send it again
+				 * if the server refuses the stream unseen */
 	GQueue out;             /* GBytes of body not yet given to nghttp2 */
 	size_t out_off;         /* bytes of the head of out already given */
 	gboolean out_eof;       /* the body ends after out */
@@ -95,7 +97,7 @@ struct ef_h2_waiter {
 	char *reason;           /* protected by lock */
 };
 
-enum ef_h2_cmd_kind { CMD_SUBMIT, CMD_WRITE, CMD_CANCEL, CMD_CONNECT };
+enum ef_h2_cmd_kind { CMD_SUBMIT, CMD_WRITE, CMD_CANCEL, CMD_CONNECT, CMD_LEAVE, CMD_RESOLVED };
 
 struct ef_h2_cmd {
 	enum ef_h2_cmd_kind kind;
@@ -104,11 +106,15 @@ struct ef_h2_cmd {
 	GBytes *data;                  /* CMD_WRITE; may be NULL */
 	gboolean end_stream;           /* CMD_WRITE */
 	struct ef_h2_waiter *waiter;   /* CMD_CONNECT */
+	char *why;                     /* CMD_LEAVE (id: the generation to leave) */
+	struct addrinfo *ai;           /* CMD_RESOLVED (id: the lookup's number) */
+	int gai_rc;                    /* CMD_RESOLVED */
 };
 
 struct ef_h2 {
-	struct ef_h2_endpoint *eps;
+	struct ef_endpoint *eps;
 	size_t n_eps;
+	struct ef_resolver *resolver;
 	gint64 dial_us;
 	GThread *thread;
 	int efd;
@@ -136,6 +142,10 @@ struct ef_h2 {
 	GSList *waiters;        /* h2_connect calls waiting for the current pass */
 
 	size_t ep_idx;          /* the endpoint being tried, or connected */
+	size_t *order;          /* this pass's order of endpoints (n_eps) */
+	size_t order_pos;       /* ep_idx == order[order_pos] during a pass */
+	size_t next_start;      /* where the next pass's rotation begins */
+	uint64_t lookup_seq;    /* the name lookup this pass waits for */
 	struct addrinfo *ai_list, *ai_next;
 	gint64 attempt_deadline;
 	GString *reasons;       /* why this pass's attempts failed */
@@ -144,6 +154,8 @@ struct ef_h2 {
 
 	gboolean got_settings;  /* set by a callback during HANDSHAKE */
 	gboolean goaway;        /* set by a callback */
+	int32_t goaway_last;    /* its last_stream_id: the server may still
+				 * answer streams up to it, and saw none above */
 	gboolean ping_pending;
 	gint64 ping_sent;       /* 0: never on this connection */
 
@@ -151,100 +163,6 @@ struct ef_h2 {
 };
 
 /* ---- endpoints ---- */
-
-static gboolean host_valid(const char *host, size_t len)
-{
-	if (len == 0)
-		return FALSE;
-	for (size_t i = 0; i < len; i++) {
-		char c = host[i];
-
-		if (c == '/' || c == '@' || c == '[' || c == ']' || c == '?' || c == '#' ||
-		    g_ascii_isspace(c) || (unsigned char)c < 0x20)
-			return FALSE;
-	}
-	return TRUE;
-}
-
-static int port_parse(const char *s, uint16_t *port)
-{
-	unsigned long v = 0;
-
-	if (*s == '\0' || strlen(s) > 5)
-		return -EINVAL;
-	for (; *s; s++) {
-		if (!g_ascii_isdigit(*s))
-			return -EINVAL;
-		v = v * 10 + (unsigned long)(*s - '0');
-	}
-	if (v == 0 || v > 65535)
-		return -EINVAL;
-	*port = (uint16_t)v;
-	return 0;
-}
-
-int h2_endpoint_parse(const char *ep, char **host, uint16_t *port, gboolean *tls)
-{
-	g_autofree char *rest = NULL;
-	const char *hs, *he, *ps;
-	gboolean is_tls = FALSE;
-	size_t len;
-
-	if (!ep)
-		return -EINVAL;
-	if (g_str_has_prefix(ep, "http://")) {
-		ep += strlen("http://");
-	} else if (g_str_has_prefix(ep, "https://")) {
-		ep += strlen("https://");
-		is_tls = TRUE;
-	} else if (strstr(ep, "://")) {
-		return -EINVAL;
-	}
-	/* Allow the "http://host:port/" spelling, but no real path. */
-	rest = g_strdup(ep);
-	len = strlen(rest);
-	if (len > 0 && rest[len - 1] == '/')
-		rest[--len] = '\0';
-
-	if (rest[0] == '[') {
-		hs = rest + 1;
-		he = strchr(hs, ']');
-		if (!he || he[1] != ':')
-			return -EINVAL;
-		ps = he + 2;
-		/* Inside brackets only an IPv6 literal makes sense, perhaps with
-		 * a zone ("fe80::1%eth0"). */
-		for (const char *c = hs, *zone = NULL; c < he; c++) {
-			if (*c == '%' && !zone)
-				zone = c;
-			else if (zone ? !g_ascii_isalnum(*c) && !strchr("-_.", *c)
-				      : !g_ascii_isxdigit(*c) && *c != ':' && *c != '.')
-				return -EINVAL;
-		}
-		if (he == hs)
-			return -EINVAL;
-	} else {
-		hs = rest;
-		he = strchr(rest, ':');
-		if (!he || strchr(he + 1, ':'))
-			return -EINVAL;
-		ps = he + 1;
-		if (!host_valid(hs, (size_t)(he - hs)))
-			return -EINVAL;
-	}
-	if (port_parse(ps, port) < 0)
-		return -EINVAL;
-	*host = g_strndup(hs, (size_t)(he - hs));
-	*tls = is_tls;
-	return 0;
-}
-
-static char *endpoint_name(const char *host, uint16_t port)
-{
-	if (strchr(host, ':'))
-		return g_strdup_printf("[%s]:%u", host, port);
-	return g_strdup_printf("%s:%u", host, port);
-}
 
 /* ---- errors: nghttp2 and HTTP/2 codes are mapped here and nowhere else ---- */
 
@@ -292,6 +210,8 @@ static void stream_free(struct ef_h2_stream *st)
 
 	while ((b = g_queue_pop_head(&st->out)))
 		g_bytes_unref(b);
+	if (st->replay)
+		g_bytes_unref(st->replay);
 	g_free(st->path);
 	g_strfreev(st->hdrs);
 	g_free(st);
@@ -314,6 +234,27 @@ static void stream_drop_pending(struct ef_h2 *h, struct ef_h2_stream *st, int er
 	g_hash_table_remove(h->streams, &st->id);
 	stream_finish(st, err);
 	stream_free(st);
+}
+
+/* A submitted stream the server refused unseen (above a GOAWAY's
+ * last_stream_id): it goes out again, first, on the next connection. */
+static void stream_requeue(struct ef_h2 *h, struct ef_h2_stream *st)
+{
+	GBytes *b;
+
+	while ((b = g_queue_pop_head(&st->out)))
+		g_bytes_unref(b);
+	g_queue_push_tail(&st->out, g_bytes_ref(st->replay));
+	st->out_off = 0;
+	st->out_eof = TRUE;
+	st->sid = -1;
+	g_queue_push_head(&h->pending, st);
+}
+
+/* Whether the server said it never saw st, so it may go out again. */
+static gboolean stream_unseen(const struct ef_h2 *h, const struct ef_h2_stream *st)
+{
+	return h->goaway && st->sid > h->goaway_last && st->replay && !st->done;
 }
 
 static struct ef_h2_stream *stream_by_sid(struct ef_h2 *h, int32_t sid)
@@ -375,7 +316,7 @@ static ssize_t data_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf,
 /* Hands one pending stream to nghttp2. Returns 0 or an nghttp2 error. */
 static int stream_submit(struct ef_h2 *h, struct ef_h2_stream *st)
 {
-	const struct ef_h2_endpoint *ep = &h->eps[h->ep_idx];
+	const struct ef_endpoint *ep = &h->eps[h->ep_idx];
 	size_t nh = g_strv_length(st->hdrs) / 2;
 	g_autofree nghttp2_nv *nva = g_new0(nghttp2_nv, 4 + nh);
 	nghttp2_data_provider prd = { .source.ptr = st, .read_callback = data_read_cb };
@@ -407,7 +348,9 @@ static void submit_pending(struct ef_h2 *h)
 {
 	struct ef_h2_stream *st;
 
-	while (h->state == CONN_READY && (st = g_queue_pop_head(&h->pending))) {
+	/* After a GOAWAY the server takes no new stream: they wait for the
+	 * next connection. */
+	while (h->state == CONN_READY && !h->goaway && (st = g_queue_pop_head(&h->pending))) {
 		int rc = stream_submit(h, st);
 
 		if (rc == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE) {
@@ -472,6 +415,26 @@ static void on_stream_end(struct ef_h2 *h, int32_t sid)
 		nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL);
 }
 
+/*
+ * The server is going away but finishes what it took: unary calls run to
+ * their end here, while streams that would never end (Watch, keepalive)
+ * are ended now so that their owners open them again elsewhere, and the
+ * server need not wait for them.
+ */
+static void goaway_drain(struct ef_h2 *h)
+{
+	GHashTableIter it;
+	gpointer v;
+
+	g_hash_table_iter_init(&it, h->streams);
+	while (g_hash_table_iter_next(&it, NULL, &v)) {
+		struct ef_h2_stream *st = v;
+
+		if (st->sid > 0 && st->sid <= h->goaway_last && st->deadline == 0 && !st->done)
+			stream_reset(h, st, -ENOTCONN);
+	}
+}
+
 static int on_frame_recv_cb(nghttp2_session *session, const nghttp2_frame *frame,
 			    void *user_data)
 {
@@ -487,7 +450,10 @@ static int on_frame_recv_cb(nghttp2_session *session, const nghttp2_frame *frame
 			h->ping_pending = FALSE;
 		break;
 	case NGHTTP2_GOAWAY:
+		/* A graceful stop sends two: the first with the largest id. */
 		h->goaway = TRUE;
+		h->goaway_last = frame->goaway.last_stream_id;
+		goaway_drain(h);
 		break;
 	case NGHTTP2_HEADERS:
 	case NGHTTP2_DATA:
@@ -508,10 +474,16 @@ static int on_stream_close_cb(nghttp2_session *session, int32_t sid, uint32_t er
 
 	if (!st)
 		return 0;
+	if (stream_unseen(h, st)) {
+		stream_requeue(h, st);
+		return 0;
+	}
 	/* Reaching here unfinished means no END_STREAM came from the server.
-	 * After a GOAWAY nghttp2 closes the streams the server dropped (as
-	 * REFUSED_STREAM): for callers that is the connection going away. */
-	stream_finish(st, h->goaway ? -ENOTCONN : h2_rst_errno(error_code));
+	 * After a GOAWAY nghttp2 closes the streams the server never saw (as
+	 * REFUSED_STREAM): for a stream that cannot go out again, that is the
+	 * connection going away. */
+	stream_finish(st, h->goaway && st->sid > h->goaway_last ? -ENOTCONN
+								: h2_rst_errno(error_code));
 	g_hash_table_remove(h->streams, &st->id);
 	stream_free(st);
 	return 0;
@@ -577,20 +549,31 @@ static void waiters_finish(struct ef_h2 *h, gboolean ok, const char *reason)
 	h->waiters = NULL;
 }
 
-/* A READY connection died: fail what went out on it, keep what did not. */
+/*
+ * A READY connection died: what went out on it is lost (-ECONNRESET: the
+ * server may have acted on it), unless the server said it never saw it;
+ * what did not go out waits for the next connection, which begins with
+ * the next member. The member is tried last for a while.
+ */
 static void conn_lost(struct ef_h2 *h, const char *why)
 {
 	GHashTableIter it;
 	gpointer v;
 
 	g_debug("h2: connection to %s lost: %s", h->eps[h->ep_idx].name, why);
+	h->eps[h->ep_idx].avoid_until = g_get_monotonic_time() + H2_AVOID_US;
+	h->next_start = (h->ep_idx + 1) % h->n_eps;
 	g_hash_table_iter_init(&it, h->streams);
 	while (g_hash_table_iter_next(&it, NULL, &v)) {
 		struct ef_h2_stream *st = v;
 
 		if (st->sid < 0)
 			continue;
-		stream_finish(st, -ENOTCONN);
+		if (stream_unseen(h, st)) {
+			stream_requeue(h, st);
+			continue;
+		}
+		stream_finish(st, -ECONNRESET);
 		g_hash_table_iter_remove(&it);
 		stream_free(st);
 	}
@@ -598,6 +581,17 @@ static void conn_lost(struct ef_h2 *h, const char *why)
 	g_mutex_lock(&h->lock);
 	g_clear_pointer(&h->current, g_free);
 	g_mutex_unlock(&h->lock);
+}
+
+/* Leaves a READY connection: like conn_lost, but with a reset, so that a
+ * member that wakes up (SIGCONT) finds the connection gone and does not
+ * act on requests it had not read yet. */
+static void conn_abort(struct ef_h2 *h, const char *why)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	setsockopt(h->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	conn_lost(h, why);
 }
 
 static void conn_ready(struct ef_h2 *h)
@@ -733,8 +727,6 @@ static int conn_read(struct ef_h2 *h)
 			g_debug("h2: nghttp2: %s", nghttp2_strerror((int)rv));
 			return h2_errno((int)rv);
 		}
-		if (h->goaway)
-			return -ENOTCONN;
 	}
 	h->read_more = TRUE;
 	return 0;
@@ -861,7 +853,7 @@ static gboolean host_is_ip(const char *host)
 
 static int tls_begin(struct ef_h2 *h, char *why, size_t len)
 {
-	const struct ef_h2_endpoint *ep = &h->eps[h->ep_idx];
+	const struct ef_endpoint *ep = &h->eps[h->ep_idx];
 	gboolean ok;
 
 	h->ssl = SSL_new(h->ssl_ctx);
@@ -920,7 +912,7 @@ static void pass_end(struct ef_h2 *h)
 	struct ef_h2_stream *st;
 
 	h->reasons = g_string_new(NULL);
-	h->ep_idx = 0;
+	h->order_pos = 0;
 	h->backoff_us = CLAMP(h->backoff_us * 2, H2_BACKOFF_MIN_US, H2_BACKOFF_MAX_US);
 	h->backoff_until = g_get_monotonic_time() + h->backoff_us;
 	g_debug("h2: %s", reason);
@@ -930,25 +922,44 @@ static void pass_end(struct ef_h2 *h)
 		stream_drop_pending(h, st, -ENOTCONN);
 }
 
-/* Tries the remaining addresses until one is connecting, else ends the pass. */
+/* On to the next endpoint of the pass. */
+static void pass_next(struct ef_h2 *h)
+{
+	g_clear_pointer(&h->ai_list, freeaddrinfo);
+	h->ai_next = NULL;
+	h->order_pos++;
+}
+
+/* Looks the endpoint's name up on the resolver's thread; CMD_RESOLVED
+ * goes on. Returns 0, or -errno when the lookup could not start. */
+static int lookup_start(struct ef_h2 *h, const struct ef_endpoint *ep)
+{
+	int rc = resolver_lookup(h->resolver, ep->host, ep->port, ++h->lookup_seq);
+
+	if (rc == 0) {
+		h->state = CONN_RESOLVING;
+		h->attempt_deadline = g_get_monotonic_time() + h->dial_us;
+	}
+	return rc;
+}
+
+/* Tries the remaining addresses until one is connecting or being looked
+ * up, else ends the pass. */
 static void pass_continue(struct ef_h2 *h)
 {
-	while (h->ep_idx < h->n_eps) {
-		const struct ef_h2_endpoint *ep = &h->eps[h->ep_idx];
+	while (h->order_pos < h->n_eps) {
+		const struct ef_endpoint *ep = &h->eps[h->ep_idx = h->order[h->order_pos]];
 
 		if (!h->ai_list) {
-			/* No AI_ADDRCONFIG: it hides 127.0.0.1 on hosts whose only
-			 * IPv4 address is loopback. */
-			struct addrinfo hints = { .ai_socktype = SOCK_STREAM };
-			char port[8];
-			int rc;
+			int rc = endpoint_numeric(ep, &h->ai_list);
 
-			g_snprintf(port, sizeof(port), "%u", ep->port);
-			rc = getaddrinfo(ep->host, port, &hints, &h->ai_list);
+			if (rc == EAI_NONAME && lookup_start(h, ep) == 0)
+				return;
 			if (rc != 0) {
-				pass_note(h, "cannot resolve %s: %s", ep->host, gai_strerror(rc));
-				h->ai_list = NULL;
-				h->ep_idx++;
+				pass_note(h, "cannot resolve %s: %s", ep->host,
+					  rc == EAI_NONAME ? "no thread for the lookup"
+							   : gai_strerror(rc));
+				pass_next(h);
 				continue;
 			}
 			h->ai_next = h->ai_list;
@@ -963,16 +974,38 @@ static void pass_continue(struct ef_h2 *h)
 				return;
 			pass_note(h, "cannot connect to %s: %s", ep->name, g_strerror(-rc));
 		}
-		g_clear_pointer(&h->ai_list, freeaddrinfo);
-		h->ep_idx++;
+		h->eps[h->ep_idx].avoid_until = g_get_monotonic_time() + H2_AVOID_US;
+		pass_next(h);
 	}
 	pass_end(h);
+}
+
+/* A name lookup ended (on the I/O thread, from CMD_RESOLVED). */
+static void lookup_done(struct ef_h2 *h, uint64_t seq, struct addrinfo *ai, int gai_rc)
+{
+	if (h->state != CONN_RESOLVING || seq != h->lookup_seq) {
+		/* Given up on (timed out, or the pass ended). */
+		if (ai)
+			freeaddrinfo(ai);
+		return;
+	}
+	h->state = CONN_IDLE;
+	if (gai_rc != 0) {
+		pass_note(h, "cannot resolve %s: %s", h->eps[h->ep_idx].host,
+			  gai_rc == EAI_SYSTEM ? g_strerror(errno) : gai_strerror(gai_rc));
+		h->eps[h->ep_idx].avoid_until = g_get_monotonic_time() + H2_AVOID_US;
+		pass_next(h);
+	} else {
+		h->ai_list = h->ai_next = ai;
+	}
+	pass_continue(h);
 }
 
 static void pass_start(struct ef_h2 *h)
 {
 	g_string_truncate(h->reasons, 0);
-	h->ep_idx = 0;
+	endpoint_order(h->eps, h->n_eps, h->next_start, g_get_monotonic_time(), h->order);
+	h->order_pos = 0;
 	pass_continue(h);
 }
 
@@ -1113,6 +1146,15 @@ static void backoff_drop(struct ef_h2 *h)
 static gint64 conn_tick(struct ef_h2 *h, gint64 now, gboolean long_open)
 {
 	switch (h->state) {
+	case CONN_RESOLVING:
+		if (now < h->attempt_deadline)
+			return h->attempt_deadline;
+		pass_note(h, "cannot resolve %s: timed out", h->eps[h->ep_idx].host);
+		h->state = CONN_IDLE;
+		h->eps[h->ep_idx].avoid_until = now + H2_AVOID_US;
+		pass_next(h);
+		pass_continue(h);
+		return now;
 	case CONN_CONNECTING:
 	case CONN_TLS:
 	case CONN_HANDSHAKE:
@@ -1194,6 +1236,20 @@ static void cmd_run(struct ef_h2 *h, struct ef_h2_cmd *c)
 			waiter_finish(c->waiter, TRUE, NULL);
 		else
 			h->waiters = g_slist_append(h->waiters, c->waiter);
+		break;
+	case CMD_LEAVE:
+		if (h->state == CONN_READY && c->id == h->generation) {
+			/* With one endpoint, leaving is only a reconnection. */
+			if (h->n_eps > 1)
+				g_message("etcdfs: leaving %s: %s", h->eps[h->ep_idx].name, c->why);
+			else
+				g_debug("h2: leaving %s: %s", h->eps[h->ep_idx].name, c->why);
+			conn_abort(h, c->why);
+		}
+		g_free(c->why);
+		break;
+	case CMD_RESOLVED:
+		lookup_done(h, c->id, c->ai, c->gai_rc);
 		break;
 	}
 }
@@ -1298,6 +1354,12 @@ static gpointer io_main(gpointer data)
 				continue;
 			}
 		}
+		/* The server went away and everything it took has ended. */
+		if (h->state == CONN_READY && h->goaway && !nghttp2_session_want_read(h->session) &&
+		    !nghttp2_session_want_write(h->session)) {
+			conn_lost(h, "server sent GOAWAY");
+			continue;
+		}
 		if (h->fd >= 0) {
 			pfd[1].fd = h->fd;
 			pfd[1].events = h->state == CONN_CONNECTING ? POLLOUT : POLLIN;
@@ -1323,6 +1385,8 @@ static gpointer io_main(gpointer data)
 
 static void h2_destroy(struct ef_h2 *h)
 {
+	resolver_free(h->resolver);
+	g_free(h->order);
 	for (size_t i = 0; i < h->n_eps; i++) {
 		g_free(h->eps[i].host);
 		g_free(h->eps[i].name);
@@ -1348,11 +1412,12 @@ static gboolean endpoints_parse(struct ef_h2 *h, const char *const *eps, GError 
 		g_set_error_literal(err, h2_error_quark(), EINVAL, "no etcd endpoints given");
 		return FALSE;
 	}
-	h->eps = g_new0(struct ef_h2_endpoint, n);
+	h->eps = g_new0(struct ef_endpoint, n);
+	h->order = g_new0(size_t, n);
 	for (size_t i = 0; i < n; i++) {
-		struct ef_h2_endpoint *ep = &h->eps[i];
+		struct ef_endpoint *ep = &h->eps[i];
 
-		if (h2_endpoint_parse(eps[i], &ep->host, &ep->port, &ep->tls) < 0) {
+		if (endpoint_parse(eps[i], &ep->host, &ep->port, &ep->tls) < 0) {
 			g_set_error(err, h2_error_quark(), EINVAL,
 				    "invalid endpoint \"%s\" (expected host:port, "
 				    "http://host:port or [ipv6]:port)", eps[i]);
@@ -1408,6 +1473,20 @@ static gboolean tls_setup(struct ef_h2 *h, const struct ef_h2_config *cfg, GErro
 	return TRUE;
 }
 
+/* On a lookup's thread: hands the outcome to the I/O thread. */
+static void on_resolved(void *ud, uint64_t seq, struct addrinfo *ai, int gai_rc)
+{
+	struct ef_h2 *h = ud;
+	struct ef_h2_cmd *c = g_new0(struct ef_h2_cmd, 1);
+
+	c->kind = CMD_RESOLVED;
+	c->id = seq;
+	c->ai = ai;
+	c->gai_rc = gai_rc;
+	if (cmd_enqueue(h, c, NULL) < 0 && ai)
+		freeaddrinfo(ai);
+}
+
 struct ef_h2 *h2_new(const struct ef_h2_config *cfg, GError **err)
 {
 	struct ef_h2 *h = g_new0(struct ef_h2, 1);
@@ -1428,6 +1507,7 @@ struct ef_h2 *h2_new(const struct ef_h2_config *cfg, GError **err)
 	}
 	if (!endpoints_parse(h, cfg->endpoints, err))
 		goto fail;
+	h->resolver = resolver_new(on_resolved, h);
 	for (size_t i = 0; i < h->n_eps; i++) {
 		if (h->eps[i].tls) {
 			if (!tls_setup(h, cfg, err))
@@ -1533,6 +1613,8 @@ int h2_stream_submit(struct ef_h2 *h, const struct ef_h2_request *req,
 	if (req->body)
 		g_queue_push_tail(&st->out, g_bytes_ref(req->body));
 	st->out_eof = req->end_stream;
+	if (req->body && req->end_stream)
+		st->replay = g_bytes_ref(req->body);
 	c->kind = CMD_SUBMIT;
 	c->stream = st;
 	rc = cmd_enqueue(h, c, id);
@@ -1554,6 +1636,18 @@ int h2_stream_write(struct ef_h2 *h, uint64_t id, GBytes *data, gboolean end_str
 	if (rc < 0 && data)
 		g_bytes_unref(data);
 	return rc;
+}
+
+void h2_leave(struct ef_h2 *h, uint64_t generation, const char *why)
+{
+	struct ef_h2_cmd *c = g_new0(struct ef_h2_cmd, 1);
+	char *w = g_strdup(why);
+
+	c->kind = CMD_LEAVE;
+	c->id = generation;
+	c->why = w;
+	if (cmd_enqueue(h, c, NULL) < 0)
+		g_free(w);
 }
 
 void h2_stream_cancel(struct ef_h2 *h, uint64_t id)

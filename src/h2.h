@@ -2,8 +2,10 @@
  * h2 — one HTTP/2 connection to an etcd cluster, owned by one I/O thread.
  *
  * The only module that includes nghttp2 (and, for TLS, OpenSSL) headers.
- * Endpoints are tried in order; a dropped connection fails every pending
- * stream and the next request reconnects (bumping the generation counter).
+ * One connection at a time, to one member: a connection pass tries every
+ * endpoint (endpoint.h says in which order), a dropped connection fails the
+ * streams that went out on it and the next request connects again, to
+ * another member first (bumping the generation counter).
  * Other threads talk to the I/O thread through a locked queue and an eventfd;
  * the I/O thread never blocks on anything but poll().
  */
@@ -27,10 +29,6 @@ struct ef_h2_config {
 	const char *key_file;
 };
 
-/* Parses one endpoint string. Returns 0 and fills host (g_malloc'd), port and
- * tls, or -EINVAL. Pure; exposed for unit tests. */
-int h2_endpoint_parse(const char *ep, char **host, uint16_t *port, gboolean *tls);
-
 /* Creates the connection and starts its I/O thread. Does not connect yet.
  * Returns NULL and sets err on a bad endpoint list. */
 struct ef_h2 *h2_new(const struct ef_h2_config *cfg, GError **err);
@@ -47,6 +45,14 @@ uint64_t h2_generation(struct ef_h2 *h);
 
 /* "host:port" of the endpoint currently connected, or NULL (new string). */
 char *h2_current_endpoint(struct ef_h2 *h);
+
+/*
+ * Drops the connection if it is still the one of this generation, and tries
+ * its member last for a while: the next request goes to another member.
+ * For failure detectors above HTTP/2 (a member that stopped answering, or
+ * has no leader). Its streams end as if the connection was lost.
+ */
+void h2_leave(struct ef_h2 *h, uint64_t generation, const char *why);
 
 /* True when called on h's I/O thread (where blocking calls would deadlock). */
 gboolean h2_on_io_thread(struct ef_h2 *h);
@@ -85,8 +91,13 @@ struct ef_h2_stream_ops {
 	/* Called exactly once, last; ud is never touched after it returns.
 	 * err is 0 when the server ended the stream, else:
 	 *   -ETIMEDOUT  the deadline passed (the stream was reset),
-	 *   -ENOTCONN   no endpoint was reachable, or the connection dropped
-	 *               while the stream was open, or h2_free ran,
+	 *   -ENOTCONN   the request never reached a server: no endpoint was
+	 *               reachable, or h2_free ran, or (a stream without
+	 *               deadline) the server is going away (GOAWAY),
+	 *   -ECONNRESET the request went out but the connection was lost
+	 *               before the stream ended: the server may have acted
+	 *               on it. (A whole request refused unseen by a server
+	 *               going away is sent again, on the next connection.)
 	 *   -ECANCELED  h2_stream_cancel,
 	 *   -EAGAIN     the server refused the stream (REFUSED_STREAM etc.),
 	 *   -EPROTO     the server reset the stream or broke the protocol,

@@ -65,6 +65,16 @@ void revclock_observe(int64_t rev)
 	g_mutex_unlock(&lock);
 }
 
+int64_t revclock_latest(void)
+{
+	int64_t rev;
+
+	g_mutex_lock(&lock);
+	rev = n_samples ? samples[n_samples - 1].rev : 0;
+	g_mutex_unlock(&lock);
+	return rev;
+}
+
 struct timespec revclock_time(int64_t rev)
 {
 	struct timespec t;

@@ -20,5 +20,8 @@ void revclock_fini(void);
 /* Records that the store was at revision rev now. Thread-safe. */
 void revclock_observe(int64_t rev);
 
+/* The newest store revision observed (0: none yet). Thread-safe. */
+int64_t revclock_latest(void);
+
 /* The time of revision rev. Thread-safe. */
 struct timespec revclock_time(int64_t rev);

@@ -40,6 +40,13 @@
  * period and a probe timeout, and the doubt's own work). */
 #define PROBE_EVERY_US (250 * G_TIME_SPAN_MILLISECOND)
 #define PROBE_TIMEOUT_MS 500
+/* The mount leaves a member (for another, h2_leave) after this many probes
+ * in a row went unanswered (one could be stuck behind a large response),
+ * or when it has had no leader this long (an election takes about one
+ * election timeout, 1 s by default; a member cut off from the quorum never
+ * gets one). */
+#define PROBE_MISSES_TO_LEAVE 2
+#define LEADERLESS_LEAVE_US (1500 * G_TIME_SPAN_MILLISECOND)
 
 enum item_kind { ITEM_MSG, ITEM_CLOSE, ITEM_STOP, ITEM_DOUBT, ITEM_PROBED };
 
@@ -755,12 +762,19 @@ static bool run_stream(int64_t *next)
 
 /* Probes the member every PROBE_EVERY_US, or at once when the watch thread
  * asks: a failure doubts the watch (etcd_probe's doubt hook), a success
- * lets it trust the stream again. */
+ * lets it trust the stream again. A member that stays silent or without a
+ * leader is left for another. */
 static gpointer prober_main(gpointer unused)
 {
+	uint64_t gen = 0;
+	int misses = 0;
+	gint64 leaderless = 0;
+
 	for (;;) {
 		gpointer cmd = g_async_queue_timeout_pop(w.pq, PROBE_EVERY_US);
 		struct item *it;
+		uint64_t now_gen;
+		int rc;
 
 		if (GPOINTER_TO_INT(cmd) == 2)
 			return NULL;
@@ -768,7 +782,26 @@ static gpointer prober_main(gpointer unused)
 		while ((cmd = g_async_queue_try_pop(w.pq)))
 			if (GPOINTER_TO_INT(cmd) == 2)
 				return NULL;
-		if (etcd_probe(w.etcd, PROBE_TIMEOUT_MS) < 0)
+		now_gen = etcd_conn_generation(w.etcd);
+		if (now_gen != gen) {
+			gen = now_gen;
+			misses = 0;
+			leaderless = 0;
+		}
+		rc = etcd_probe(w.etcd, PROBE_TIMEOUT_MS);
+		misses = rc == -ETIMEDOUT ? misses + 1 : 0;
+		if (rc != -EAGAIN)
+			leaderless = 0;
+		else if (!leaderless)
+			leaderless = g_get_monotonic_time();
+		if (misses >= PROBE_MISSES_TO_LEAVE) {
+			etcd_conn_leave(w.etcd, gen, "no answer to two status requests in a row");
+			misses = 0;
+		} else if (leaderless && g_get_monotonic_time() - leaderless >= LEADERLESS_LEAVE_US) {
+			etcd_conn_leave(w.etcd, gen, "the member has had no leader for 1.5 s");
+			leaderless = 0;
+		}
+		if (rc < 0)
 			continue;
 		it = g_new0(struct item, 1);
 		it->kind = ITEM_PROBED;

@@ -615,6 +615,12 @@ class EtcdCluster(EtcdCtl):
         self.down.add(i)
         self.members[i].kill()
 
+    def terminate(self, i):
+        """SIGTERM of member i: a graceful stop (GOAWAY to its clients, the
+        calls it took answered); returns at once, while it is stopping."""
+        self.down.add(i)
+        self.members[i].proc.send_signal(signal.SIGTERM)
+
     def stop(self, i):
         """SIGSTOP of member i: its connections stay open and silent."""
         self.members[i].sigstop()

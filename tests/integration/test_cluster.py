@@ -6,11 +6,13 @@ in /proc; every change is checked through etcdctl on each member that runs.
 """
 import fcntl
 import os
+import threading
 import time
 
 from harness import converge, errname, read, tcp_connections, wait_for, wait_until, write
 
 OPTS = ("--command-timeout=2s", "--dial-timeout=1s")
+LEAVING = r"etcdfs: leaving 127\.0\.0\.1:\d+: "
 COMMAND_TIMEOUT = 2.0
 DIAL_TIMEOUT = 1.0
 ELECTION = 0.5
@@ -26,6 +28,8 @@ OUTAGE_ERRORS = ("ENOTCONN", "ETIMEDOUT", "EAGAIN")
 
 def mount_on(cluster, mounter, i, *args, **kwargs):
     """A mount whose daemon is connected to member i (listed first)."""
+    # Leaving a member that froze or lost its leader is logged.
+    kwargs["allowed_stderr"] = tuple(kwargs.get("allowed_stderr", ())) + (LEAVING,)
     m = mounter("--endpoints=" + ",".join(cluster.endpoints_from(i)), *args, **kwargs)
     assert wait_until(lambda: cluster.connected(m) is not None, timeout=5), \
         "etcdfs holds no connection to any member"
@@ -193,6 +197,40 @@ def test_the_follower_the_mount_is_on_dies(cluster, mounter):
     assert cluster.connected(m) in others(cluster, follower)
 
 
+def freeze_under_the_mount(cluster, mounter, victim):
+    """A frozen member keeps its connections open and answers nothing: the
+    mount stops trusting it at the first unanswered check and leaves it at
+    the second, for a member that serves it."""
+    m = mount_on(cluster, mounter, victim, *OPTS)
+    try:
+        fail_and_recover(cluster, m, cluster.stop, victim)
+        assert cluster.connected(m) in others(cluster, victim)
+    finally:
+        cluster.cont(victim)
+
+
+def test_the_follower_the_mount_is_on_freezes(cluster, mounter):
+    freeze_under_the_mount(cluster, mounter, others(cluster, cluster.leader())[0])
+
+
+def test_the_leader_the_mount_is_on_freezes(cluster, mounter):
+    freeze_under_the_mount(cluster, mounter, cluster.leader())
+
+
+def test_writes_once_the_leader_the_mount_is_on_froze_and_was_replaced(cluster, mounter):
+    leader = cluster.leader()
+    m = mount_on(cluster, mounter, leader, *OPTS)
+    write(m.p("f"), "before")
+    cluster.stop(leader)
+    try:
+        put_when_possible(cluster.member(others(cluster, leader)[0]), "/elected", b"yes")
+        until_back("write", lambda: write(m.p("f"), "after"), time.monotonic())
+    finally:
+        cluster.cont(leader)
+    cluster.wait_healthy()
+    same_everywhere(cluster, b"/f", b"after")
+
+
 def test_one_failure_after_another(cluster, mounter):
     m = mounter(*OPTS, etcd=cluster)
     assert wait_until(lambda: cluster.connected(m) is not None, timeout=5)
@@ -245,13 +283,56 @@ def test_a_write_in_flight_when_the_leader_dies_lands_whole_or_not_at_all(cluste
         closed = errname(e.errno)
         assert closed in OUTAGE_ERRORS
     put_when_possible(cluster.member(others(cluster, leader)[0]), "/elected", b"yes")
-    # a close that failed this way may still have been applied
+    # the close's outcome is the Put's: a Put whose answer was lost, or did
+    # not come in time, is read back once etcd has a leader again
     landed = cluster.member(others(cluster, leader)[1]).get("/f")
-    assert landed in ([b"new value"] if closed == "ok" else [b"old", b"new value"]), \
-        (closed, landed)
+    assert landed == (b"new value" if closed == "ok" else b"old"), (closed, landed)
     same_everywhere(cluster, b"/f", landed)
     shows(m, "f", b"old", landed)
     print("close: %s, etcd holds %r" % (closed, landed))
+
+
+def test_writes_while_the_member_the_mount_is_on_stops_gracefully(cluster, mounter):
+    # SIGTERM: etcd sends GOAWAY, finishes the calls it took and closes.
+    # Eight writers keep Puts in flight across it. Every close that
+    # returned 0 is in etcd, and every value etcd holds was reported
+    # written: a Put whose answer was lost is read back, not reported
+    # failed; one the member never saw goes to another.
+    leader = cluster.leader()
+    victim = others(cluster, leader)[0]
+    m = mount_on(cluster, mounter, victim, *OPTS)
+    closed, failed = {}, {}
+    stop = threading.Event()
+
+    def writer(t):
+        i = 0
+        while not stop.is_set():
+            name, value = "f%d_%03d" % (t, i), "value %d of %d" % (i, t)
+            i += 1
+            try:
+                write(m.p(name), value)
+                closed[name] = value.encode()
+            except OSError as e:
+                failed[name] = errname(e.errno)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    cluster.terminate(victim)
+    time.sleep(2.5)
+    stop.set()
+    for t in threads:
+        t.join()
+    held = {k.decode().lstrip("/"): v
+            for k, v in cluster.member(leader).keys(b"/f", with_values=True).items()}
+    assert all(e in OUTAGE_ERRORS for e in failed.values()), failed
+    for name, value in closed.items():
+        assert held.get(name) == value, (name, "closed fine but etcd holds", held.get(name))
+    assert not set(held) & set(failed), ("reported failed but applied",
+                                         {n: failed[n] for n in set(held) & set(failed)})
+    assert cluster.connected(m) in others(cluster, victim)
+    print("%d closes returned 0, %d failed: %s" % (len(closed), len(failed), failed))
 
 
 LOCK_TTL = 2

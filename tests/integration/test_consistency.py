@@ -25,7 +25,7 @@ def read_or_errno(path):
 
 def test_a_frozen_member_stops_the_caches_within_a_second(own_etcd, mounter):
     m = mounter("--command-timeout=1s", etcd=own_etcd,
-                allowed_stderr=(r"watch", r"could not write", r"timed out"))
+                allowed_stderr=(r"watch", r"could not write", r"timed out", r"leaving"))
     path = m.p("cfg")
     write(path, b"v1")
     assert read(path) == b"v1"

@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <glib.h>
 
+#include "endpoint.h"
 #include "grpc.h"
 #include "h2.h"
 
@@ -347,7 +348,7 @@ static void test_endpoint_parse(void)
 		char *host = NULL;
 		uint16_t port = 0;
 		gboolean tls = FALSE;
-		int rc = h2_endpoint_parse(cases[i].in, &host, &port, &tls);
+		int rc = endpoint_parse(cases[i].in, &host, &port, &tls);
 
 		if (!cases[i].host) {
 			g_assert_cmpint(rc, ==, -EINVAL);
@@ -360,7 +361,7 @@ static void test_endpoint_parse(void)
 		g_assert_cmpint(tls, ==, cases[i].tls);
 		g_free(host);
 	}
-	g_assert_cmpint(h2_endpoint_parse(NULL, NULL, NULL, NULL), ==, -EINVAL);
+	g_assert_cmpint(endpoint_parse(NULL, NULL, NULL, NULL), ==, -EINVAL);
 }
 
 static void test_percent_decode(void)
@@ -402,7 +403,8 @@ enum fake_mode {
 	FAKE_BIG,               /* one 3 MiB message */
 	FAKE_SILENT,            /* never answers */
 	FAKE_REFUSE,            /* RST_STREAM REFUSED_STREAM */
-	FAKE_GOAWAY,            /* GOAWAY, then closes the connection */
+	FAKE_GOAWAY,            /* GOAWAY (none seen), then closes the connection */
+	FAKE_GOAWAY_DONE,       /* GOAWAY (this one seen), the answer, then closes */
 	FAKE_BIDI,              /* echoes each DATA frame; a message "end" ends it */
 	FAKE_TRUNCATED,         /* half a message, then grpc-status 0 */
 	FAKE_CUT,               /* half a message, then the connection closes */
@@ -522,6 +524,11 @@ static void fake_unary_reply(GByteArray *out, uint32_t sid, struct fake_stream *
 	}
 	case FAKE_SILENT:
 		return;
+	case FAKE_GOAWAY_DONE:
+		fs->mode = FAKE_ECHO;
+		fake_unary_reply(out, sid, fs);
+		fs->mode = FAKE_GOAWAY_DONE;
+		return;
 	default:
 		break;
 	}
@@ -611,11 +618,13 @@ static gboolean fake_frame(struct fake *f, GHashTable *streams, GByteArray *out,
 		fs->mode = fake_next_mode(f);
 		fs->body = g_byte_array_new();
 		g_hash_table_insert(streams, GUINT_TO_POINTER(sid), fs);
-		if (fs->mode == FAKE_GOAWAY) {
-			const uint8_t goaway[8] = { 0 };
+		if (fs->mode == FAKE_GOAWAY || fs->mode == FAKE_GOAWAY_DONE) {
+			uint32_t last = fs->mode == FAKE_GOAWAY ? 0 : sid;
+			const uint8_t goaway[8] = { (uint8_t)(last >> 24), (uint8_t)(last >> 16),
+						    (uint8_t)(last >> 8), (uint8_t)last };
 
 			put_frame(out, 7, 0, 0, goaway, sizeof(goaway));
-			return FALSE;
+			return fs->mode == FAKE_GOAWAY_DONE;
 		}
 		if (fs->mode == FAKE_BIDI)
 			put_headers(out, sid, TRUE, NULL, NULL, FALSE);
@@ -630,7 +639,7 @@ static gboolean fake_frame(struct fake *f, GHashTable *streams, GByteArray *out,
 				put_headers(out, sid, FALSE, "0", "", TRUE);
 		} else if (flags & F_END_STREAM) {
 			fake_unary_reply(out, sid, fs);
-			return fs->mode != FAKE_CUT;
+			return fs->mode != FAKE_CUT && fs->mode != FAKE_GOAWAY_DONE;
 		}
 		return TRUE;
 	default:
@@ -685,6 +694,23 @@ static void fake_serve(struct fake *f, int fd)
 	}
 }
 
+/* Closes like a real server: what the client sent meanwhile is read, so
+ * that the kernel ends the connection with a FIN, not a reset that could
+ * overtake the last frames. */
+static void fake_linger(struct fake *f, int fd)
+{
+	gint64 until = g_get_monotonic_time() + G_USEC_PER_SEC;
+	uint8_t buf[4096];
+
+	shutdown(fd, SHUT_WR);
+	while (!g_atomic_int_get(&f->stop) && g_get_monotonic_time() < until) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+
+		if (poll(&p, 1, 20) > 0 && recv(fd, buf, sizeof(buf), 0) <= 0)
+			return;
+	}
+}
+
 static gpointer fake_main(gpointer data)
 {
 	struct fake *f = data;
@@ -700,6 +726,7 @@ static gpointer fake_main(gpointer data)
 			continue;
 		g_atomic_int_inc(&f->connections);
 		fake_serve(f, fd);
+		fake_linger(f, fd);
 		close(fd);
 	}
 	return NULL;
@@ -1010,7 +1037,7 @@ static void check_silent(gboolean ack_pings)
 		g_assert_cmpint(slow.rc, ==, -ETIMEDOUT);
 		g_assert_cmpfloat(slow.secs, >=, 0.99);
 	} else {
-		g_assert_cmpint(slow.rc, ==, -ENOTCONN);
+		g_assert_cmpint(slow.rc, ==, -ECONNRESET);
 		g_assert_cmpfloat(slow.secs, <, 1.5);
 	}
 	g_assert_cmpint(g_atomic_int_get(&f->connections), ==, 1);
@@ -1035,7 +1062,8 @@ static void test_unary_cut(void)
 	struct ef_h2 *h = h2_for(f->port, 500);
 	GBytes *resp = NULL;
 
-	g_assert_cmpint(grpc_unary(h, "/x.Y/Z", "abcdef", 6, 2000, &resp, NULL), ==, -ENOTCONN);
+	/* The request went out: its fate is unknown, not "never sent". */
+	g_assert_cmpint(grpc_unary(h, "/x.Y/Z", "abcdef", 6, 2000, &resp, NULL), ==, -ECONNRESET);
 	g_assert_null(resp);
 	check_echo(h, "reconnected");
 	g_assert_cmpuint(h2_generation(h), ==, 2);
@@ -1043,18 +1071,92 @@ static void test_unary_cut(void)
 	fake_stop(f);
 }
 
+/* A server going away without having seen the request: it goes out again,
+ * on a new connection, and the caller never knows. */
 static void test_unary_goaway(void)
 {
 	static const enum fake_mode modes[] = { FAKE_GOAWAY, FAKE_ECHO };
 	struct fake *f = fake_start(modes, G_N_ELEMENTS(modes), FALSE, TRUE);
 	struct ef_h2 *h = h2_for(f->port, 500);
-	GBytes *resp = NULL;
 
-	g_assert_cmpint(grpc_unary(h, "/x.Y/Z", "a", 1, 2000, &resp, NULL), ==, -ENOTCONN);
-	g_assert_cmpuint(h2_generation(h), ==, 1);
-	check_echo(h, "reconnected");
+	check_echo(h, "sent twice");
 	g_assert_cmpuint(h2_generation(h), ==, 2);
 	g_assert_cmpint(g_atomic_int_get(&f->connections), ==, 2);
+	g_assert_cmpint(g_atomic_int_get(&f->requests), ==, 2);
+	h2_free(h);
+	fake_stop(f);
+}
+
+/* A server going away after taking the request: it still answers it, and
+ * the next call goes on a new connection. */
+static void test_unary_goaway_answered(void)
+{
+	static const enum fake_mode modes[] = { FAKE_GOAWAY_DONE, FAKE_ECHO };
+	struct fake *f = fake_start(modes, G_N_ELEMENTS(modes), FALSE, TRUE);
+	struct ef_h2 *h = h2_for(f->port, 500);
+
+	check_echo(h, "answered");
+	g_assert_cmpuint(h2_generation(h), ==, 1);
+	check_echo(h, "next");
+	g_assert_cmpuint(h2_generation(h), ==, 2);
+	g_assert_cmpint(g_atomic_int_get(&f->connections), ==, 2);
+	g_assert_cmpint(g_atomic_int_get(&f->requests), ==, 2);
+	h2_free(h);
+	fake_stop(f);
+}
+
+/* h2_leave moves to the next endpoint, and a stale generation is ignored. */
+static void test_leave(void)
+{
+	static const enum fake_mode modes[] = { FAKE_ECHO };
+	struct fake *a = fake_start(modes, 1, FALSE, TRUE);
+	struct fake *b = fake_start(modes, 1, FALSE, TRUE);
+	const uint16_t ports[] = { a->port, b->port };
+	struct ef_h2 *h = h2_for_ports(ports, 2, 500);
+	g_autofree char *want_a = g_strdup_printf("127.0.0.1:%u", a->port);
+	g_autofree char *want_b = g_strdup_printf("127.0.0.1:%u", b->port);
+	char *cur;
+
+	check_echo(h, "on a");
+	cur = h2_current_endpoint(h);
+	g_assert_cmpstr(cur, ==, want_a);
+	g_free(cur);
+	h2_leave(h, 7, "not this generation");
+	check_echo(h, "still on a");
+	g_assert_cmpuint(h2_generation(h), ==, 1);
+	h2_leave(h, 1, "test");
+	check_echo(h, "on b");
+	cur = h2_current_endpoint(h);
+	g_assert_cmpstr(cur, ==, want_b);
+	g_free(cur);
+	g_assert_cmpuint(h2_generation(h), ==, 2);
+	/* Leaving b: a is avoided for a while, but it is all there is. */
+	h2_leave(h, 2, "test");
+	check_echo(h, "back on a");
+	cur = h2_current_endpoint(h);
+	g_assert_cmpstr(cur, ==, want_a);
+	g_free(cur);
+	g_assert_cmpint(g_atomic_int_get(&a->connections), ==, 2);
+	g_assert_cmpint(g_atomic_int_get(&b->connections), ==, 1);
+	h2_free(h);
+	fake_stop(a);
+	fake_stop(b);
+}
+
+/* A host name is looked up off the I/O thread, and connects. */
+static void test_resolve(void)
+{
+	static const enum fake_mode modes[] = { FAKE_ECHO };
+	struct fake *f = fake_start(modes, 1, FALSE, TRUE);
+	g_autofree char *ep = g_strdup_printf("localhost:%u", f->port);
+	g_autofree char *bad = g_strdup("no-such-host.invalid:2379");
+	const char *eps[] = { bad, ep, NULL };
+	struct ef_h2_config cfg = { .endpoints = eps, .dial_timeout_ms = 2000 };
+	struct ef_h2 *h = h2_new(&cfg, NULL);
+
+	g_assert_nonnull(h);
+	check_echo(h, "by name");
+	g_assert_cmpint(g_atomic_int_get(&f->connections), ==, 1);
 	h2_free(h);
 	fake_stop(f);
 }
@@ -1248,7 +1350,7 @@ static void test_stream_conn_lost(void)
 	fake_stop(f);
 	rec_wait(&r, 1, TRUE);
 	g_assert_cmpint(r.closes, ==, 1);
-	g_assert_cmpint(r.err, ==, -ENOTCONN);
+	g_assert_cmpint(r.err, ==, -ECONNRESET);
 	grpc_stream_free(s);
 	rec_clear(&r);
 	h2_free(h);
@@ -1297,6 +1399,9 @@ int main(int argc, char **argv)
 	g_test_add_func("/grpc/unary/silent", test_unary_silent);
 	g_test_add_func("/grpc/unary/dead", test_unary_dead);
 	g_test_add_func("/grpc/unary/goaway", test_unary_goaway);
+	g_test_add_func("/grpc/unary/goaway_answered", test_unary_goaway_answered);
+	g_test_add_func("/h2/leave", test_leave);
+	g_test_add_func("/h2/resolve", test_resolve);
 	g_test_add_func("/grpc/unary/cut", test_unary_cut);
 	g_test_add_func("/grpc/unary/concurrent", test_unary_concurrent);
 	g_test_add_func("/grpc/stream/echo", test_stream_echo);
