@@ -25,6 +25,12 @@ struct ef_etcd {
 	bool serializable;
 	void (*doubt)(void *ud);
 	void *doubt_ud;
+	GMutex lock;
+	uint64_t cluster_id;    /* protected by lock: the mount's cluster (0:
+				 * not known yet, the first answer tells) */
+	uint64_t checked_gen;   /* protected by lock: the connection whose
+				 * member is known to be of that cluster */
+	gint pinned;            /* atomic: only the given endpoints are used */
 };
 
 void etcd_set_doubt_hook(struct ef_etcd *e, void (*fn)(void *ud), void *ud)
@@ -53,11 +59,14 @@ struct ef_etcd *etcd_new(struct ef_h2 *h, int timeout_ms, bool serializable)
 	e->h2 = h;
 	e->timeout_ms = timeout_ms;
 	e->serializable = serializable;
+	g_mutex_init(&e->lock);
 	return e;
 }
 
 void etcd_free(struct ef_etcd *e)
 {
+	if (e)
+		g_mutex_clear(&e->lock);
 	g_free(e);
 }
 
@@ -97,13 +106,41 @@ enum call_kind {
 #define READ_RETRY_US (50 * G_TIME_SPAN_MILLISECOND)
 #define CHECK_TRY_MS 500
 
+/*
+ * Every answer names its cluster; an answer from another one than the
+ * mount's (an endpoint now serving a different cluster) is refused and
+ * its member left. Returns 0 or -EPROTO.
+ */
+static int cluster_check(struct ef_etcd *e, uint64_t gen, uint64_t cid)
+{
+	uint64_t want;
+
+	if (cid == 0)
+		return 0;
+	g_mutex_lock(&e->lock);
+	if (e->cluster_id == 0)
+		e->cluster_id = cid;
+	want = e->cluster_id;
+	g_mutex_unlock(&e->lock);
+	if (cid == want)
+		return 0;
+	g_warning("etcdfs: a member answered for cluster %" G_GINT64_MODIFIER "x, not %"
+		  G_GINT64_MODIFIER "x: leaving it", cid, want);
+	h2_leave(e->h2, gen, "it belongs to another cluster");
+	return -EPROTO;
+}
+
+static int member_check(struct ef_etcd *e, uint64_t *gen);
+
 /* One gRPC call, sent again while it only reads and its answer was lost
  * or the member could not serve it, until the command timeout. */
 static int unary(struct ef_etcd *e, const char *path, const uint8_t *buf, size_t len,
 		 enum call_kind kind, size_t max_resp, size_t *need, GBytes **out)
 {
 	gint64 deadline = g_get_monotonic_time() + (gint64)e->timeout_ms * G_TIME_SPAN_MILLISECOND;
+	bool write = kind == CALL_WRITE || kind == CALL_RESOLVE;
 	int timeout_ms = e->timeout_ms;
+	uint64_t gen = 0;
 	size_t ignored;
 	int rc;
 
@@ -111,7 +148,15 @@ static int unary(struct ef_etcd *e, const char *path, const uint8_t *buf, size_t
 		struct ef_grpc_status st = { 0 };
 		gboolean again;
 
-		if (kind == CALL_CHECK)
+		/* A write goes only over a connection whose member is known to
+		 * be of the mount's cluster: the first on each new connection
+		 * checks (a Status call), and h2 sends it over that one or
+		 * not at all (-ESRCH: checked again). */
+		if (write && (rc = member_check(e, &gen)) < 0)
+			return rc;
+		if (write)
+			rc = grpc_unary_on(e->h2, gen, path, buf, len, timeout_ms, out, &st);
+		else if (kind == CALL_CHECK)
 			rc = grpc_unary_leader(e->h2, path, buf, len, MIN(timeout_ms, CHECK_TRY_MS), out,
 					       &st);
 		else if (max_resp)
@@ -122,8 +167,9 @@ static int unary(struct ef_etcd *e, const char *path, const uint8_t *buf, size_t
 		if (rc < 0)
 			g_debug("%s: %s (grpc %d: %s)", path, g_strerror(-rc), st.code,
 				st.message ? st.message : "");
-		again = (kind == CALL_READ && (rc == -ECONNRESET ||
-					       (rc == -EAGAIN && st.code == GRPC_UNAVAILABLE))) ||
+		again = rc == -ESRCH ||
+			(kind == CALL_READ &&
+			 (rc == -ECONNRESET || (rc == -EAGAIN && st.code == GRPC_UNAVAILABLE))) ||
 			(kind == CALL_CHECK && (rc == -ECONNRESET || rc == -EAGAIN ||
 						rc == -ETIMEDOUT || rc == -ENOTCONN));
 		grpc_status_clear(&st);
@@ -154,11 +200,15 @@ static int call_capped(struct ef_etcd *e, const char *path, const ProtobufCMessa
 	size_t len = protobuf_c_message_get_packed_size(req);
 	g_autofree uint8_t *buf = g_malloc(len ? len : 1);
 	g_autoptr(GBytes) out = NULL;
+	const ProtobufCFieldDescriptor *hf;
+	const Etcdserverpb__ResponseHeader *hdr;
 	const uint8_t *data;
+	uint64_t gen;
 	gsize n;
 	int rc;
 
 	protobuf_c_message_pack(req, buf);
+	gen = h2_generation(e->h2);
 	rc = unary(e, path, buf, len, kind, max_resp, need, &out);
 	if (rc < 0)
 		return rc;
@@ -166,13 +216,58 @@ static int call_capped(struct ef_etcd *e, const char *path, const ProtobufCMessa
 	if (bytes)
 		*bytes = n;
 	*resp = protobuf_c_message_unpack(rd, NULL, n, data);
-	return *resp ? 0 : -EPROTO;
+	if (!*resp)
+		return -EPROTO;
+	/* Every response of etcd's API has its ResponseHeader as "header". */
+	hf = protobuf_c_message_descriptor_get_field_by_name(rd, "header");
+	hdr = hf ? *(const Etcdserverpb__ResponseHeader **)((const char *)*resp + hf->offset) : NULL;
+	rc = hdr ? cluster_check(e, gen, hdr->cluster_id) : 0;
+	if (rc < 0) {
+		protobuf_c_message_free_unpacked(*resp, NULL);
+		*resp = NULL;
+	}
+	return rc;
 }
 
 static int call(struct ef_etcd *e, const char *path, const ProtobufCMessage *req,
 		const ProtobufCMessageDescriptor *rd, ProtobufCMessage **resp, enum call_kind kind)
 {
 	return call_capped(e, path, req, rd, resp, kind, 0, NULL, NULL);
+}
+
+/* Checks (once per connection) that the member is of the mount's
+ * cluster; *gen is the connection checked. 0 or -errno. */
+static int member_check(struct ef_etcd *e, uint64_t *gen)
+{
+	Etcdserverpb__StatusRequest req = ETCDSERVERPB__STATUS_REQUEST__INIT;
+	Etcdserverpb__StatusResponse *r = NULL;
+	uint64_t before = h2_generation(e->h2), after;
+	bool known;
+	int rc;
+
+	g_mutex_lock(&e->lock);
+	known = before != 0 && e->checked_gen == before;
+	g_mutex_unlock(&e->lock);
+	*gen = before;
+	if (known)
+		return 0;
+	/* call() checks the header; a failure here is the write's too. */
+	rc = call(e, "/etcdserverpb.Maintenance/Status", &req.base,
+		  &etcdserverpb__status_response__descriptor, (ProtobufCMessage **)&r, CALL_READ);
+	if (rc < 0)
+		return rc;
+	etcdserverpb__status_response__free_unpacked(r, NULL);
+	/* Marked only when it is clear which connection the check went
+	 * over: the one before, or the first one, made for it. Otherwise
+	 * the write goes nowhere (-ESRCH) and the check runs again. */
+	after = h2_generation(e->h2);
+	*gen = after;
+	if (after == before || (before == 0 && after == 1)) {
+		g_mutex_lock(&e->lock);
+		e->checked_gen = after;
+		g_mutex_unlock(&e->lock);
+	}
+	return 0;
 }
 
 static struct ef_kv *kv_from_pb(const Mvccpb__KeyValue *p, bool keys_only)
@@ -310,6 +405,45 @@ int etcd_range_page(struct ef_etcd *e, const struct ef_page_req *rq, struct ef_p
 	}
 	etcdserverpb__range_response__free_unpacked(resp, NULL);
 	return 0;
+}
+
+/* One key as it was at revision rev (0: now), read through the leader
+ * whatever the mount's read mode: the answers decide what became of a
+ * write, or whether a cached value is current. */
+static int get_one(struct ef_etcd *e, GBytes *key, int64_t rev, bool keys_only,
+		   enum call_kind kind, struct ef_kv **kv)
+{
+	Etcdserverpb__RangeRequest rr = ETCDSERVERPB__RANGE_REQUEST__INIT;
+	Etcdserverpb__RangeResponse *resp = NULL;
+	int rc;
+
+	rr.key = bin_bytes(key);
+	rr.revision = rev;
+	rr.keys_only = keys_only;
+	rc = call(e, KV_PATH("Range"), &rr.base, &etcdserverpb__range_response__descriptor,
+		  (ProtobufCMessage **)&resp, kind);
+	if (rc < 0)
+		return rc;
+	observe(resp->header);
+	*kv = resp->n_kvs ? kv_from_pb(resp->kvs[0], keys_only) : NULL;
+	etcdserverpb__range_response__free_unpacked(resp, NULL);
+	return 0;
+}
+
+static int get_at(struct ef_etcd *e, GBytes *key, int64_t rev, struct ef_kv **kv)
+{
+	return get_one(e, key, rev, false, CALL_CHECK, kv);
+}
+
+int etcd_mod_revision(struct ef_etcd *e, GBytes *key, int64_t *mod)
+{
+	struct ef_kv *kv = NULL;
+	int rc = get_one(e, key, 0, true, CALL_READ, &kv);
+
+	if (rc == 0)
+		*mod = kv ? kv->mod_revision : 0;
+	ef_kv_free(kv);
+	return rc;
 }
 
 int etcd_get(struct ef_etcd *e, GBytes *key, struct ef_kv **kv)
@@ -548,27 +682,6 @@ static int put_once(struct ef_etcd *e, GBytes *key, const void *val, size_t vlen
 	if (fence)
 		return put_fenced(e, &put, expect_mod >= 0 ? &cmp : NULL, fence, mod);
 	return put_if(e, &put, &cmp, -ESTALE, mod);
-}
-
-/* The key as it was at revision rev (0: now), read through the leader
- * whatever the mount's read mode: the answer decides what became of a
- * write. */
-static int get_at(struct ef_etcd *e, GBytes *key, int64_t rev, struct ef_kv **kv)
-{
-	Etcdserverpb__RangeRequest rr = ETCDSERVERPB__RANGE_REQUEST__INIT;
-	Etcdserverpb__RangeResponse *resp = NULL;
-	int rc;
-
-	rr.key = bin_bytes(key);
-	rr.revision = rev;
-	rc = call(e, KV_PATH("Range"), &rr.base, &etcdserverpb__range_response__descriptor,
-		  (ProtobufCMessage **)&resp, CALL_CHECK);
-	if (rc < 0)
-		return rc;
-	observe(resp->header);
-	*kv = resp->n_kvs ? kv_from_pb(resp->kvs[0], false) : NULL;
-	etcdserverpb__range_response__free_unpacked(resp, NULL);
-	return 0;
 }
 
 /* Versions of a key walked back in search of a lost write. */
@@ -1128,7 +1241,7 @@ void etcd_watch_close(struct ef_grpc_stream *s)
 
 /* ---- Health ---- */
 
-int etcd_probe(struct ef_etcd *e, int timeout_ms)
+int etcd_probe(struct ef_etcd *e, int timeout_ms, uint64_t *leader)
 {
 	Etcdserverpb__StatusRequest req = ETCDSERVERPB__STATUS_REQUEST__INIT;
 	Etcdserverpb__StatusResponse *resp = NULL;
@@ -1136,6 +1249,7 @@ int etcd_probe(struct ef_etcd *e, int timeout_ms)
 	struct ef_grpc_status st = { 0 };
 	uint8_t buf[1];
 	size_t len = protobuf_c_message_pack(&req.base, buf);
+	uint64_t gen = h2_generation(e->h2);
 	int rc = grpc_unary_leader(e->h2, "/etcdserverpb.Maintenance/Status", buf, len, timeout_ms,
 				   &out, &st);
 
@@ -1144,12 +1258,205 @@ int etcd_probe(struct ef_etcd *e, int timeout_ms)
 		resp = etcdserverpb__status_response__unpack(NULL, g_bytes_get_size(out),
 							     g_bytes_get_data(out, NULL));
 		rc = !resp ? -EPROTO : resp->leader == 0 ? -EAGAIN : 0;
+		if (resp && leader)
+			*leader = resp->leader;
+		if (resp && resp->header && cluster_check(e, gen, resp->header->cluster_id) < 0)
+			rc = -EPROTO;
 		if (resp)
 			etcdserverpb__status_response__free_unpacked(resp, NULL);
 	}
 	if (e->doubt && (rc == -ETIMEDOUT || rc == -ENOTCONN || rc == -EAGAIN || rc == -ECONNRESET))
 		e->doubt(e->doubt_ud);
 	return rc == -ECONNRESET ? -ENOTCONN : rc;
+}
+
+/* ---- Cluster status ---- */
+
+#define MAINT_PATH(m) "/etcdserverpb.Maintenance/" m
+
+static struct ef_header header_from_pb(const Etcdserverpb__ResponseHeader *h)
+{
+	struct ef_header out = { 0 };
+
+	if (h)
+		out = (struct ef_header){ h->cluster_id, h->member_id, h->revision, h->raft_term };
+	return out;
+}
+
+static char **strv_from_pb(char **v, size_t n)
+{
+	char **out = g_new0(char *, n + 1);
+
+	for (size_t i = 0; i < n; i++)
+		out[i] = g_strdup(v[i]);
+	return out;
+}
+
+void ef_status_clear(struct ef_status *s)
+{
+	g_free(s->version);
+	g_strfreev(s->errors);
+	*s = (struct ef_status){ 0 };
+}
+
+int etcd_status(struct ef_etcd *e, struct ef_status *s)
+{
+	Etcdserverpb__StatusRequest req = ETCDSERVERPB__STATUS_REQUEST__INIT;
+	Etcdserverpb__StatusResponse *r = NULL;
+	int rc = call(e, MAINT_PATH("Status"), &req.base, &etcdserverpb__status_response__descriptor,
+		      (ProtobufCMessage **)&r, CALL_READ);
+
+	*s = (struct ef_status){ 0 };
+	if (rc < 0)
+		return rc;
+	s->header = header_from_pb(r->header);
+	s->version = g_strdup(r->version);
+	s->db_size = r->dbsize;
+	s->db_size_in_use = r->dbsizeinuse;
+	s->leader = r->leader;
+	s->raft_index = r->raftindex;
+	s->raft_term = r->raftterm;
+	s->raft_applied_index = r->raftappliedindex;
+	s->errors = strv_from_pb(r->errors, r->n_errors);
+	s->learner = r->islearner;
+	etcdserverpb__status_response__free_unpacked(r, NULL);
+	return 0;
+}
+
+void ef_members_free(struct ef_member_info *m, size_t n)
+{
+	for (size_t i = 0; m && i < n; i++) {
+		g_free(m[i].name);
+		g_strfreev(m[i].peer_urls);
+		g_strfreev(m[i].client_urls);
+	}
+	g_free(m);
+}
+
+int etcd_member_list(struct ef_etcd *e, struct ef_header *h, struct ef_member_info **members,
+		     size_t *n)
+{
+	Etcdserverpb__MemberListRequest req = ETCDSERVERPB__MEMBER_LIST_REQUEST__INIT;
+	Etcdserverpb__MemberListResponse *r = NULL;
+	int rc = call(e, "/etcdserverpb.Cluster/MemberList", &req.base,
+		      &etcdserverpb__member_list_response__descriptor, (ProtobufCMessage **)&r,
+		      CALL_READ);
+
+	if (rc < 0)
+		return rc;
+	*h = header_from_pb(r->header);
+	*n = r->n_members;
+	*members = g_new0(struct ef_member_info, r->n_members + 1);
+	for (size_t i = 0; i < r->n_members; i++) {
+		const Etcdserverpb__Member *m = r->members[i];
+
+		(*members)[i] = (struct ef_member_info){
+			.id = m->id,
+			.name = g_strdup(m->name),
+			.peer_urls = strv_from_pb(m->peerurls, m->n_peerurls),
+			.client_urls = strv_from_pb(m->clienturls, m->n_clienturls),
+			.learner = m->islearner,
+		};
+	}
+	etcdserverpb__member_list_response__free_unpacked(r, NULL);
+	return 0;
+}
+
+void etcd_pin_endpoints(struct ef_etcd *e)
+{
+	g_atomic_int_set(&e->pinned, 1);
+}
+
+int etcd_sync_endpoints(struct ef_etcd *e)
+{
+	struct ef_member_info *mi = NULL;
+	g_autoptr(GPtrArray) urls = g_ptr_array_new();
+	struct ef_header h;
+	size_t n = 0;
+	int rc;
+
+	if (g_atomic_int_get(&e->pinned))
+		return 0;
+	rc = etcd_member_list(e, &h, &mi, &n);
+	if (rc < 0)
+		return rc;
+	/* A learner serves no linearizable read; a member that has not
+	 * started has no URL yet. */
+	for (size_t i = 0; i < n; i++)
+		for (char **u = mi[i].client_urls; !mi[i].learner && *u; u++)
+			g_ptr_array_add(urls, *u);
+	g_ptr_array_add(urls, NULL);
+	h2_learn_endpoints(e->h2, (const char *const *)urls->pdata);
+	ef_members_free(mi, n);
+	return 0;
+}
+
+/* etcd's words for what went wrong, where etcdctl would print them. */
+static char *why_from(int rc)
+{
+	if (rc == -ETIMEDOUT)
+		return g_strdup("context deadline exceeded");
+	return g_strdup(g_strerror(-rc));
+}
+
+int etcd_health(struct ef_etcd *e, char **why)
+{
+	Etcdserverpb__RangeRequest rr = ETCDSERVERPB__RANGE_REQUEST__INIT;
+	Etcdserverpb__RangeResponse *r = NULL;
+	Etcdserverpb__AlarmRequest ar = ETCDSERVERPB__ALARM_REQUEST__INIT;
+	Etcdserverpb__AlarmResponse *a = NULL;
+	GString *alarms;
+	int rc;
+
+	*why = NULL;
+	rr.key = bin("health", 6);
+	rc = call(e, KV_PATH("Range"), &rr.base, &etcdserverpb__range_response__descriptor,
+		  (ProtobufCMessage **)&r, CALL_READ);
+	if (rc < 0 && rc != -EACCES) {
+		*why = why_from(rc);
+		return rc;
+	}
+	if (r)
+		etcdserverpb__range_response__free_unpacked(r, NULL);
+	ar.action = ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__GET;
+	rc = call(e, MAINT_PATH("Alarm"), &ar.base, &etcdserverpb__alarm_response__descriptor,
+		  (ProtobufCMessage **)&a, CALL_READ);
+	if (rc < 0) {
+		*why = g_strdup("Unable to fetch the alarm list");
+		return rc;
+	}
+	if (a->n_alarms == 0) {
+		etcdserverpb__alarm_response__free_unpacked(a, NULL);
+		return 0;
+	}
+	/* etcdctl's words, trailing space included. */
+	alarms = g_string_new("Active Alarm(s): ");
+	for (size_t i = 0; i < a->n_alarms; i++)
+		g_string_append(alarms, a->alarms[i]->alarm == ETCDSERVERPB__ALARM_TYPE__NOSPACE ? "NOSPACE "
+					: a->alarms[i]->alarm == ETCDSERVERPB__ALARM_TYPE__CORRUPT ? "CORRUPT "
+					: "UNKNOWN ");
+	etcdserverpb__alarm_response__free_unpacked(a, NULL);
+	*why = g_string_free(alarms, FALSE);
+	return -EIO;
+}
+
+int etcd_header(struct ef_etcd *e, struct ef_header *h)
+{
+	Etcdserverpb__RangeRequest rr = ETCDSERVERPB__RANGE_REQUEST__INIT;
+	Etcdserverpb__RangeResponse *r = NULL;
+	int rc;
+
+	/* Any key will do: the answer's header is what is wanted. */
+	rr.key = bin("\0", 1);
+	rr.count_only = true;
+	rc = call(e, KV_PATH("Range"), &rr.base, &etcdserverpb__range_response__descriptor,
+		  (ProtobufCMessage **)&r, CALL_READ);
+	if (rc < 0)
+		return rc;
+	observe(r->header);
+	*h = header_from_pb(r->header);
+	etcdserverpb__range_response__free_unpacked(r, NULL);
+	return 0;
 }
 
 uint64_t etcd_conn_generation(struct ef_etcd *e)
@@ -1160,6 +1467,11 @@ uint64_t etcd_conn_generation(struct ef_etcd *e)
 void etcd_conn_leave(struct ef_etcd *e, uint64_t generation, const char *why)
 {
 	h2_leave(e->h2, generation, why);
+}
+
+void etcd_conn_abandon_calls(struct ef_etcd *e, uint64_t generation, gint64 before)
+{
+	h2_abandon_calls(e->h2, generation, before);
 }
 
 /* ---- Lease ---- */

@@ -15,6 +15,8 @@
 #include <stdint.h>
 #include <glib.h>
 
+#include "clusterfmt.h"
+
 struct ef_h2;
 struct ef_etcd;
 
@@ -146,6 +148,11 @@ int etcd_put(struct ef_etcd *e, GBytes *key, const void *val, size_t vlen, int64
 /* Deletes [key, end) (end NULL: the single key). *deleted may be NULL. */
 int etcd_delete(struct ef_etcd *e, GBytes *key, GBytes *end, int64_t *deleted);
 
+/* The key's mod_revision (0: absent) from a linearizable keys-only read,
+ * whatever the mount's read mode: what --strict-reads checks a cached
+ * value against. */
+int etcd_mod_revision(struct ef_etcd *e, GBytes *key, int64_t *mod);
+
 /* One read-only Txn: any[i] says whether a key starts with prefixes[i]. */
 int etcd_any(struct ef_etcd *e, GBytes *const *prefixes, size_t n, bool *any);
 
@@ -245,14 +252,64 @@ void etcd_watch_close(struct ef_grpc_stream *s);
  * Whether the member this mount talks to answers within timeout_ms and
  * knows of a leader (Maintenance.Status, refused at once without one): 0,
  * or -ETIMEDOUT, -ENOTCONN, -EAGAIN (no leader), and the doubt hook runs.
+ * *leader (if non-NULL) gets the leader's ID when the member answered.
  * No KV call: it costs etcd no read.
  */
-int etcd_probe(struct ef_etcd *e, int timeout_ms);
+int etcd_probe(struct ef_etcd *e, int timeout_ms, uint64_t *leader);
+
+/* ---- Cluster status (the %etcd files, statfs, root xattrs) ---- */
+
+/* Maintenance.Status of the member, every field owned. */
+struct ef_status {
+	struct ef_header header;
+	char *version;
+	int64_t db_size;
+	int64_t db_size_in_use;
+	uint64_t leader;
+	uint64_t raft_index;
+	uint64_t raft_term;
+	uint64_t raft_applied_index;
+	char **errors;             /* NULL-terminated */
+	bool learner;
+};
+
+void ef_status_clear(struct ef_status *s);
+int etcd_status(struct ef_etcd *e, struct ef_status *s);
+
+/* One member of Cluster.MemberList, every field owned. */
+struct ef_member_info {
+	uint64_t id;
+	char *name;
+	char **peer_urls;          /* NULL-terminated */
+	char **client_urls;        /* NULL-terminated */
+	bool learner;
+};
+
+void ef_members_free(struct ef_member_info *m, size_t n);
+int etcd_member_list(struct ef_etcd *e, struct ef_header *h, struct ef_member_info **members,
+		     size_t *n);
+
+/* Hands the client URLs of every started, voting member to the connection
+ * as endpoints to use besides the given ones (h2_learn_endpoints), unless
+ * etcd_pin_endpoints was called. */
+int etcd_sync_endpoints(struct ef_etcd *e);
+void etcd_pin_endpoints(struct ef_etcd *e);
+
+/* etcdctl endpoint health's check: a linearizable Get of the key "health"
+ * (refused for want of permission it still went through consensus), then
+ * no active alarm. 0, or -errno with *why (new) in etcdctl's words. */
+int etcd_health(struct ef_etcd *e, char **why);
+
+/* The header of a linearizable read: the cluster, the member that answered
+ * and the store's current revision. */
+int etcd_header(struct ef_etcd *e, struct ef_header *h);
 
 /* The connection's generation, and leaving it for another member (h2.h):
  * for a prober that found the member frozen or without a leader. */
 uint64_t etcd_conn_generation(struct ef_etcd *e);
 void etcd_conn_leave(struct ef_etcd *e, uint64_t generation, const char *why);
+/* h2_abandon_calls, for a prober that found the member's leader gone. */
+void etcd_conn_abandon_calls(struct ef_etcd *e, uint64_t generation, gint64 before);
 
 /* ---- Lease ---- */
 

@@ -40,6 +40,7 @@ struct ef_fs_config {
 	uid_t uid;
 	gid_t gid;
 	mode_t umask;
+	bool strict;           /* --strict-reads */
 };
 
 struct ef_fs {
@@ -47,6 +48,8 @@ struct ef_fs {
 	uid_t uid;                   /* immutable: owner every entry shows */
 	gid_t gid;                   /* immutable */
 	mode_t umask;                /* immutable */
+	bool strict;                 /* immutable: a cached value is checked
+				      * against etcd at each open (handle.c) */
 	struct timespec mount_time;  /* immutable: times of what has no revision */
 	struct ef_etcd *etcd;        /* borrowed; set by fs_set_etcd before the
 				      * session loop, NULL after it */

@@ -803,7 +803,7 @@ static const char *const xattr_names[] = {
 /* Who holds it now (not listed: each read asks etcd). */
 #define XATTR_LOCK_OWNER XATTR_PREFIX "lock_owner"
 
-static void reply_xattr_data(fuse_req_t req, const char *data, size_t len, size_t size)
+void fsops_reply_xattr(fuse_req_t req, const char *data, size_t len, size_t size)
 {
 	if (size == 0)
 		fuse_reply_xattr(req, len);
@@ -828,7 +828,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 		gsize len;
 		const char *d = g_bytes_get_data(lname, &len);
 
-		reply_xattr_data(req, d, len, size);
+		fsops_reply_xattr(req, d, len, size);
 		inode_unref(in);
 		return;
 	}
@@ -840,7 +840,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 		if (rc == 0 && owners->len == 0)
 			rc = -ENODATA;
 		if (rc == 0)
-			reply_xattr_data(req, owners->str, owners->len, size);
+			fsops_reply_xattr(req, owners->str, owners->len, size);
 		else
 			fuse_reply_err(req, -rc);
 		inode_unref(in);
@@ -862,7 +862,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 		}
 		g_mutex_unlock(&in->lock);
 		snprintf(val, sizeof(val), "%" G_GINT64_FORMAT, v);
-		reply_xattr_data(req, val, strlen(val), size);
+		fsops_reply_xattr(req, val, strlen(val), size);
 	} else {
 		fuse_reply_err(req, -rc);
 	}
@@ -884,7 +884,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		g_string_append_len(names, XATTR_LOCK_NAME, sizeof(XATTR_LOCK_NAME));
 	}
 	inode_unref(in);
-	reply_xattr_data(req, names->str, names->len, size);
+	fsops_reply_xattr(req, names->str, names->len, size);
 }
 
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,

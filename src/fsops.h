@@ -13,3 +13,7 @@
 #include <fuse_lowlevel.h>
 
 extern const struct fuse_lowlevel_ops fsops_ops;
+
+/* Replies to getxattr/listxattr with data (len bytes): its length when
+ * size is 0, ERANGE when size is too small. */
+void fsops_reply_xattr(fuse_req_t req, const char *data, size_t len, size_t size);

@@ -325,21 +325,32 @@ static int unary_result(struct ef_grpc_call *c, GBytes **resp)
 }
 
 static int unary(struct ef_h2 *h, const char *path, const void *req, size_t req_len,
-		 int timeout_ms, size_t max_resp, bool need_leader, GBytes **resp,
+		 int timeout_ms, size_t max_resp, bool need_leader, uint64_t gen, GBytes **resp,
 		 struct ef_grpc_status *st, size_t *need);
 
 int grpc_unary_capped(struct ef_h2 *h, const char *path, const void *req, size_t req_len,
 		      int timeout_ms, size_t max_resp, GBytes **resp, struct ef_grpc_status *st,
 		      size_t *need)
 {
-	return unary(h, path, req, req_len, timeout_ms, max_resp, false, resp, st, need);
+	return unary(h, path, req, req_len, timeout_ms, max_resp, false, 0, resp, st, need);
 }
 
 int grpc_unary_leader(struct ef_h2 *h, const char *path, const void *req, size_t req_len,
 		      int timeout_ms, GBytes **resp, struct ef_grpc_status *st)
 {
 	size_t need;
-	int rc = unary(h, path, req, req_len, timeout_ms, GRPC_MAX_RESPONSE, true, resp, st, &need);
+	int rc = unary(h, path, req, req_len, timeout_ms, GRPC_MAX_RESPONSE, true, 0, resp, st,
+		       &need);
+
+	return rc == -EMSGSIZE ? -EPROTO : rc;
+}
+
+int grpc_unary_on(struct ef_h2 *h, uint64_t gen, const char *path, const void *req,
+		  size_t req_len, int timeout_ms, GBytes **resp, struct ef_grpc_status *st)
+{
+	size_t need;
+	int rc = unary(h, path, req, req_len, timeout_ms, GRPC_MAX_RESPONSE, false, gen, resp, st,
+		       &need);
 
 	return rc == -EMSGSIZE ? -EPROTO : rc;
 }
@@ -356,7 +367,7 @@ int grpc_unary(struct ef_h2 *h, const char *path, const void *req, size_t req_le
 }
 
 static int unary(struct ef_h2 *h, const char *path, const void *req, size_t req_len,
-		 int timeout_ms, size_t max_resp, bool need_leader, GBytes **resp,
+		 int timeout_ms, size_t max_resp, bool need_leader, uint64_t gen, GBytes **resp,
 		 struct ef_grpc_status *st, size_t *need)
 {
 	struct ef_grpc_call c = { .status.code = -1 };
@@ -374,6 +385,7 @@ static int unary(struct ef_h2 *h, const char *path, const void *req, size_t req_
 		.headers = hdrs,
 		.n_headers = G_N_ELEMENTS(hdrs) - (need_leader ? 0 : 1),
 		.end_stream = TRUE,
+		.generation = gen,
 	};
 	uint64_t id;
 	int rc;

@@ -90,6 +90,13 @@ int grpc_unary_capped(struct ef_h2 *h, const char *path, const void *req, size_t
 int grpc_unary_leader(struct ef_h2 *h, const char *path, const void *req, size_t req_len,
 		      int timeout_ms, GBytes **resp, struct ef_grpc_status *st);
 
+/* grpc_unary, sent only over the connection of generation gen
+ * (h2_generation): when the connection is another one by the time the
+ * request would go out, it is not sent and the call returns -ESRCH. For
+ * writes that may only go to a member checked beforehand. */
+int grpc_unary_on(struct ef_h2 *h, uint64_t gen, const char *path, const void *req,
+		  size_t req_len, int timeout_ms, GBytes **resp, struct ef_grpc_status *st);
+
 /* ---- streaming calls (Watch, LeaseKeepAlive) ---- */
 
 struct ef_grpc_stream;

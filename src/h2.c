@@ -76,6 +76,8 @@ struct ef_h2_stream {
 	uint64_t id;
 	int32_t sid;            /* nghttp2 stream id once submitted, else -1 */
 	gint64 deadline;        /* 0: none */
+	uint64_t generation;    /* non-zero: only over that connection */
+	gint64 sent_at;         /* when it was handed to nghttp2 */
 	char *path;
 	char **hdrs;            /* name, value, name, value, ..., NULL */
 	const struct ef_h2_stream_ops *ops;
@@ -97,7 +99,10 @@ struct ef_h2_waiter {
 	char *reason;           /* protected by lock */
 };
 
-enum ef_h2_cmd_kind { CMD_SUBMIT, CMD_WRITE, CMD_CANCEL, CMD_CONNECT, CMD_LEAVE, CMD_RESOLVED };
+enum ef_h2_cmd_kind {
+	CMD_SUBMIT, CMD_WRITE, CMD_CANCEL, CMD_CONNECT, CMD_LEAVE, CMD_RESOLVED, CMD_ENDPOINTS,
+	CMD_ABANDON
+};
 
 struct ef_h2_cmd {
 	enum ef_h2_cmd_kind kind;
@@ -109,11 +114,15 @@ struct ef_h2_cmd {
 	char *why;                     /* CMD_LEAVE (id: the generation to leave) */
 	struct addrinfo *ai;           /* CMD_RESOLVED (id: the lookup's number) */
 	int gai_rc;                    /* CMD_RESOLVED */
+	struct ef_endpoint *eps;       /* CMD_ENDPOINTS, owned */
+	size_t n_eps;                  /* CMD_ENDPOINTS */
+	gint64 before;                 /* CMD_ABANDON */
 };
 
 struct ef_h2 {
 	struct ef_endpoint *eps;
 	size_t n_eps;
+	char **configured;      /* the endpoints h2_new was given: always used */
 	struct ef_resolver *resolver;
 	gint64 dial_us;
 	GThread *thread;
@@ -146,6 +155,8 @@ struct ef_h2 {
 	size_t order_pos;       /* ep_idx == order[order_pos] during a pass */
 	size_t next_start;      /* where the next pass's rotation begins */
 	uint64_t lookup_seq;    /* the name lookup this pass waits for */
+	struct ef_endpoint *next_eps; /* a new list, waiting for the pass to end */
+	size_t n_next_eps;
 	struct addrinfo *ai_list, *ai_next;
 	gint64 attempt_deadline;
 	GString *reasons;       /* why this pass's attempts failed */
@@ -339,6 +350,7 @@ static int stream_submit(struct ef_h2 *h, struct ef_h2_stream *st)
 	if (sid < 0)
 		return sid;
 	st->sid = sid;
+	st->sent_at = g_get_monotonic_time();
 	return 0;
 }
 
@@ -351,7 +363,15 @@ static void submit_pending(struct ef_h2 *h)
 	/* After a GOAWAY the server takes no new stream: they wait for the
 	 * next connection. */
 	while (h->state == CONN_READY && !h->goaway && (st = g_queue_pop_head(&h->pending))) {
-		int rc = stream_submit(h, st);
+		int rc;
+
+		if (st->generation && st->generation != h->generation) {
+			g_hash_table_remove(h->streams, &st->id);
+			stream_finish(st, -ESRCH);
+			stream_free(st);
+			continue;
+		}
+		rc = stream_submit(h, st);
 
 		if (rc == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE) {
 			/* Stream ids ran out: it never went out, so it can wait for
@@ -502,6 +522,78 @@ static nghttp2_session_callbacks *callbacks_new(void)
 	return cbs;
 }
 
+/* ---- the endpoint list ---- */
+
+static void endpoints_free(struct ef_endpoint *eps, size_t n)
+{
+	for (size_t i = 0; eps && i < n; i++) {
+		g_free(eps[i].host);
+		g_free(eps[i].name);
+	}
+	g_free(eps);
+}
+
+static ssize_t endpoint_find(const struct ef_endpoint *eps, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(eps[i].name, name) == 0)
+			return (ssize_t)i;
+	return -1;
+}
+
+/*
+ * Takes eps as the endpoint list. Members keep how long they are avoided;
+ * a READY connection to a member no longer listed stays (its endpoint is
+ * kept at the end) until it fails. Never during a pass, whose order
+ * refers to the old list: pass_end and conn_ready apply a list that came
+ * meanwhile.
+ */
+static void endpoints_apply(struct ef_h2 *h, struct ef_endpoint *eps, size_t n)
+{
+	const char *cur = h->state == CONN_READY ? h->eps[h->ep_idx].name : NULL;
+	ssize_t at;
+
+	for (size_t i = 0; i < n; i++) {
+		at = endpoint_find(h->eps, h->n_eps, eps[i].name);
+		if (at >= 0)
+			eps[i].avoid_until = h->eps[at].avoid_until;
+	}
+	at = cur ? endpoint_find(eps, n, cur) : 0;
+	if (at < 0) {
+		eps = g_renew(struct ef_endpoint, eps, n + 1);
+		eps[n] = h->eps[h->ep_idx];
+		eps[n].host = g_strdup(eps[n].host);
+		eps[n].name = g_strdup(eps[n].name);
+		at = (ssize_t)n++;
+	}
+	endpoints_free(h->eps, h->n_eps);
+	h->eps = eps;
+	h->n_eps = n;
+	h->order = g_renew(size_t, h->order, n);
+	h->ep_idx = (size_t)at;
+	h->next_start = cur ? (h->ep_idx + 1) % n : 0;
+}
+
+static void endpoints_apply_waiting(struct ef_h2 *h)
+{
+	if (!h->next_eps)
+		return;
+	endpoints_apply(h, h->next_eps, h->n_next_eps);
+	h->next_eps = NULL;
+	h->n_next_eps = 0;
+}
+
+static void endpoints_set(struct ef_h2 *h, struct ef_endpoint *eps, size_t n)
+{
+	if (h->state == CONN_IDLE || h->state == CONN_READY) {
+		endpoints_apply(h, eps, n);
+		return;
+	}
+	endpoints_free(h->next_eps, h->n_next_eps);
+	h->next_eps = eps;
+	h->n_next_eps = n;
+}
+
 /* ---- the connection (I/O thread) ---- */
 
 static void conn_close(struct ef_h2 *h)
@@ -606,6 +698,7 @@ static void conn_ready(struct ef_h2 *h)
 	h->current = g_strdup(h->eps[h->ep_idx].name);
 	g_mutex_unlock(&h->lock);
 	g_debug("h2: connected to %s", h->eps[h->ep_idx].name);
+	endpoints_apply_waiting(h);
 	waiters_finish(h, TRUE, NULL);
 }
 
@@ -913,6 +1006,7 @@ static void pass_end(struct ef_h2 *h)
 
 	h->reasons = g_string_new(NULL);
 	h->order_pos = 0;
+	endpoints_apply_waiting(h);
 	h->backoff_us = CLAMP(h->backoff_us * 2, H2_BACKOFF_MIN_US, H2_BACKOFF_MAX_US);
 	h->backoff_until = g_get_monotonic_time() + h->backoff_us;
 	g_debug("h2: %s", reason);
@@ -1194,6 +1288,31 @@ static gint64 conn_tick(struct ef_h2 *h, gint64 now, gboolean long_open)
 
 /* ---- the command queue ---- */
 
+/* Ends every call (a stream with a deadline) that went out on this
+ * connection, as lost; their server is told to cancel them. */
+static void calls_abandon(struct ef_h2 *h, gint64 before)
+{
+	g_autoptr(GArray) ids = g_array_new(FALSE, FALSE, sizeof(uint64_t));
+	GHashTableIter it;
+	gpointer v;
+
+	g_hash_table_iter_init(&it, h->streams);
+	while (g_hash_table_iter_next(&it, NULL, &v)) {
+		struct ef_h2_stream *st = v;
+
+		if (st->sid > 0 && st->deadline && !st->done && (!before || st->sent_at < before))
+			g_array_append_val(ids, st->id);
+	}
+	/* Looked up again: finishing one may free another. */
+	for (guint i = 0; i < ids->len; i++) {
+		struct ef_h2_stream *st = g_hash_table_lookup(h->streams,
+							      &g_array_index(ids, uint64_t, i));
+
+		if (st && !st->done)
+			stream_reset(h, st, -ECONNRESET);
+	}
+}
+
 static void cmd_write(struct ef_h2 *h, struct ef_h2_cmd *c)
 {
 	struct ef_h2_stream *st = g_hash_table_lookup(h->streams, &c->id);
@@ -1238,18 +1357,23 @@ static void cmd_run(struct ef_h2 *h, struct ef_h2_cmd *c)
 			h->waiters = g_slist_append(h->waiters, c->waiter);
 		break;
 	case CMD_LEAVE:
-		if (h->state == CONN_READY && c->id == h->generation) {
-			/* With one endpoint, leaving is only a reconnection. */
-			if (h->n_eps > 1)
-				g_message("etcdfs: leaving %s: %s", h->eps[h->ep_idx].name, c->why);
-			else
-				g_debug("h2: leaving %s: %s", h->eps[h->ep_idx].name, c->why);
+		/* With one endpoint there is nowhere to go: the connection
+		 * stays, and its unanswered PING ends it. */
+		if (h->state == CONN_READY && c->id == h->generation && h->n_eps > 1) {
+			g_message("etcdfs: leaving %s: %s", h->eps[h->ep_idx].name, c->why);
 			conn_abort(h, c->why);
 		}
 		g_free(c->why);
 		break;
 	case CMD_RESOLVED:
 		lookup_done(h, c->id, c->ai, c->gai_rc);
+		break;
+	case CMD_ENDPOINTS:
+		endpoints_set(h, c->eps, c->n_eps);
+		break;
+	case CMD_ABANDON:
+		if (h->state == CONN_READY && c->id == h->generation)
+			calls_abandon(h, c->before);
 		break;
 	}
 }
@@ -1387,11 +1511,9 @@ static void h2_destroy(struct ef_h2 *h)
 {
 	resolver_free(h->resolver);
 	g_free(h->order);
-	for (size_t i = 0; i < h->n_eps; i++) {
-		g_free(h->eps[i].host);
-		g_free(h->eps[i].name);
-	}
-	g_free(h->eps);
+	endpoints_free(h->eps, h->n_eps);
+	endpoints_free(h->next_eps, h->n_next_eps);
+	g_strfreev(h->configured);
 	if (h->efd >= 0)
 		close(h->efd);
 	if (h->ssl_ctx)
@@ -1507,6 +1629,7 @@ struct ef_h2 *h2_new(const struct ef_h2_config *cfg, GError **err)
 	}
 	if (!endpoints_parse(h, cfg->endpoints, err))
 		goto fail;
+	h->configured = g_strdupv((char **)cfg->endpoints);
 	h->resolver = resolver_new(on_resolved, h);
 	for (size_t i = 0; i < h->n_eps; i++) {
 		if (h->eps[i].tls) {
@@ -1601,6 +1724,7 @@ int h2_stream_submit(struct ef_h2 *h, const struct ef_h2_request *req,
 
 	st->sid = -1;
 	st->deadline = req->deadline;
+	st->generation = req->generation;
 	st->path = g_strdup(req->path);
 	st->hdrs = g_new0(char *, 2 * req->n_headers + 1);
 	for (size_t i = 0; i < req->n_headers; i++) {
@@ -1648,6 +1772,46 @@ void h2_leave(struct ef_h2 *h, uint64_t generation, const char *why)
 	c->why = w;
 	if (cmd_enqueue(h, c, NULL) < 0)
 		g_free(w);
+}
+
+void h2_abandon_calls(struct ef_h2 *h, uint64_t generation, gint64 before)
+{
+	struct ef_h2_cmd *c = g_new0(struct ef_h2_cmd, 1);
+
+	c->kind = CMD_ABANDON;
+	c->id = generation;
+	c->before = before;
+	cmd_enqueue(h, c, NULL);
+}
+
+void h2_learn_endpoints(struct ef_h2 *h, const char *const *learned)
+{
+	size_t nc = g_strv_length(h->configured);
+	size_t n = nc + (learned ? g_strv_length((char **)learned) : 0), k = 0;
+	struct ef_h2_cmd *c;
+	struct ef_endpoint *list = g_new0(struct ef_endpoint, n + 1);
+
+	for (size_t i = 0; i < n; i++) {
+		const char *s = i < nc ? h->configured[i] : learned[i - nc];
+		struct ef_endpoint ep = { 0 };
+
+		/* Unusable here: malformed, or https without a TLS setup. */
+		if (endpoint_parse(s, &ep.host, &ep.port, &ep.tls) < 0)
+			continue;
+		ep.name = endpoint_name(ep.host, ep.port);
+		if ((ep.tls && !h->ssl_ctx) || endpoint_find(list, k, ep.name) >= 0) {
+			g_free(ep.host);
+			g_free(ep.name);
+			continue;
+		}
+		list[k++] = ep;
+	}
+	c = g_new0(struct ef_h2_cmd, 1);
+	c->kind = CMD_ENDPOINTS;
+	c->eps = list;
+	c->n_eps = k;
+	if (cmd_enqueue(h, c, NULL) < 0)
+		endpoints_free(list, k);
 }
 
 void h2_stream_cancel(struct ef_h2 *h, uint64_t id)

@@ -50,9 +50,31 @@ char *h2_current_endpoint(struct ef_h2 *h);
  * Drops the connection if it is still the one of this generation, and tries
  * its member last for a while: the next request goes to another member.
  * For failure detectors above HTTP/2 (a member that stopped answering, or
- * has no leader). Its streams end as if the connection was lost.
+ * has no leader). Its streams end as if the connection was lost. Ignored
+ * when there is only one endpoint.
  */
 void h2_leave(struct ef_h2 *h, uint64_t generation, const char *why);
+
+/*
+ * The endpoints to use are the ones h2_new was given and, after them, the
+ * learned ones (every member's client URLs from MemberList: members added
+ * or replaced while mounted). The next connection pass uses the new list;
+ * a connection to a member no longer listed is kept until it fails.
+ * Endpoints that do not parse, duplicates, and https ones when h2_new set
+ * up no TLS are left out.
+ */
+void h2_learn_endpoints(struct ef_h2 *h, const char *const *learned);
+
+/*
+ * Ends the calls (streams with a deadline) in flight on the connection of
+ * this generation that went out before the monotonic time before (0: all)
+ * with -ECONNRESET, as if their answers were lost, and
+ * tells the server to cancel them; the connection and its long streams
+ * stay. For a member that has lost its leader: a write it forwarded to a
+ * leader that died will never be answered, and only a read-back can tell
+ * what became of it.
+ */
+void h2_abandon_calls(struct ef_h2 *h, uint64_t generation, gint64 before);
 
 /* True when called on h's I/O thread (where blocking calls would deadlock). */
 gboolean h2_on_io_thread(struct ef_h2 *h);
@@ -101,7 +123,9 @@ struct ef_h2_stream_ops {
 	 *   -ECANCELED  h2_stream_cancel,
 	 *   -EAGAIN     the server refused the stream (REFUSED_STREAM etc.),
 	 *   -EPROTO     the server reset the stream or broke the protocol,
-	 *   -ENOMEM     nghttp2 ran out of memory. */
+	 *   -ENOMEM     nghttp2 ran out of memory,
+	 *   -ESRCH      the request asked for a connection that is gone
+	 *               (ef_h2_request.generation); it was not sent. */
 	void (*on_close)(void *ud, int err);
 };
 
@@ -112,6 +136,8 @@ struct ef_h2_request {
 	GBytes *body;          /* first body bytes or NULL; h2 takes its own ref */
 	gboolean end_stream;   /* TRUE: body is the whole request body */
 	gint64 deadline;       /* g_get_monotonic_time() microseconds; 0: none */
+	uint64_t generation;   /* non-zero: only over that connection, else the
+				* stream ends unsent with -ESRCH */
 };
 
 /*

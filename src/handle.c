@@ -51,11 +51,20 @@ void handle_free(struct ef_handle *h)
 	g_free(h);
 }
 
+static bool strict_current(struct ef_fs *fs, struct ef_inode *in, int64_t mod)
+{
+	g_autoptr(GBytes) key = inode_key(in);
+	int64_t now = -1;
+
+	return etcd_mod_revision(fs->etcd, key, &now) == 0 && now == mod;
+}
+
 int handle_take_value(struct ef_fs *fs, struct ef_handle *h)
 {
 	struct ef_inode *in = h->in;
 	GBytes *v = NULL;
 	bool trusted = watch_trusted();
+	int64_t mod = -1;
 	int rc = 0;
 
 	g_mutex_lock(&in->lock);
@@ -63,7 +72,14 @@ int handle_take_value(struct ef_fs *fs, struct ef_handle *h)
 		v = g_bytes_ref(in->closed);
 	else if (in->kv && in->kv->value && in->kv_ok && trusted)
 		v = g_bytes_ref(in->kv->value);
+	if (v && !in->closed)
+		mod = in->kv->mod_revision;
 	g_mutex_unlock(&in->lock);
+	/* Strict: a cached value counts only if a linearizable read finds
+	 * the key still at its revision (a watch event may be on its way,
+	 * or the member serving the watch may have fallen behind). */
+	if (mod >= 0 && fs->strict && !strict_current(fs, in, mod))
+		g_clear_pointer(&v, g_bytes_unref);
 	if (!v) {
 		rc = fs_file_refresh_value(fs, in, &v);
 		if (rc < 0 && h->val)

@@ -18,9 +18,9 @@
 #include <glib.h>
 
 #include "cache.h"
+#include "clusterfs.h"
 #include "etcd.h"
 #include "fs.h"
-#include "fsops.h"
 #include "h2.h"
 #include "keymap.h"
 #include "lock.h"
@@ -32,6 +32,8 @@
 #define DEFAULT_DIAL "2s"
 #define DEFAULT_COMMAND "5s"
 #define DEFAULT_CACHE "32M"
+/* etcd's own default --quota-backend-bytes. */
+#define DEFAULT_QUOTA "2G"
 #define DEFAULT_LOCK_PREFIX "etcdfs-lock"
 
 struct ef_opts {
@@ -43,10 +45,13 @@ struct ef_opts {
 	char *consistency;
 	char *lock_prefix;
 	char *lock_ttl;
+	char *backend_quota;
 	unsigned int uid, gid, umask;
 	int uid_set, gid_set, umask_set;
 	int shared;          /* allow_other or allow_root */
 	int serializable;
+	int pin_endpoints;
+	int strict_reads;
 	char *positional[3];
 	int n_positional;
 };
@@ -77,10 +82,16 @@ static const struct fuse_opt ef_opt_spec[] = {
 	{ "lock_prefix=%s", offsetof(struct ef_opts, lock_prefix), 0 },
 	{ "--lock-ttl=%s", offsetof(struct ef_opts, lock_ttl), 0 },
 	{ "lock_ttl=%s", offsetof(struct ef_opts, lock_ttl), 0 },
+	{ "--backend-quota=%s", offsetof(struct ef_opts, backend_quota), 0 },
+	{ "backend_quota=%s", offsetof(struct ef_opts, backend_quota), 0 },
 	{ "--consistency=%s", offsetof(struct ef_opts, consistency), 0 },
 	{ "consistency=%s", offsetof(struct ef_opts, consistency), 0 },
 	OPT("--serializable", serializable),
 	OPT("serializable", serializable),
+	OPT("--pin-endpoints", pin_endpoints),
+	OPT("pin_endpoints", pin_endpoints),
+	OPT("--strict-reads", strict_reads),
+	OPT("strict_reads", strict_reads),
 	FUSE_OPT_END
 };
 
@@ -124,6 +135,10 @@ static void usage(const char *prog)
 	       "    --prefix=PREFIX        key prefix mounted as the root (default /)\n"
 	       "    --dial-timeout=DUR     time to connect to an endpoint (default " DEFAULT_DIAL ")\n"
 	       "    --command-timeout=DUR  time limit of each etcd request (default " DEFAULT_COMMAND ")\n"
+	       "    --pin-endpoints        use only the endpoints given, not the members'\n"
+	       "                           client URLs from the member list\n"
+	       "    --strict-reads         check a cached value with etcd at each open\n"
+	       "                           (one small linearizable read per open)\n"
 	       "    --serializable         serve reads from the nearest member\n"
 	       "                           (also --consistency=s; l is the default)\n"
 	       "    --cache-size=SIZE      memory for cached values (default " DEFAULT_CACHE ")\n"
@@ -131,8 +146,10 @@ static void usage(const char *prog)
 	       "                           (default " DEFAULT_LOCK_PREFIX ")\n"
 	       "    --lock-ttl=DUR         lease of this mount's locks: they outlive a dead\n"
 	       "                           daemon by at most this (default 60s)\n"
+	       "    --backend-quota=SIZE   etcd's --quota-backend-bytes, for df\n"
+	       "                           (default " DEFAULT_QUOTA ")\n"
 	       "    -o endpoints=,prefix=,dial_timeout=,command_timeout=,serializable,cache_size=,\n"
-	       "       lock_prefix=,lock_ttl=\n"
+	       "       lock_prefix=,lock_ttl=,backend_quota=,pin_endpoints,strict_reads\n"
 	       "    -o uid=N,gid=N,umask=OOO  owner and permissions shown for every file\n\n",
 	       prog);
 	fuse_cmdline_help();
@@ -149,6 +166,7 @@ static void opts_clear(struct ef_opts *o)
 	g_free(o->consistency);
 	g_free(o->lock_prefix);
 	g_free(o->lock_ttl);
+	g_free(o->backend_quota);
 	for (int i = 0; i < o->n_positional; i++)
 		g_free(o->positional[i]);
 }
@@ -160,6 +178,7 @@ struct ef_settings {
 	bool shared;
 	const char *lock_prefix;
 	int lock_ttl;          /* seconds */
+	size_t quota;          /* bytes */
 };
 
 /* Resolves endpoints and timeouts; prints a one-line reason on error. */
@@ -189,9 +208,18 @@ static int settings_resolve(struct ef_opts *o, struct ef_settings *s)
 		}
 		o->serializable = o->consistency[0] == 's';
 	}
+	if (o->strict_reads && o->serializable) {
+		g_printerr("etcdfs: --strict-reads needs linearizable reads, not --serializable\n");
+		return -1;
+	}
 	s->shared = o->shared;
 	if (options_parse_size(o->cache_size ? o->cache_size : DEFAULT_CACHE, &s->cache_size) < 0) {
 		g_printerr("etcdfs: bad cache size (use e.g. 64M, 512K, 1G)\n");
+		return -1;
+	}
+	if (options_parse_size(o->backend_quota ? o->backend_quota : DEFAULT_QUOTA, &s->quota) < 0 ||
+	    s->quota == 0) {
+		g_printerr("etcdfs: bad --backend-quota (use e.g. 2G, 8G)\n");
 		return -1;
 	}
 	s->lock_prefix = o->lock_prefix ? o->lock_prefix : DEFAULT_LOCK_PREFIX;
@@ -264,7 +292,7 @@ static void add_default_opts(struct fuse_args *args, const struct ef_settings *s
 }
 
 static int serve(struct fuse_session *se, struct ef_fs *fs, const struct fuse_cmdline_opts *co,
-		 const struct ef_settings *s, bool serializable)
+		 const struct ef_settings *s, const struct ef_opts *o)
 {
 	struct ef_h2_config hc = {
 		.endpoints = (const char *const *)s->endpoints,
@@ -281,7 +309,11 @@ static int serve(struct fuse_session *se, struct ef_fs *fs, const struct fuse_cm
 		fprintf(stderr, "etcdfs: %s\n", err->message);
 		return 1;
 	}
-	etcd = etcd_new(h, s->command_ms, serializable);
+	clusterfs_configure(&(struct ef_clusterfs_config){
+		.dial_ms = s->dial_ms, .command_ms = s->command_ms, .quota_bytes = s->quota });
+	etcd = etcd_new(h, s->command_ms, o->serializable);
+	if (o->pin_endpoints)
+		etcd_pin_endpoints(etcd);
 	etcd_set_doubt_hook(etcd, watch_doubt, NULL);
 	locks = locks_new(etcd, s->lock_prefix, s->lock_ttl);
 	fs_set_etcd(fs, etcd, locks);
@@ -361,8 +393,9 @@ int main(int argc, char *argv[])
 		.uid = o.uid_set ? o.uid : getuid(),
 		.gid = o.gid_set ? o.gid : getgid(),
 		.umask = o.umask_set ? (o.umask & 0777) : 022,
+		.strict = o.strict_reads,
 	});
-	se = fuse_session_new(&args, &fsops_ops, sizeof(fsops_ops), fs);
+	se = fuse_session_new(&args, clusterfs_ops(), sizeof(struct fuse_lowlevel_ops), fs);
 	if (!se)
 		goto out_fs;
 	if (fuse_set_signal_handlers(se) != 0)
@@ -371,7 +404,7 @@ int main(int argc, char *argv[])
 		goto out_signals;
 	if (fuse_daemonize(co.foreground) != 0)
 		goto out_unmount;
-	ret = serve(se, fs, &co, &s, o.serializable);
+	ret = serve(se, fs, &co, &s, &o);
 
 out_unmount:
 	fuse_session_unmount(se);

@@ -46,7 +46,16 @@
  * election timeout, 1 s by default; a member cut off from the quorum never
  * gets one). */
 #define PROBE_MISSES_TO_LEAVE 2
+/* The members' client URLs are learned this often, and on each new
+ * connection: a member added or replaced becomes usable without remount. */
+#define SYNC_EVERY_US (5 * G_USEC_PER_SEC)
 #define LEADERLESS_LEAVE_US (1500 * G_TIME_SPAN_MILLISECOND)
+/* When the member's leader changed, the calls in flight before the change
+ * that are still unanswered this long after it are given up and resolved:
+ * a proposal it forwarded to a leader that died is lost, while one the old
+ * leader passed on to the new one before stepping down has long been
+ * committed by then. */
+#define ABANDON_AFTER_US (1000 * G_TIME_SPAN_MILLISECOND)
 
 enum item_kind { ITEM_MSG, ITEM_CLOSE, ITEM_STOP, ITEM_DOUBT, ITEM_PROBED };
 
@@ -766,14 +775,14 @@ static bool run_stream(int64_t *next)
  * leader is left for another. */
 static gpointer prober_main(gpointer unused)
 {
-	uint64_t gen = 0;
+	uint64_t gen = 0, synced_gen = 0, leader = 0;
 	int misses = 0;
-	gint64 leaderless = 0;
+	gint64 leaderless = 0, synced = 0, changed = 0;
 
 	for (;;) {
 		gpointer cmd = g_async_queue_timeout_pop(w.pq, PROBE_EVERY_US);
 		struct item *it;
-		uint64_t now_gen;
+		uint64_t now_gen, seen;
 		int rc;
 
 		if (GPOINTER_TO_INT(cmd) == 2)
@@ -787,13 +796,30 @@ static gpointer prober_main(gpointer unused)
 			gen = now_gen;
 			misses = 0;
 			leaderless = 0;
+			leader = 0;
+			changed = 0;
 		}
-		rc = etcd_probe(w.etcd, PROBE_TIMEOUT_MS);
+		seen = 0;
+		rc = etcd_probe(w.etcd, PROBE_TIMEOUT_MS, &seen);
+		if (rc == 0 && leader && seen != leader && !changed)
+			changed = g_get_monotonic_time();
+		if (rc == 0)
+			leader = seen;
+		if (changed && g_get_monotonic_time() - changed >= ABANDON_AFTER_US) {
+			etcd_conn_abandon_calls(w.etcd, gen, changed);
+			changed = 0;
+		}
 		misses = rc == -ETIMEDOUT ? misses + 1 : 0;
-		if (rc != -EAGAIN)
+		if (rc != -EAGAIN) {
 			leaderless = 0;
-		else if (!leaderless)
+		} else if (!leaderless) {
 			leaderless = g_get_monotonic_time();
+			/* What the member forwarded to a leader that is gone is
+			 * lost: its calls are resolved (writes read back, reads
+			 * sent again) instead of waiting out their timeouts. A
+			 * member with no leader forwards nothing new. */
+			etcd_conn_abandon_calls(w.etcd, gen, 0);
+		}
 		if (misses >= PROBE_MISSES_TO_LEAVE) {
 			etcd_conn_leave(w.etcd, gen, "no answer to two status requests in a row");
 			misses = 0;
@@ -806,6 +832,11 @@ static gpointer prober_main(gpointer unused)
 		it = g_new0(struct item, 1);
 		it->kind = ITEM_PROBED;
 		g_async_queue_push(w.q, it);
+		if ((gen != synced_gen || g_get_monotonic_time() - synced > SYNC_EVERY_US) &&
+		    etcd_sync_endpoints(w.etcd) == 0) {
+			synced_gen = gen;
+			synced = g_get_monotonic_time();
+		}
 	}
 }
 

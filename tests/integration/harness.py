@@ -472,10 +472,14 @@ class _Member(Etcd):
     def _cluster_argv(self):
         c = self.cluster
         return ["--initial-cluster",
-                ",".join("%s=%s" % (m.name, m.peer_url) for m in c.members),
+                ",".join("%s=%s" % (m.name, m.peer_url) for i, m in enumerate(c.members)
+                         if i not in c.removed),
                 "--initial-cluster-token", c.token, "--initial-cluster-state", self.state,
                 "--heartbeat-interval", str(c.heartbeat_ms),
-                "--election-timeout", str(c.election_ms)]
+                "--election-timeout", str(c.election_ms),
+                # members are removed without waiting for the others to have
+                # been connected for 5 s (remove_member in a fresh cluster)
+                "--strict-reconfig-check=false"]
 
 
 class EtcdCluster(EtcdCtl):
@@ -498,6 +502,7 @@ class EtcdCluster(EtcdCtl):
         self.election_ms = election_ms
         self.members = [_Member(self, i) for i in range(size)]
         self.down = set()   # members killed here and not restarted
+        self.removed = set()   # members taken out of the cluster
 
     @property
     def endpoints(self):
@@ -635,6 +640,42 @@ class EtcdCluster(EtcdCtl):
         m.state = "existing"
         self.down.discard(i)
         m.restart()
+
+    def restart_all(self):
+        """Starts every killed member again at once (none alone has a
+        quorum); returns once all answer."""
+        for i in sorted(self.down - self.removed):
+            self.members[i].state = "existing"
+            self.members[i]._spawn()
+        self.down &= self.removed
+        self.wait_healthy()
+
+    def remove_member(self, i):
+        """etcdctl member remove of member i, then its process goes."""
+        ids = {m["name"]: m["ID"] for m in json.loads(
+            self._ctl(self.running(), "member", "list", "-w", "json"))["members"]}
+        self._ctl([j for j in self.running() if j != i], "member", "remove",
+                  "%x" % ids[self.members[i].name])
+        self.removed.add(i)
+        self.kill(i)
+        self.wait_healthy()
+
+    def add_member(self):
+        """etcdctl member add of a new member, started on free ports;
+        returns its index once it has caught up with the leader."""
+        m = _Member(self, len(self.members))
+        m.client_port, m.peer_port = free_port(), free_port()
+        m.state = "existing"
+        self._ctl(self.running(), "member", "add", m.name, "--peer-urls=" + m.peer_url)
+        self.members.append(m)
+        m._spawn()
+        self.wait_healthy()
+        return len(self.members) - 1
+
+    def _ctl(self, indices, *args):
+        p = run(self._ctl_argv_of(indices, *args), timeout=30)
+        assert p.returncode == 0, (args, p.stderr)
+        return p.stdout
 
     def connected(self, mount):
         """Index of the member the mount's daemon is connected to (seen from
