@@ -26,6 +26,7 @@
 #include "etcd.h"
 #include "inode.h"
 #include "keymap.h"
+#include "prober.h"
 #include "revclock.h"
 
 #define RING 4096
@@ -35,28 +36,6 @@
 #define SILENCE_US (15 * G_USEC_PER_SEC)
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
-/* The member is probed this often, and given this long to answer: a member
- * that froze, or lost its leader, stops the caches within 1 s (a probe
- * period and a probe timeout, and the doubt's own work). */
-#define PROBE_EVERY_US (250 * G_TIME_SPAN_MILLISECOND)
-#define PROBE_TIMEOUT_MS 500
-/* The mount leaves a member (for another, h2_leave) after this many probes
- * in a row went unanswered (one could be stuck behind a large response),
- * or when it has had no leader this long (an election takes about one
- * election timeout, 1 s by default; a member cut off from the quorum never
- * gets one). */
-#define PROBE_MISSES_TO_LEAVE 2
-/* The members' client URLs are learned this often, and on each new
- * connection: a member added or replaced becomes usable without remount. */
-#define SYNC_EVERY_US (5 * G_USEC_PER_SEC)
-#define LEADERLESS_LEAVE_US (1500 * G_TIME_SPAN_MILLISECOND)
-/* When the member's leader changed, the calls in flight before the change
- * that are still unanswered this long after it are given up and resolved:
- * a proposal it forwarded to a leader that died is lost, while one the old
- * leader passed on to the new one before stepping down has long been
- * committed by then. */
-#define ABANDON_AFTER_US (1000 * G_TIME_SPAN_MILLISECOND)
-
 enum item_kind { ITEM_MSG, ITEM_CLOSE, ITEM_STOP, ITEM_DOUBT, ITEM_PROBED };
 
 enum notice_kind { NOTICE_INODE, NOTICE_EXPIRE, NOTICE_DELETE, NOTICE_STOP };
@@ -85,8 +64,6 @@ static struct {
 	GAsyncQueue *q;
 	GThread *notifier;
 	GAsyncQueue *nq;           /* struct notice */
-	GThread *prober;
-	GAsyncQueue *pq;           /* GINT_TO_POINTER(1): probe now; 2: stop */
 	gint stop;
 	uint64_t stream;           /* watch thread only */
 
@@ -700,7 +677,7 @@ static bool run_stream(int64_t *next)
 	if (etcd_watch_open(w.etcd, w.key, w.end, *next, &stream_ops,
 			    GSIZE_TO_POINTER(w.stream), &s) < 0)
 		return false;
-	g_async_queue_push(w.pq, GINT_TO_POINTER(1));
+	prober_kick();
 	heard = asked = g_get_monotonic_time();
 	while (!g_atomic_int_get(&w.stop)) {
 		gint64 now;
@@ -720,7 +697,7 @@ static bool run_stream(int64_t *next)
 				invalidate_all();
 				doubted = true;
 				probed = false;
-				g_async_queue_push(w.pq, GINT_TO_POINTER(1));
+				prober_kick();
 			}
 			continue;
 		}
@@ -769,75 +746,13 @@ static bool run_stream(int64_t *next)
 	return created;
 }
 
-/* Probes the member every PROBE_EVERY_US, or at once when the watch thread
- * asks: a failure doubts the watch (etcd_probe's doubt hook), a success
- * lets it trust the stream again. A member that stays silent or without a
- * leader is left for another. */
-static gpointer prober_main(gpointer unused)
+/* The prober heard the member answer, with a leader. */
+static void probed(void)
 {
-	uint64_t gen = 0, synced_gen = 0, leader = 0;
-	int misses = 0;
-	gint64 leaderless = 0, synced = 0, changed = 0;
+	struct item *it = g_new0(struct item, 1);
 
-	for (;;) {
-		gpointer cmd = g_async_queue_timeout_pop(w.pq, PROBE_EVERY_US);
-		struct item *it;
-		uint64_t now_gen, seen;
-		int rc;
-
-		if (GPOINTER_TO_INT(cmd) == 2)
-			return NULL;
-		/* Asked twice meanwhile: one probe answers both. */
-		while ((cmd = g_async_queue_try_pop(w.pq)))
-			if (GPOINTER_TO_INT(cmd) == 2)
-				return NULL;
-		now_gen = etcd_conn_generation(w.etcd);
-		if (now_gen != gen) {
-			gen = now_gen;
-			misses = 0;
-			leaderless = 0;
-			leader = 0;
-			changed = 0;
-		}
-		seen = 0;
-		rc = etcd_probe(w.etcd, PROBE_TIMEOUT_MS, &seen);
-		if (rc == 0 && leader && seen != leader && !changed)
-			changed = g_get_monotonic_time();
-		if (rc == 0)
-			leader = seen;
-		if (changed && g_get_monotonic_time() - changed >= ABANDON_AFTER_US) {
-			etcd_conn_abandon_calls(w.etcd, gen, changed);
-			changed = 0;
-		}
-		misses = rc == -ETIMEDOUT ? misses + 1 : 0;
-		if (rc != -EAGAIN) {
-			leaderless = 0;
-		} else if (!leaderless) {
-			leaderless = g_get_monotonic_time();
-			/* What the member forwarded to a leader that is gone is
-			 * lost: its calls are resolved (writes read back, reads
-			 * sent again) instead of waiting out their timeouts. A
-			 * member with no leader forwards nothing new. */
-			etcd_conn_abandon_calls(w.etcd, gen, 0);
-		}
-		if (misses >= PROBE_MISSES_TO_LEAVE) {
-			etcd_conn_leave(w.etcd, gen, "no answer to two status requests in a row");
-			misses = 0;
-		} else if (leaderless && g_get_monotonic_time() - leaderless >= LEADERLESS_LEAVE_US) {
-			etcd_conn_leave(w.etcd, gen, "the member has had no leader for 1.5 s");
-			leaderless = 0;
-		}
-		if (rc < 0)
-			continue;
-		it = g_new0(struct item, 1);
-		it->kind = ITEM_PROBED;
-		g_async_queue_push(w.q, it);
-		if ((gen != synced_gen || g_get_monotonic_time() - synced > SYNC_EVERY_US) &&
-		    etcd_sync_endpoints(w.etcd) == 0) {
-			synced_gen = gen;
-			synced = g_get_monotonic_time();
-		}
-	}
+	it->kind = ITEM_PROBED;
+	g_async_queue_push(w.q, it);
 }
 
 static gpointer watch_main(gpointer unused)
@@ -884,9 +799,8 @@ void watch_start(struct ef_etcd *etcd, GBytes *root, struct fuse_session *se)
 	w.created = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
 					  (GDestroyNotify)g_bytes_unref, g_free);
 	w.notifier = g_thread_new("notify", notifier_main, NULL);
-	w.pq = g_async_queue_new();
 	w.thread = g_thread_new("watch", watch_main, NULL);
-	w.prober = g_thread_new("probe", prober_main, NULL);
+	prober_start(etcd, probed);
 }
 
 void watch_stop(void)
@@ -897,13 +811,11 @@ void watch_stop(void)
 		return;
 	g_atomic_int_set(&w.stop, 1);
 	/* First: it queues items for the watch thread. */
-	g_async_queue_push(w.pq, GINT_TO_POINTER(2));
-	g_thread_join(w.prober);
+	prober_stop();
 	it->kind = ITEM_STOP;
 	g_async_queue_push(w.q, it);
 	g_thread_join(w.thread);
 	w.thread = NULL;
-	g_async_queue_unref(w.pq);
 	notice_push(NOTICE_STOP, 0, 0, 0, NULL);
 	g_thread_join(w.notifier);
 	g_async_queue_unref(w.nq);
