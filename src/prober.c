@@ -24,9 +24,10 @@
 /* When the member's leader changed, the calls in flight before the change
  * that are still unanswered this long after it are given up and resolved:
  * a proposal it forwarded to a leader that died is lost, while one the old
- * leader passed on to the new one before stepping down has long been
- * committed by then. */
-#define ABANDON_AFTER_US (1000 * G_TIME_SPAN_MILLISECOND)
+ * leader passed on to the new one before stepping down (a leadership
+ * transfer) took one more hop, milliseconds, and has been committed by
+ * then. */
+#define ABANDON_AFTER_US (300 * G_TIME_SPAN_MILLISECOND)
 /* The members' client URLs are learned this often, and on each new
  * connection: a member added or replaced becomes usable without remount. */
 #define SYNC_EVERY_US (5 * G_USEC_PER_SEC)
