@@ -63,7 +63,7 @@ static void fill_attr(struct ef_fs *fs, fuse_ino_t ino, struct stat *st)
 	st->st_uid = fs->uid;
 	st->st_gid = fs->gid;
 	st->st_atim = st->st_mtim = st->st_ctim = fs->mount_time;
-	if (ino == INO_DIR) {
+	if (ino == INO_DIR || ino == FUSE_ROOT_ID) {
 		st->st_mode = S_IFDIR | 0555;
 		st->st_nlink = 2;
 	} else {

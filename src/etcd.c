@@ -259,13 +259,16 @@ static int member_check(struct ef_etcd *e, uint64_t *gen)
 	etcdserverpb__status_response__free_unpacked(r, NULL);
 	/* Marked only when it is clear which connection the check went
 	 * over: the one before, or the first one, made for it. Otherwise
-	 * the write goes nowhere (-ESRCH) and the check runs again. */
+	 * the write is pinned to no connection at all, goes nowhere
+	 * (-ESRCH), and the check runs again. */
 	after = h2_generation(e->h2);
-	*gen = after;
 	if (after == before || (before == 0 && after == 1)) {
 		g_mutex_lock(&e->lock);
 		e->checked_gen = after;
 		g_mutex_unlock(&e->lock);
+		*gen = after;
+	} else {
+		*gen = UINT64_MAX;
 	}
 	return 0;
 }
@@ -648,39 +651,31 @@ static int put_fenced(struct ef_etcd *e, Etcdserverpb__PutRequest *put,
 	return rc;
 }
 
+/* One Put: guarded by expect_mod (>= 0: the key's mod_revision must be
+ * it), else bounded by bound (the key's mod_revision must be at most it),
+ * and fenced when fence is given. A failed guard or bound is -ESTALE. */
 static int put_once(struct ef_etcd *e, GBytes *key, const void *val, size_t vlen, int64_t lease,
-		    int64_t expect_mod, const struct ef_fence *fence, int64_t *mod)
+		    int64_t expect_mod, int64_t bound, const struct ef_fence *fence, int64_t *mod)
 {
 	Etcdserverpb__PutRequest put = ETCDSERVERPB__PUT_REQUEST__INIT;
 	Etcdserverpb__Compare cmp = ETCDSERVERPB__COMPARE__INIT;
-	int rc;
 
 	put.key = bin_bytes(key);
 	put.value = bin(val, vlen);
 	put.lease = lease;
-	/* Unguarded: a plain Put, which etcd applies with less work than a
-	 * Txn (one write transaction, no compare phase). */
-	if (expect_mod < 0 && !fence) {
-		Etcdserverpb__PutResponse *pr = NULL;
-
-		rc = call(e, KV_PATH("Put"), &put.base, &etcdserverpb__put_response__descriptor,
-			  (ProtobufCMessage **)&pr, CALL_RESOLVE);
-		if (rc < 0)
-			return rc;
-		observe(pr->header);
-		if (mod)
-			*mod = pr->header ? pr->header->revision : 0;
-		etcdserverpb__put_response__free_unpacked(pr, NULL);
-		return 0;
-	}
 	/* An absent key compares as mod_revision 0. */
 	cmp.key = put.key;
 	cmp.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__MOD;
-	cmp.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
 	cmp.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION;
-	cmp.mod_revision = expect_mod;
+	if (expect_mod >= 0) {
+		cmp.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
+		cmp.mod_revision = expect_mod;
+	} else {
+		cmp.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__LESS;
+		cmp.mod_revision = bound + 1;
+	}
 	if (fence)
-		return put_fenced(e, &put, expect_mod >= 0 ? &cmp : NULL, fence, mod);
+		return put_fenced(e, &put, &cmp, fence, mod);
 	return put_if(e, &put, &cmp, -ESTALE, mod);
 }
 
@@ -717,7 +712,7 @@ static int put_applied(struct ef_etcd *e, GBytes *key, const void *val, size_t v
 			return i == 0 ? 0 : -ETIMEDOUT;
 		rev = kv->mod_revision;
 		ours = rev > since && kv->lease == lease && kv->size == vlen &&
-		       memcmp(g_bytes_get_data(kv->value, NULL), val, vlen) == 0;
+		       (vlen == 0 || memcmp(g_bytes_get_data(kv->value, NULL), val, vlen) == 0);
 		ef_kv_free(kv);
 		if (ours) {
 			if (mod)
@@ -732,9 +727,11 @@ static int put_applied(struct ef_etcd *e, GBytes *key, const void *val, size_t v
 }
 
 /* Sends of one write, the first included, while each one's outcome is
- * unknown and found to be "not applied". A close may thus take four
- * command timeouts while the cluster fails over. */
+ * unknown and found to be "not applied". */
 #define WRITE_TRIES 2
+/* Sends of an unguarded Put whose bound failed: another writer changed the
+ * key each time between what this mount had seen and the Put. */
+#define BOUND_TRIES 8
 
 /* A write's outcome is unknown: its answer was lost, or did not come in
  * time (etcd may still apply it; during an election a proposal sent to a
@@ -744,25 +741,51 @@ static bool outcome_unknown(int rc)
 	return rc == -ECONNRESET || rc == -ETIMEDOUT;
 }
 
+/*
+ * An unguarded Put (last writer wins) is still bounded: it applies only
+ * while the key's mod_revision is at most a revision this mount has seen.
+ * Normally the key has not changed since and it applies as a plain Put
+ * would; when another writer changed it in between, the bound fails and
+ * the Put goes again, past that change. What the bound buys: a copy of
+ * the Put delayed in a member that froze with it unread, and sent again
+ * meanwhile because its answer was lost, can never land after a later
+ * change and undo it.
+ */
 int etcd_put(struct ef_etcd *e, GBytes *key, const void *val, size_t vlen, int64_t lease,
 	     int64_t expect_mod, const struct ef_fence *fence, int64_t *mod)
 {
-	for (int tries = 1;; tries++) {
-		int64_t since = MAX(revclock_latest(), expect_mod);
-		int rc = put_once(e, key, val, vlen, lease, expect_mod, fence, mod);
+	/* since of the first send whose outcome was unknown (0: none yet). */
+	int64_t lost = 0;
+	int bounded = 0, resends = 0;
 
+	for (;;) {
+		int64_t since = MAX(revclock_latest(), expect_mod);
+		int rc = put_once(e, key, val, vlen, lease, expect_mod, since, fence, mod);
+
+		/* After a resend, a failed guard or bound may be the copy
+		 * whose answer was lost, landed meanwhile: read back. */
+		if (rc == -ESTALE && lost)
+			rc = -ECONNRESET;
+		else if (rc == -ESTALE && expect_mod < 0)
+			/* The failed Txn's header moved revclock past the
+			 * change: the next bound is past it. */
+			rc = ++bounded < BOUND_TRIES ? -EINPROGRESS : -EAGAIN;
+		if (rc == -EINPROGRESS)
+			continue;
 		if (!outcome_unknown(rc))
 			return rc;
-		rc = put_applied(e, key, val, vlen, lease, since, mod);
+		if (!lost)
+			lost = since;
+		rc = put_applied(e, key, val, vlen, lease, lost, mod);
 		g_debug("etcd: a Put's outcome was unknown; applied: %d", rc);
 		if (rc == 1)
 			return 0;
 		/* Not applied, and others wrote meanwhile: a guarded Put would
-		 * fail its guard; an unguarded one lands after theirs, as it
+		 * fail its guard; an unguarded one goes after theirs, as it
 		 * could have anyway. */
 		if (rc == -ESTALE && expect_mod >= 0)
 			return -ESTALE;
-		if (rc == -ETIMEDOUT || tries == WRITE_TRIES)
+		if (rc == -ETIMEDOUT || ++resends == WRITE_TRIES)
 			return -ETIMEDOUT;
 	}
 }
@@ -1128,6 +1151,7 @@ struct ef_watch_msg *etcd_watch_msg_parse(const uint8_t *data, size_t len)
 	m = g_new0(struct ef_watch_msg, 1);
 	m->watch_id = r->watch_id;
 	m->revision = r->header ? r->header->revision : 0;
+	m->cluster_id = r->header ? r->header->cluster_id : 0;
 	m->created = r->created;
 	m->canceled = r->canceled;
 	m->compact_revision = r->compact_revision;
@@ -1148,6 +1172,7 @@ struct ef_watch_msg *etcd_watch_msg_parse(const uint8_t *data, size_t len)
 }
 
 struct watch_adapter {
+	struct ef_etcd *e;
 	const struct ef_watch_ops *ops;
 	void *ud;
 };
@@ -1157,6 +1182,11 @@ static void watch_on_message(void *ud, const uint8_t *msg, size_t len)
 	struct watch_adapter *a = ud;
 	struct ef_watch_msg *m = etcd_watch_msg_parse(msg, len);
 
+	/* On the I/O thread: the connection now is the one it came on. An
+	 * answer from another cluster is dropped as undecodable, which
+	 * makes the watch start over, on another member. */
+	if (m && cluster_check(a->e, h2_generation(a->e->h2), m->cluster_id) < 0)
+		g_clear_pointer(&m, etcd_watch_msg_free);
 	if (!m)
 		g_debug("watch: malformed WatchResponse (%zu bytes)", len);
 	else if (m->revision)
@@ -1200,6 +1230,7 @@ int etcd_watch_open(struct ef_etcd *e, GBytes *key, GBytes *end, int64_t start_r
 	struct watch_adapter *a = g_new(struct watch_adapter, 1);
 	int rc;
 
+	a->e = e;
 	a->ops = ops;
 	a->ud = ud;
 	rc = grpc_stream_open(e->h2, "/etcdserverpb.Watch/Watch", &watch_stream_ops, a, out);
@@ -1253,6 +1284,11 @@ int etcd_probe(struct ef_etcd *e, int timeout_ms, uint64_t *leader)
 	int rc = grpc_unary_leader(e->h2, "/etcdserverpb.Maintenance/Status", buf, len, timeout_ms,
 				   &out, &st);
 
+	/* Only etcd's "no leader" means no leader: a stream refused or
+	 * throttled is a failed probe, not a lost leader. */
+	if (rc == -EAGAIN && !(st.code == GRPC_UNAVAILABLE && st.message &&
+			       strstr(st.message, "no leader")))
+		rc = -EBUSY;
 	grpc_status_clear(&st);
 	if (rc == 0) {
 		resp = etcdserverpb__status_response__unpack(NULL, g_bytes_get_size(out),
@@ -1265,7 +1301,8 @@ int etcd_probe(struct ef_etcd *e, int timeout_ms, uint64_t *leader)
 		if (resp)
 			etcdserverpb__status_response__free_unpacked(resp, NULL);
 	}
-	if (e->doubt && (rc == -ETIMEDOUT || rc == -ENOTCONN || rc == -EAGAIN || rc == -ECONNRESET))
+	if (e->doubt && (rc == -ETIMEDOUT || rc == -ENOTCONN || rc == -EAGAIN || rc == -ECONNRESET ||
+			 rc == -EBUSY))
 		e->doubt(e->doubt_ud);
 	return rc == -ECONNRESET ? -ENOTCONN : rc;
 }
@@ -1522,6 +1559,7 @@ int etcd_lease_revoke(struct ef_etcd *e, int64_t id)
 }
 
 struct keepalive_adapter {
+	struct ef_etcd *e;
 	const struct ef_keepalive_ops *ops;
 	void *ud;
 };
@@ -1536,6 +1574,12 @@ static void keepalive_on_message(void *ud, const uint8_t *msg, size_t len)
 	 * do arrive, and by how long ago the last one did. */
 	if (!r)
 		return;
+	/* Another cluster knows nothing of our lease: its answer is not
+	 * news about it. */
+	if (r->header && cluster_check(a->e, h2_generation(a->e->h2), r->header->cluster_id) < 0) {
+		etcdserverpb__lease_keep_alive_response__free_unpacked(r, NULL);
+		return;
+	}
 	observe(r->header);
 	a->ops->on_ttl(a->ud, r->id, r->ttl);
 	etcdserverpb__lease_keep_alive_response__free_unpacked(r, NULL);
@@ -1560,6 +1604,7 @@ int etcd_keepalive_open(struct ef_etcd *e, const struct ef_keepalive_ops *ops, v
 	struct keepalive_adapter *a = g_new(struct keepalive_adapter, 1);
 	int rc;
 
+	a->e = e;
 	a->ops = ops;
 	a->ud = ud;
 	rc = grpc_stream_open(e->h2, LEASE_PATH("LeaseKeepAlive"), &keepalive_stream_ops, a, out);

@@ -137,7 +137,11 @@ struct ef_fence {
 /*
  * Puts value under key, keeping the key's lease. If expect_mod >= 0 the Put
  * only happens while the key's mod_revision is still expect_mod (0: the key
- * must not exist); otherwise -ESTALE. With a fence, only while the fence's
+ * must not exist); otherwise -ESTALE. Without it, the Put is bounded by the
+ * newest revision the mount has seen, and sent again past any change made
+ * in between (-EAGAIN after 8 such changes in a row), so that a delayed
+ * copy of it never undoes a later change. A Put whose answer was lost is
+ * read back (put_applied) and sent again only if not applied. With a fence, only while the fence's
  * key is still the one created at its revision (the writer still holds the
  * lock); otherwise -ENOLCK. On success *mod (if non-NULL) is the new
  * mod_revision.
@@ -209,6 +213,7 @@ struct ef_watch_event {
 struct ef_watch_msg {
 	int64_t watch_id;
 	int64_t revision;          /* header revision; 0 when absent */
+	uint64_t cluster_id;       /* header cluster_id; 0 when absent */
 	bool created;
 	bool canceled;
 	int64_t compact_revision;
@@ -251,7 +256,8 @@ void etcd_watch_close(struct ef_grpc_stream *s);
 /*
  * Whether the member this mount talks to answers within timeout_ms and
  * knows of a leader (Maintenance.Status, refused at once without one): 0,
- * or -ETIMEDOUT, -ENOTCONN, -EAGAIN (no leader), and the doubt hook runs.
+ * or -ETIMEDOUT, -ENOTCONN, -EAGAIN (no leader), -EBUSY (refused for another
+ * reason), and the doubt hook runs.
  * *leader (if non-NULL) gets the leader's ID when the member answered.
  * No KV call: it costs etcd no read.
  */

@@ -494,7 +494,13 @@ static int on_stream_close_cb(nghttp2_session *session, int32_t sid, uint32_t er
 
 	if (!st)
 		return 0;
-	if (stream_unseen(h, st)) {
+	/* REFUSED_STREAM means the server did not act on it (RFC 9113
+	 * 8.7); nghttp2 also closes so a request it had queued but not sent
+	 * when a GOAWAY came. Either way it may go out again. Only after a
+	 * GOAWAY, though: a server refusing streams for load would make a
+	 * loop of it. */
+	if (stream_unseen(h, st) ||
+	    (h->goaway && error_code == NGHTTP2_REFUSED_STREAM && st->replay && !st->done)) {
 		stream_requeue(h, st);
 		return 0;
 	}

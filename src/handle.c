@@ -82,7 +82,9 @@ int handle_take_value(struct ef_fs *fs, struct ef_handle *h)
 		g_clear_pointer(&v, g_bytes_unref);
 	if (!v) {
 		rc = fs_file_refresh_value(fs, in, &v);
-		if (rc < 0 && h->val)
+		/* A later pass keeps the value it has when etcd cannot be
+		 * asked, unless strict reads forbid an unchecked one. */
+		if (rc < 0 && h->val && !fs->strict)
 			return 0;
 		if (rc < 0)
 			return rc;

@@ -117,11 +117,15 @@ static gpointer prober_main(gpointer unused)
 	}
 }
 
+void prober_init(void)
+{
+	p.q = g_async_queue_new();
+}
+
 void prober_start(struct ef_etcd *etcd, void (*on_answer)(void))
 {
 	p.etcd = etcd;
 	p.on_answer = on_answer;
-	p.q = g_async_queue_new();
 	p.thread = g_thread_new("probe", prober_main, NULL);
 }
 
@@ -137,6 +141,10 @@ void prober_stop(void)
 	g_async_queue_push(p.q, GINT_TO_POINTER(STOP));
 	g_thread_join(p.thread);
 	p.thread = NULL;
+}
+
+void prober_fini(void)
+{
 	g_async_queue_unref(p.q);
 	p.q = NULL;
 }

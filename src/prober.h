@@ -14,11 +14,16 @@
 
 struct ef_etcd;
 
+/* Makes the prober's queue: prober_kick may be called from then on. */
+void prober_init(void);
+
 /* Starts the prober's thread; on_answer runs on it after each answer. */
 void prober_start(struct ef_etcd *etcd, void (*on_answer)(void));
 
 /* Probes now (several calls meanwhile: one probe). */
 void prober_kick(void);
 
-/* Stops the thread; on_answer is not called after this returns. */
+/* Stops the thread; on_answer is not called after this returns.
+ * prober_kick may still be called, until prober_fini. */
 void prober_stop(void);
+void prober_fini(void);

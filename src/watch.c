@@ -799,6 +799,7 @@ void watch_start(struct ef_etcd *etcd, GBytes *root, struct fuse_session *se)
 	w.created = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
 					  (GDestroyNotify)g_bytes_unref, g_free);
 	w.notifier = g_thread_new("notify", notifier_main, NULL);
+	prober_init();
 	w.thread = g_thread_new("watch", watch_main, NULL);
 	prober_start(etcd, probed);
 }
@@ -816,6 +817,7 @@ void watch_stop(void)
 	g_async_queue_push(w.q, it);
 	g_thread_join(w.thread);
 	w.thread = NULL;
+	prober_fini();
 	notice_push(NOTICE_STOP, 0, 0, 0, NULL);
 	g_thread_join(w.notifier);
 	g_async_queue_unref(w.nq);

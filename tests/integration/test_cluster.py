@@ -578,3 +578,27 @@ def test_a_member_of_another_cluster_is_refused(etcd, own_etcd, mounter):
         time.sleep(0.1)
     assert etcd.keys() == [b"/theirs"]
     assert "answered for cluster" in m.stderr()
+
+
+def test_a_put_a_frozen_member_wakes_up_with_never_undoes_a_later_change(cluster, mounter):
+    # The member the mount is on freezes with a Put unread in its socket;
+    # the mount leaves it, finds the Put not applied and sends it again
+    # elsewhere; then another client changes the file. When the member
+    # wakes it reads the old copy and may act on it: its condition (the key
+    # unchanged since the revision the mount had seen) must make it fail.
+    leader = cluster.leader()
+    follower = others(cluster, leader)[0]
+    m = mount_on(cluster, mounter, follower, *OPTS)
+    write(m.p("f"), "before")
+    cluster.stop(follower)
+    try:
+        fd = os.open(m.p("f"), os.O_WRONLY | os.O_TRUNC)
+        os.write(fd, b"from the mount")
+        os.close(fd)   # sent to the frozen member, then resolved and sent again
+        assert cluster.member(leader).get("/f") == b"from the mount"
+        cluster.member(leader).put("/f", "later")
+    finally:
+        cluster.cont(follower)
+    cluster.wait_healthy()
+    time.sleep(2)   # the woken member reads and proposes what it had
+    same_everywhere(cluster, b"/f", b"later")
