@@ -380,7 +380,7 @@ int main(int argc, char *argv[])
 	}
 	if (co.debug)
 		g_setenv("G_MESSAGES_DEBUG", "all", TRUE);
-	if (settings_resolve(&o, &s) < 0 || check_reachable(&s) < 0)
+	if (settings_resolve(&o, &s) < 0)
 		goto out_cmdline;
 
 	prefix = keymap_root_prefix(o.prefix ? o.prefix : "/");
@@ -395,9 +395,13 @@ int main(int argc, char *argv[])
 		.umask = o.umask_set ? (o.umask & 0777) : 022,
 		.strict = o.strict_reads,
 	});
+	/* Before connecting: libfuse refuses options it does not know here,
+	 * and a typo must not be reported as an unreachable etcd. */
 	se = fuse_session_new(&args, clusterfs_ops(), sizeof(struct fuse_lowlevel_ops), fs);
 	if (!se)
 		goto out_fs;
+	if (check_reachable(&s) < 0)
+		goto out_session;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_session;
 	if (fuse_session_mount(se, co.mountpoint) != 0)

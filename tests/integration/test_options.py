@@ -211,6 +211,20 @@ def test_bad_duration(etcd, mounter, bad):
     assert mountinfo_entry(m.path) is None
 
 
+@pytest.mark.parametrize("bad", ["--bogus=1", "-obogus", "--cacert=x"])
+def test_an_unknown_option_is_named_before_connecting(mounter, bad):
+    # Against an endpoint nothing listens on: the mistake is the option,
+    # and that is what the one line says, at once.
+    m = mounter("--endpoints=127.0.0.1:1", bad, start=False)
+    p = run(m.argv(), timeout=10)
+    assert p.returncode == 1
+    lines = p.stderr.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert "unknown option" in lines[0] and bad.lstrip("-o") in lines[0], lines
+    assert "connect" not in lines[0], lines
+    assert mountinfo_entry(m.path) is None
+
+
 def timed_write_with_etcd_stopped(etcd, m):
     """Stops etcd, writes a new file through m; returns (error, seconds)."""
     def full_write():
