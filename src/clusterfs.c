@@ -118,11 +118,14 @@ static gpointer ask_main(gpointer p)
 {
 	struct ask *a = p;
 	const char *eps[] = { a->url, NULL };
-	struct ef_h2_config hc = { .endpoints = eps, .dial_timeout_ms = conf.dial_ms };
+	struct ef_h2_config hc = *conf.h2;
 	g_autoptr(GError) err = NULL;
-	struct ef_h2 *h = h2_new(&hc, &err);
+	struct ef_h2 *h;
 	struct ef_etcd *e;
 	gint64 t0;
+
+	hc.endpoints = eps;
+	h = h2_new(&hc, &err);
 
 	if (!h) {
 		a->rc = -EINVAL;

@@ -12,11 +12,15 @@
  */
 #pragma once
 
+#include "h2.h"
+
 #include <stdint.h>
 #include <fuse_lowlevel.h>
 
 struct ef_clusterfs_config {
-	int dial_ms;              /* for the connection to each member */
+	/* The mount's connection settings (TLS among them), for one
+	 * connection to each member; borrowed for the session's life. */
+	const struct ef_h2_config *h2;
 	int command_ms;           /* each member's calls */
 	uint64_t quota_bytes;     /* etcd's --quota-backend-bytes (not reported by etcd) */
 };

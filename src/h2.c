@@ -38,6 +38,7 @@
 #include "h2.h"
 
 #include "endpoint.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -54,7 +55,6 @@
 #include <nghttp2/nghttp2.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 
 #define H2_DEFAULT_DIAL_MS 2000
 #define H2_BACKOFF_MIN_US (100 * G_TIME_SPAN_MILLISECOND)
@@ -127,7 +127,9 @@ struct ef_h2 {
 	gint64 dial_us;
 	GThread *thread;
 	int efd;
-	SSL_CTX *ssl_ctx;       /* NULL unless an endpoint is https:// */
+	struct ef_tls *tls;     /* NULL unless an endpoint uses TLS */
+	gboolean tls_default;   /* "host:port" means TLS */
+	gboolean refuse_plain;  /* http:// endpoints are not used */
 
 	GMutex lock;
 	GQueue cmds;            /* protected by lock */
@@ -725,7 +727,7 @@ static ssize_t tls_io_error(struct ef_h2 *h, int rc)
 	case SSL_ERROR_SYSCALL:
 		return errno ? -errno : 0;
 	default:
-		ERR_error_string_n(ERR_get_error(), h->tls_err, sizeof(h->tls_err));
+		tls_io_reason(h->tls, h->tls_err, sizeof(h->tls_err));
 		return -EPROTO;
 	}
 }
@@ -877,6 +879,38 @@ out:
 
 /* The transport is up: start HTTP/2 and wait (bounded by the attempt) for
  * the server's SETTINGS. Returns 0, or -1 with the reason in why. */
+/*
+ * What etcd with --client-cert-auth does to a TLS 1.3 client that brought
+ * no certificate (or one it does not like): the handshake completes on our
+ * side, then the server closes the connection.
+ */
+static gboolean closed_after_tls(const struct ef_h2 *h, int err)
+{
+	return h->ssl && (err == -ECONNRESET || err == -EPIPE || err == 0) &&
+	       (h->state == CONN_HANDSHAKE || h->state == CONN_TLS);
+}
+
+static const char *closed_after_tls_reason(struct ef_h2 *h)
+{
+	uint8_t junk[256];
+	int rc;
+
+	/* The server's alert that says why may wait, unread, in the socket
+	 * (a write noticed the close first). */
+	ERR_clear_error();
+	rc = SSL_read(h->ssl, junk, sizeof(junk));
+	if (rc <= 0 && SSL_get_error(h->ssl, rc) == SSL_ERROR_SSL) {
+		tls_io_reason(h->tls, h->tls_err, sizeof(h->tls_err));
+		return h->tls_err;
+	}
+	ERR_clear_error();
+	return tls_has_client_cert(h->tls)
+		       ? "the server closed the connection (does it refuse the client "
+			 "certificate?)"
+		       : "the server closed the connection: it may require a client "
+			 "certificate (--cert, --key)";
+}
+
 static int http2_begin(struct ef_h2 *h, char *why, size_t len)
 {
 	int rc = session_start(h);
@@ -886,37 +920,17 @@ static int http2_begin(struct ef_h2 *h, char *why, size_t len)
 		rc = conn_flush(h);
 	}
 	if (rc < 0) {
-		g_strlcpy(why, g_strerror(-rc), len);
+		g_strlcpy(why, closed_after_tls(h, rc) ? closed_after_tls_reason(h)
+						      : g_strerror(-rc), len);
 		return -1;
 	}
 	return 0;
-}
-
-static void tls_reason(struct ef_h2 *h, int ssl_err, char *why, size_t len)
-{
-	long verify = SSL_get_verify_result(h->ssl);
-	unsigned long e = ERR_get_error();
-	char buf[256];
-
-	if (verify != X509_V_OK) {
-		g_snprintf(why, len, "certificate verify failed: %s",
-			   X509_verify_cert_error_string(verify));
-	} else if (e) {
-		ERR_error_string_n(e, buf, sizeof(buf));
-		g_snprintf(why, len, "TLS handshake failed: %s", buf);
-	} else if (ssl_err == SSL_ERROR_SYSCALL && errno) {
-		g_snprintf(why, len, "TLS handshake failed: %s", g_strerror(errno));
-	} else {
-		g_strlcpy(why, "connection closed during the TLS handshake", len);
-	}
 }
 
 /* Advances the TLS handshake; once done, checks ALPN and starts HTTP/2.
  * Returns 0 (done or in progress), or -1 with the reason in why. */
 static int tls_step(struct ef_h2 *h, char *why, size_t len)
 {
-	const unsigned char *alpn = NULL;
-	unsigned int alpn_len = 0;
 	int rc, e;
 
 	ERR_clear_error();
@@ -931,44 +945,21 @@ static int tls_step(struct ef_h2 *h, char *why, size_t len)
 			h->tls_want_write = TRUE;
 			return 0;
 		}
-		tls_reason(h, e, why, len);
+		tls_handshake_reason(h->tls, h->ssl, e, why, len);
 		return -1;
 	}
-	SSL_get0_alpn_selected(h->ssl, &alpn, &alpn_len);
-	if (alpn_len != 2 || memcmp(alpn, "h2", 2) != 0) {
+	if (!tls_alpn_is_h2(h->ssl)) {
 		g_strlcpy(why, "the server did not agree to HTTP/2 (ALPN h2)", len);
 		return -1;
 	}
 	return http2_begin(h, why, len);
 }
 
-static gboolean host_is_ip(const char *host)
-{
-	g_autofree char *addr = g_strndup(host, strcspn(host, "%"));
-	struct in6_addr a;
-
-	return inet_pton(AF_INET, addr, &a) == 1 || inet_pton(AF_INET6, addr, &a) == 1;
-}
-
 static int tls_begin(struct ef_h2 *h, char *why, size_t len)
 {
-	const struct ef_endpoint *ep = &h->eps[h->ep_idx];
-	gboolean ok;
-
-	h->ssl = SSL_new(h->ssl_ctx);
-	ok = h->ssl && SSL_set_fd(h->ssl, h->fd) == 1;
-	/* The name we dialled is the name the certificate must carry; SNI
-	 * only makes sense for DNS names. */
-	if (ok && host_is_ip(ep->host))
-		ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(h->ssl), ep->host) == 1;
-	else if (ok)
-		ok = SSL_set_tlsext_host_name(h->ssl, ep->host) == 1 &&
-		     SSL_set1_host(h->ssl, ep->host) == 1;
-	if (!ok) {
-		g_strlcpy(why, "cannot set up TLS", len);
+	h->ssl = tls_session_new(h->tls, h->fd, h->eps[h->ep_idx].host, why, len);
+	if (!h->ssl)
 		return -1;
-	}
-	SSL_set_connect_state(h->ssl);
 	h->state = CONN_TLS;
 	return tls_step(h, why, len);
 }
@@ -1126,10 +1117,8 @@ static void conn_failed(struct ef_h2 *h, int err)
 		why = "server sent GOAWAY";
 	else if (err == -EPROTO && h->ssl && h->tls_err[0])
 		why = h->tls_err;
-	else if (err == -ECONNRESET && h->ssl && h->state == CONN_HANDSHAKE)
-		/* What etcd with --client-cert-auth does to a TLS 1.3 client
-		 * that brought no certificate. */
-		why = "connection closed by the server (client certificate required?)";
+	else if (closed_after_tls(h, err))
+		why = closed_after_tls_reason(h);
 	else if (err == -ECONNRESET)
 		why = "connection closed by the server";
 
@@ -1522,14 +1511,44 @@ static void h2_destroy(struct ef_h2 *h)
 	g_strfreev(h->configured);
 	if (h->efd >= 0)
 		close(h->efd);
-	if (h->ssl_ctx)
-		SSL_CTX_free(h->ssl_ctx);
+	tls_free(h->tls);
 	g_mutex_clear(&h->lock);
 	g_free(h->current);
 	g_hash_table_destroy(h->streams);
 	g_byte_array_unref(h->wbuf);
 	g_string_free(h->reasons, TRUE);
 	g_free(h);
+}
+
+/* Parses one endpoint; one without a scheme uses TLS when h says so. */
+static int endpoint_parse_for(const struct ef_h2 *h, const char *s, struct ef_endpoint *ep)
+{
+	if (endpoint_parse(s, &ep->host, &ep->port, &ep->tls) < 0)
+		return -EINVAL;
+	if (!ep->tls && !strstr(s, "://"))
+		ep->tls = h->tls_default;
+	ep->name = endpoint_name(ep->host, ep->port);
+	return 0;
+}
+
+/* TLS needs its files, and plain text must be allowed where TLS is used. */
+static gboolean endpoint_usable(const struct ef_h2 *h, const struct ef_endpoint *ep)
+{
+	return ep->tls ? h->tls != NULL : !h->refuse_plain;
+}
+
+static gboolean plain_check(const struct ef_h2 *h, GError **err)
+{
+	for (size_t i = 0; i < h->n_eps; i++) {
+		if (!endpoint_usable(h, &h->eps[i])) {
+			g_set_error(err, h2_error_quark(), EINVAL,
+				    "endpoint %s is plain text while TLS is in use "
+				    "(use https://, or --insecure-transport to allow it)",
+				    h->configured[i]);
+			return FALSE;
+		}
+	}
+	return TRUE;
 }
 
 static gboolean endpoints_parse(struct ef_h2 *h, const char *const *eps, GError **err)
@@ -1545,59 +1564,14 @@ static gboolean endpoints_parse(struct ef_h2 *h, const char *const *eps, GError 
 	for (size_t i = 0; i < n; i++) {
 		struct ef_endpoint *ep = &h->eps[i];
 
-		if (endpoint_parse(eps[i], &ep->host, &ep->port, &ep->tls) < 0) {
+		if (endpoint_parse_for(h, eps[i], ep) < 0) {
 			g_set_error(err, h2_error_quark(), EINVAL,
 				    "invalid endpoint \"%s\" (expected host:port, "
-				    "http://host:port or [ipv6]:port)", eps[i]);
+				    "http://host:port, https://host:port or [ipv6]:port)", eps[i]);
 			return FALSE;
 		}
 		h->n_eps++;
-		ep->name = endpoint_name(ep->host, ep->port);
 	}
-	return TRUE;
-}
-
-static gboolean tls_fail(GError **err, const char *what, const char *file)
-{
-	char buf[256];
-	unsigned long e = ERR_get_error();
-
-	ERR_error_string_n(e, buf, sizeof(buf));
-	g_set_error(err, h2_error_quark(), EINVAL, "%s%s%s: %s", what, file ? " " : "",
-		    file ? file : "", e ? buf : "failed");
-	return FALSE;
-}
-
-/* Loads everything TLS connections need, so a bad file fails at start-up. */
-static gboolean tls_setup(struct ef_h2 *h, const struct ef_h2_config *cfg, GError **err)
-{
-	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-
-	if (!ctx)
-		return tls_fail(err, "cannot create a TLS context", NULL);
-	h->ssl_ctx = ctx;
-	if (!cfg->cert_file != !cfg->key_file) {
-		g_set_error_literal(err, h2_error_quark(), EINVAL,
-				    "a client certificate needs both a cert and a key file");
-		return FALSE;
-	}
-	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-	if (cfg->ca_file && SSL_CTX_load_verify_locations(ctx, cfg->ca_file, NULL) != 1)
-		return tls_fail(err, "cannot load CA file", cfg->ca_file);
-	if (!cfg->ca_file && SSL_CTX_set_default_verify_paths(ctx) != 1)
-		return tls_fail(err, "cannot load the system CA certificates", NULL);
-	if (cfg->cert_file && SSL_CTX_use_certificate_chain_file(ctx, cfg->cert_file) != 1)
-		return tls_fail(err, "cannot load certificate", cfg->cert_file);
-	if (cfg->key_file &&
-	    SSL_CTX_use_PrivateKey_file(ctx, cfg->key_file, SSL_FILETYPE_PEM) != 1)
-		return tls_fail(err, "cannot load key", cfg->key_file);
-	if (cfg->key_file && SSL_CTX_check_private_key(ctx) != 1)
-		return tls_fail(err, "key does not match certificate", cfg->key_file);
-	/* Unusually, 0 is success here. */
-	if (SSL_CTX_set_alpn_protos(ctx, (const unsigned char *)"\x02h2", 3) != 0)
-		return tls_fail(err, "cannot set ALPN", NULL);
 	return TRUE;
 }
 
@@ -1633,17 +1607,22 @@ struct ef_h2 *h2_new(const struct ef_h2_config *cfg, GError **err)
 		g_set_error(err, h2_error_quark(), errno, "eventfd: %s", g_strerror(errno));
 		goto fail;
 	}
+	h->tls_default = cfg->tls_default;
+	h->refuse_plain = cfg->refuse_plain;
 	if (!endpoints_parse(h, cfg->endpoints, err))
 		goto fail;
 	h->configured = g_strdupv((char **)cfg->endpoints);
 	h->resolver = resolver_new(on_resolved, h);
 	for (size_t i = 0; i < h->n_eps; i++) {
 		if (h->eps[i].tls) {
-			if (!tls_setup(h, cfg, err))
+			h->tls = tls_new(&cfg->tls, err);
+			if (!h->tls)
 				goto fail;
 			break;
 		}
 	}
+	if (!plain_check(h, err))
+		goto fail;
 	h->thread = g_thread_try_new("etcdfs-h2", io_main, h, err);
 	if (!h->thread)
 		goto fail;
@@ -1801,11 +1780,11 @@ void h2_learn_endpoints(struct ef_h2 *h, const char *const *learned)
 		const char *s = i < nc ? h->configured[i] : learned[i - nc];
 		struct ef_endpoint ep = { 0 };
 
-		/* Unusable here: malformed, or https without a TLS setup. */
-		if (endpoint_parse(s, &ep.host, &ep.port, &ep.tls) < 0)
+		/* Unusable here: malformed, https without a TLS setup, or
+		 * plain text where TLS is used. */
+		if (endpoint_parse_for(h, s, &ep) < 0)
 			continue;
-		ep.name = endpoint_name(ep.host, ep.port);
-		if ((ep.tls && !h->ssl_ctx) || endpoint_find(list, k, ep.name) >= 0) {
+		if (!endpoint_usable(h, &ep) || endpoint_find(list, k, ep.name) >= 0) {
 			g_free(ep.host);
 			g_free(ep.name);
 			continue;

@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <glib.h>
 
+#include "tls.h"
+
 struct ef_h2;
 
 struct ef_h2_config {
@@ -21,12 +23,13 @@ struct ef_h2_config {
 	 * NULL-terminated; copied by h2_new. */
 	const char *const *endpoints;
 	int dial_timeout_ms;
-	/* For "https://" endpoints; all optional, copied/loaded by h2_new.
-	 * ca_file: PEM bundle to verify the server (NULL: the system CAs).
-	 * cert_file/key_file: client certificate and key (both or neither). */
-	const char *ca_file;
-	const char *cert_file;
-	const char *key_file;
+	/* TLS, for "https://" endpoints and, with tls_default, for the ones
+	 * without a scheme; the files are loaded by h2_new. */
+	struct ef_tls_config tls;
+	gboolean tls_default;
+	/* Refuse "http://" endpoints, given or learned (TLS was asked for:
+	 * the same credentials must not cross in plain text elsewhere). */
+	gboolean refuse_plain;
 };
 
 /* Creates the connection and starts its I/O thread. Does not connect yet.

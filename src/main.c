@@ -7,6 +7,7 @@
  * keeps no threads; serve; unwind in reverse order.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <limits.h>
 #include <malloc.h>
 #include <stddef.h>
@@ -52,11 +53,14 @@ struct ef_opts {
 	int serializable;
 	int pin_endpoints;
 	int strict_reads;
+	char *cacert, *cert, *key;
+	char *insecure_transport;       /* a boolean's words, or NULL */
+	char *skip_verify;              /* likewise */
 	char *positional[3];
 	int n_positional;
 };
 
-enum { KEY_UID, KEY_GID, KEY_UMASK, KEY_SHARED };
+enum { KEY_UID, KEY_GID, KEY_UMASK, KEY_SHARED, KEY_INSECURE, KEY_SKIP_VERIFY };
 
 #define OPT(t, f) { t, offsetof(struct ef_opts, f), 1 }
 static const struct fuse_opt ef_opt_spec[] = {
@@ -92,6 +96,20 @@ static const struct fuse_opt ef_opt_spec[] = {
 	OPT("pin_endpoints", pin_endpoints),
 	OPT("--strict-reads", strict_reads),
 	OPT("strict_reads", strict_reads),
+	{ "--cacert=%s", offsetof(struct ef_opts, cacert), 0 },
+	{ "cacert=%s", offsetof(struct ef_opts, cacert), 0 },
+	{ "--cert=%s", offsetof(struct ef_opts, cert), 0 },
+	{ "cert=%s", offsetof(struct ef_opts, cert), 0 },
+	{ "--key=%s", offsetof(struct ef_opts, key), 0 },
+	{ "key=%s", offsetof(struct ef_opts, key), 0 },
+	{ "--insecure-transport=%s", offsetof(struct ef_opts, insecure_transport), 0 },
+	{ "insecure_transport=%s", offsetof(struct ef_opts, insecure_transport), 0 },
+	FUSE_OPT_KEY("--insecure-transport", KEY_INSECURE),
+	FUSE_OPT_KEY("insecure_transport", KEY_INSECURE),
+	{ "--insecure-skip-tls-verify=%s", offsetof(struct ef_opts, skip_verify), 0 },
+	{ "insecure_skip_tls_verify=%s", offsetof(struct ef_opts, skip_verify), 0 },
+	FUSE_OPT_KEY("--insecure-skip-tls-verify", KEY_SKIP_VERIFY),
+	FUSE_OPT_KEY("insecure_skip_tls_verify", KEY_SKIP_VERIFY),
 	FUSE_OPT_END
 };
 
@@ -121,6 +139,15 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	case KEY_SHARED:
 		o->shared = 1;
 		return 1;    /* for libfuse and the kernel too */
+	/* A bare flag means true, as with etcdctl. */
+	case KEY_INSECURE:
+		g_free(o->insecure_transport);
+		o->insecure_transport = g_strdup("true");
+		return 0;
+	case KEY_SKIP_VERIFY:
+		g_free(o->skip_verify);
+		o->skip_verify = g_strdup("true");
+		return 0;
 	default:
 		return 1;
 	}
@@ -148,8 +175,15 @@ static void usage(const char *prog)
 	       "                           daemon by at most this (default 60s)\n"
 	       "    --backend-quota=SIZE   etcd's --quota-backend-bytes, for df\n"
 	       "                           (default " DEFAULT_QUOTA ")\n"
+	       "    --cacert=FILE          verify servers with this CA bundle\n"
+	       "                           (default: the system's CAs)\n"
+	       "    --cert=FILE --key=FILE client certificate and its key\n"
+	       "    --insecure-transport   allow http:// endpoints while others use TLS\n"
+	       "    --insecure-skip-tls-verify  do not verify the server's certificate\n"
+	       "                           (insecure: testing only)\n"
 	       "    -o endpoints=,prefix=,dial_timeout=,command_timeout=,serializable,cache_size=,\n"
-	       "       lock_prefix=,lock_ttl=,backend_quota=,pin_endpoints,strict_reads\n"
+	       "       lock_prefix=,lock_ttl=,backend_quota=,pin_endpoints,strict_reads,\n"
+	       "       cacert=,cert=,key=,insecure_transport,insecure_skip_tls_verify\n"
 	       "    -o uid=N,gid=N,umask=OOO  owner and permissions shown for every file\n\n",
 	       prog);
 	fuse_cmdline_help();
@@ -167,12 +201,19 @@ static void opts_clear(struct ef_opts *o)
 	g_free(o->lock_prefix);
 	g_free(o->lock_ttl);
 	g_free(o->backend_quota);
+	g_free(o->cacert);
+	g_free(o->cert);
+	g_free(o->key);
+	g_free(o->insecure_transport);
+	g_free(o->skip_verify);
 	for (int i = 0; i < o->n_positional; i++)
 		g_free(o->positional[i]);
 }
 
 struct ef_settings {
 	char **endpoints;
+	struct ef_h2_config h2;      /* borrows endpoints and the file names */
+	char *files[3];              /* cacert, cert, key: absolute paths */
 	int dial_ms, command_ms;
 	size_t cache_size;
 	bool shared;
@@ -181,79 +222,133 @@ struct ef_settings {
 	size_t quota;          /* bytes */
 };
 
-/* Resolves endpoints and timeouts; prints a one-line reason on error. */
+/* One line per mistake, so that all of them show at once. */
+static int bad(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+static int bad(const char *fmt, ...)
+{
+	va_list ap;
+	g_autofree char *msg = NULL;
+
+	va_start(ap, fmt);
+	msg = g_strdup_vprintf(fmt, ap);
+	va_end(ap);
+	g_printerr("etcdfs: %s\n", msg);
+	return 1;
+}
+
+/* A boolean the way etcdctl (Go's strconv.ParseBool) reads it; words NULL
+ * leaves *v and *set alone. Returns the number of mistakes (0 or 1). */
+static int bool_resolve(const char *name, const char *words, gboolean *v, gboolean *set)
+{
+	static const char *const yes[] = { "1", "t", "T", "TRUE", "true", "True" };
+	static const char *const no[] = { "0", "f", "F", "FALSE", "false", "False" };
+
+	if (!words)
+		return 0;
+	for (size_t i = 0; i < G_N_ELEMENTS(yes); i++) {
+		if (strcmp(words, yes[i]) == 0 || strcmp(words, no[i]) == 0) {
+			*v = strcmp(words, yes[i]) == 0;
+			*set = TRUE;
+			return 0;
+		}
+	}
+	return bad("%s takes true or false, not '%s'", name, words);
+}
+
+/*
+ * TLS: an endpoint without a scheme uses it when a certificate file is
+ * given (or --insecure-transport=false); http:// ones are then refused
+ * unless --insecure-transport says otherwise. File names are made
+ * absolute: the daemon leaves its working directory, and reads them again
+ * when they change. Returns the number of mistakes.
+ */
+static int tls_resolve(const struct ef_opts *o, struct ef_settings *s)
+{
+	const char *given[3] = { o->cacert, o->cert, o->key };
+	static const char *const env[3] = { "ETCDCTL_CACERT", "ETCDCTL_CERT", "ETCDCTL_KEY" };
+	gboolean any = FALSE, insecure = FALSE, insecure_set = FALSE, skip = FALSE, skip_set;
+	int n = 0;
+
+	for (int i = 0; i < 3; i++) {
+		const char *f = given[i] ? given[i] : g_getenv(env[i]);
+
+		if (f && *f) {
+			s->files[i] = g_canonicalize_filename(f, NULL);
+			any = TRUE;
+		}
+	}
+	n += bool_resolve("--insecure-transport",
+			  o->insecure_transport ? o->insecure_transport
+						: g_getenv("ETCDCTL_INSECURE_TRANSPORT"),
+			  &insecure, &insecure_set);
+	n += bool_resolve("--insecure-skip-tls-verify",
+			  o->skip_verify ? o->skip_verify
+					 : g_getenv("ETCDCTL_INSECURE_SKIP_TLS_VERIFY"),
+			  &skip, &skip_set);
+	s->h2.tls = (struct ef_tls_config){
+		.ca_file = s->files[0], .cert_file = s->files[1], .key_file = s->files[2],
+		.skip_verify = skip,
+	};
+	s->h2.tls_default = any || (insecure_set && !insecure);
+	s->h2.refuse_plain = insecure_set ? !insecure : any;
+	return n;
+}
+
+/* Checks every option and resolves what they leave open. Returns the
+ * number of mistakes, each told in one line. */
 static int settings_resolve(struct ef_opts *o, struct ef_settings *s)
 {
 	const char *eps = o->endpoints;
+	int n = 0, ms;
 
 	if (o->n_positional == 2) {
-		if (eps) {
-			g_printerr("etcdfs: endpoints given twice\n");
-			return -1;
-		}
+		if (eps)
+			n += bad("endpoints given twice");
 		eps = o->positional[0];
 	}
 	if (!eps)
 		eps = g_getenv("ETCDCTL_ENDPOINTS");
 	s->endpoints = options_split_endpoints(eps ? eps : DEFAULT_ENDPOINT);
-	if (!s->endpoints) {
-		g_printerr("etcdfs: no endpoint given\n");
-		return -1;
-	}
+	if (!s->endpoints)
+		n += bad("no endpoint given");
 	/* etcdctl's spelling: l(inearizable) or s(erializable). */
 	if (o->consistency) {
-		if (strcmp(o->consistency, "s") != 0 && strcmp(o->consistency, "l") != 0) {
-			g_printerr("etcdfs: --consistency takes l or s\n");
-			return -1;
-		}
-		o->serializable = o->consistency[0] == 's';
+		if (strcmp(o->consistency, "s") != 0 && strcmp(o->consistency, "l") != 0)
+			n += bad("--consistency takes l or s");
+		else
+			o->serializable = o->consistency[0] == 's';
 	}
-	if (o->strict_reads && o->serializable) {
-		g_printerr("etcdfs: --strict-reads needs linearizable reads, not --serializable\n");
-		return -1;
-	}
+	if (o->strict_reads && o->serializable)
+		n += bad("--strict-reads needs linearizable reads, not --serializable");
 	s->shared = o->shared;
-	if (options_parse_size(o->cache_size ? o->cache_size : DEFAULT_CACHE, &s->cache_size) < 0) {
-		g_printerr("etcdfs: bad cache size (use e.g. 64M, 512K, 1G)\n");
-		return -1;
-	}
+	if (options_parse_size(o->cache_size ? o->cache_size : DEFAULT_CACHE, &s->cache_size) < 0)
+		n += bad("bad --cache-size (use e.g. 64M, 512K, 1G)");
 	if (options_parse_size(o->backend_quota ? o->backend_quota : DEFAULT_QUOTA, &s->quota) < 0 ||
-	    s->quota == 0) {
-		g_printerr("etcdfs: bad --backend-quota (use e.g. 2G, 8G)\n");
-		return -1;
-	}
+	    s->quota == 0)
+		n += bad("bad --backend-quota (use e.g. 2G, 8G)");
 	s->lock_prefix = o->lock_prefix ? o->lock_prefix : DEFAULT_LOCK_PREFIX;
-	if (o->lock_ttl) {
-		int ms;
-
-		/* etcd leases count whole seconds. */
-		if (options_parse_duration(o->lock_ttl, &ms) < 0) {
-			g_printerr("etcdfs: bad --lock-ttl (use e.g. 60s, 2m)\n");
-			return -1;
-		}
+	s->lock_ttl = LOCK_TTL_DEFAULT;
+	/* etcd leases count whole seconds. */
+	if (o->lock_ttl && options_parse_duration(o->lock_ttl, &ms) < 0)
+		n += bad("bad --lock-ttl (use e.g. 60s, 2m)");
+	else if (o->lock_ttl)
 		s->lock_ttl = (ms + 999) / 1000;
-	} else {
-		s->lock_ttl = LOCK_TTL_DEFAULT;
-	}
-	if (options_parse_duration(o->dial_timeout ? o->dial_timeout : DEFAULT_DIAL,
-				   &s->dial_ms) < 0 ||
-	    options_parse_duration(o->command_timeout ? o->command_timeout : DEFAULT_COMMAND,
-				   &s->command_ms) < 0) {
-		g_printerr("etcdfs: bad duration (use e.g. 2s, 500ms, 1m)\n");
-		return -1;
-	}
-	return 0;
+	if (options_parse_duration(o->dial_timeout ? o->dial_timeout : DEFAULT_DIAL, &s->dial_ms) < 0)
+		n += bad("bad --dial-timeout (use e.g. 2s, 500ms, 1m)");
+	if (options_parse_duration(o->command_timeout ? o->command_timeout : DEFAULT_COMMAND,
+				   &s->command_ms) < 0)
+		n += bad("bad --command-timeout (use e.g. 5s, 500ms, 1m)");
+	n += tls_resolve(o, s);
+	s->h2.endpoints = (const char *const *)s->endpoints;
+	s->h2.dial_timeout_ms = s->dial_ms;
+	return n;
 }
 
 /* Returns 0 once an endpoint has answered, else -1 after one line. */
 static int check_reachable(const struct ef_settings *s)
 {
-	struct ef_h2_config hc = {
-		.endpoints = (const char *const *)s->endpoints,
-		.dial_timeout_ms = s->dial_ms,
-	};
 	g_autoptr(GError) err = NULL;
-	struct ef_h2 *h = h2_new(&hc, &err);
+	struct ef_h2 *h = h2_new(&s->h2, &err);
 	int rc = 0;
 
 	if (!h || !h2_connect(h, &err)) {
@@ -294,12 +389,8 @@ static void add_default_opts(struct fuse_args *args, const struct ef_settings *s
 static int serve(struct fuse_session *se, struct ef_fs *fs, const struct fuse_cmdline_opts *co,
 		 const struct ef_settings *s, const struct ef_opts *o)
 {
-	struct ef_h2_config hc = {
-		.endpoints = (const char *const *)s->endpoints,
-		.dial_timeout_ms = s->dial_ms,
-	};
 	g_autoptr(GError) err = NULL;
-	struct ef_h2 *h = h2_new(&hc, &err);
+	struct ef_h2 *h = h2_new(&s->h2, &err);
 	struct ef_etcd *etcd;
 	struct ef_locks *locks;
 	struct fuse_loop_config *lc;
@@ -310,7 +401,7 @@ static int serve(struct fuse_session *se, struct ef_fs *fs, const struct fuse_cm
 		return 1;
 	}
 	clusterfs_configure(&(struct ef_clusterfs_config){
-		.dial_ms = s->dial_ms, .command_ms = s->command_ms, .quota_bytes = s->quota });
+		.h2 = &s->h2, .command_ms = s->command_ms, .quota_bytes = s->quota });
 	etcd = etcd_new(h, s->command_ms, o->serializable);
 	if (o->pin_endpoints)
 		etcd_pin_endpoints(etcd);
@@ -380,8 +471,11 @@ int main(int argc, char *argv[])
 	}
 	if (co.debug)
 		g_setenv("G_MESSAGES_DEBUG", "all", TRUE);
-	if (settings_resolve(&o, &s) < 0)
+	if (settings_resolve(&o, &s) > 0)
 		goto out_cmdline;
+	if (s.h2.tls.skip_verify)
+		g_printerr("etcdfs: warning: the server's certificate is not verified "
+			   "(--insecure-skip-tls-verify)\n");
 
 	prefix = keymap_root_prefix(o.prefix ? o.prefix : "/");
 	root = g_bytes_new(prefix, strlen(prefix));
@@ -423,6 +517,8 @@ out_fs:
 out_cmdline:
 	free(co.mountpoint);
 	g_strfreev(s.endpoints);
+	for (int i = 0; i < 3; i++)
+		g_free(s.files[i]);
 out_opts:
 	opts_clear(&o);
 	fuse_opt_free_args(&args);

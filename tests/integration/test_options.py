@@ -211,7 +211,7 @@ def test_bad_duration(etcd, mounter, bad):
     assert mountinfo_entry(m.path) is None
 
 
-@pytest.mark.parametrize("bad", ["--bogus=1", "-obogus", "--cacert=x"])
+@pytest.mark.parametrize("bad", ["--bogus=1", "-obogus", "--capath=x"])
 def test_an_unknown_option_is_named_before_connecting(mounter, bad):
     # Against an endpoint nothing listens on: the mistake is the option,
     # and that is what the one line says, at once.
@@ -222,6 +222,16 @@ def test_an_unknown_option_is_named_before_connecting(mounter, bad):
     assert len(lines) == 1, lines
     assert "unknown option" in lines[0] and bad.lstrip("-o") in lines[0], lines
     assert "connect" not in lines[0], lines
+    assert mountinfo_entry(m.path) is None
+
+
+def test_a_missing_tls_file_is_named_before_connecting(mounter):
+    m = mounter("--endpoints=127.0.0.1:1", "--cacert=/nonexistent/ca.crt", start=False)
+    p = run(m.argv(), timeout=10)
+    assert p.returncode == 1
+    lines = p.stderr.decode().splitlines()
+    assert lines == ["etcdfs: cannot read CA file /nonexistent/ca.crt: "
+                     "No such file or directory"], lines
     assert mountinfo_entry(m.path) is None
 
 

@@ -812,6 +812,7 @@ static void test_new_errors(void)
 	const char *none[] = { NULL };
 	const char *bad[] = { "127.0.0.1:2379", "nope", NULL };
 	const char *tls[] = { "https://127.0.0.1:2379", NULL };
+	const char *mixed[] = { "https://127.0.0.1:2379", "http://127.0.0.1:2380", NULL };
 	struct ef_h2_config cfg = { .endpoints = none, .dial_timeout_ms = 100 };
 	GError *err = NULL;
 
@@ -824,16 +825,25 @@ static void test_new_errors(void)
 	g_clear_error(&err);
 	/* TLS files are loaded by h2_new, so a bad one fails at start-up. */
 	cfg.endpoints = tls;
-	cfg.ca_file = "/nonexistent/ca.pem";
+	cfg.tls.ca_file = "/nonexistent/ca.pem";
 	g_assert_null(h2_new(&cfg, &err));
-	g_assert_nonnull(strstr(err->message, "cannot load CA file /nonexistent/ca.pem"));
+	g_assert_nonnull(strstr(err->message, "cannot read CA file /nonexistent/ca.pem"));
 	g_clear_error(&err);
-	cfg.ca_file = NULL;
-	cfg.cert_file = "/nonexistent/client.pem";
+	cfg.tls.ca_file = NULL;
+	cfg.tls.cert_file = "/nonexistent/client.pem";
 	g_assert_null(h2_new(&cfg, &err));
 	g_assert_nonnull(strstr(err->message, "both a cert and a key"));
 	g_clear_error(&err);
-	cfg.cert_file = NULL;
+	cfg.tls.cert_file = NULL;
+	h2_free(h2_new(&cfg, &err));
+	g_assert_no_error(err);
+	/* Where TLS was asked for, a plain endpoint is a mistake. */
+	cfg.endpoints = mixed;
+	cfg.refuse_plain = TRUE;
+	g_assert_null(h2_new(&cfg, &err));
+	g_assert_nonnull(strstr(err->message, "http://127.0.0.1:2380 is plain text"));
+	g_clear_error(&err);
+	cfg.refuse_plain = FALSE;
 	h2_free(h2_new(&cfg, &err));
 	g_assert_no_error(err);
 }
