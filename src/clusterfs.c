@@ -133,6 +133,7 @@ static gpointer ask_main(gpointer p)
 		return NULL;
 	}
 	e = etcd_new(h, conf.command_ms, false);
+	etcd_set_auth(e, conf.h2->auth);
 	t0 = g_get_monotonic_time();
 	if (a->health) {
 		a->rc = etcd_health(e, &a->why);

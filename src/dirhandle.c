@@ -172,6 +172,9 @@ static int dirh_start(struct ef_fs *fs, struct ef_dirh *dh, fuse_ino_t ino)
 	dh->seq = watch_seq();
 	if (self && !dh->root)
 		rc = etcd_range(fs->etcd, d, self, NULL, 0, 1, !dh->paging.values, &kvs, NULL, &rev);
+	/* A role may read a directory's keys but not its own key's. */
+	if (rc == -EACCES)
+		rc = 0;
 	if (rc < 0)
 		return rc;
 	dirh_add(dh, ".", true, ino, NULL);
@@ -359,7 +362,15 @@ int dirh_lookup(struct ef_fs *fs, struct ef_inode *din, GBytes *dir, GBytes *fk,
 		pages.list_limit = DIR_PAGE;
 	}
 	rc = etcd_lookup_pages(fs->etcd, fk, dp, &pages, kv, children, &rev);
-	pg->rev = rev;
+	if (rc == -EACCES) {
+		/* No pages to learn from, then. */
+		rc = etcd_lookup_split(fs->etcd, fk, dp, kv, children);
+		g_clear_pointer(&l, dirlist_free);
+		if (rc == 0)
+			g_clear_pointer(&pg, dirh_page_learn_none);
+	}
+	if (pg)
+		pg->rev = rev;
 	if (rc == 0 && l && dirlist_done(l))
 		dirh_learn_names(din, dir, l, seq, rev);
 	else if (rc == 0 && l)

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "auth.h"
 #include "grpc.h"
 #include "h2.h"
 #include "keymap.h"
@@ -31,6 +32,7 @@ struct ef_etcd {
 	uint64_t checked_gen;   /* protected by lock: the connection whose
 				 * member is known to be of that cluster */
 	gint pinned;            /* atomic: only the given endpoints are used */
+	struct ef_auth *auth;   /* borrowed; NULL without etcd auth */
 };
 
 void etcd_set_doubt_hook(struct ef_etcd *e, void (*fn)(void *ud), void *ud)
@@ -99,6 +101,7 @@ enum call_kind {
 			 * leader, in short tries, whatever fails, until the
 			 * command timeout (a read sent during an election
 			 * would wait for etcd's own timeout) */
+	CALL_LOGIN,     /* Authenticate: a read that never renews the token */
 };
 
 /* Between tries of a read the member could not serve (no leader yet, a
@@ -131,6 +134,7 @@ static int cluster_check(struct ef_etcd *e, uint64_t gen, uint64_t cid)
 }
 
 static int member_check(struct ef_etcd *e, uint64_t *gen);
+static int etcd_login(void *ud, const char *user, const char *password, char **token);
 
 /* One gRPC call, sent again while it only reads and its answer was lost
  * or the member could not serve it, until the command timeout. */
@@ -140,7 +144,8 @@ static int unary(struct ef_etcd *e, const char *path, const uint8_t *buf, size_t
 	gint64 deadline = g_get_monotonic_time() + (gint64)e->timeout_ms * G_TIME_SPAN_MILLISECOND;
 	bool write = kind == CALL_WRITE || kind == CALL_RESOLVE;
 	int timeout_ms = e->timeout_ms;
-	uint64_t gen = 0;
+	uint64_t gen = 0, token_gen;
+	bool renewed = false;
 	size_t ignored;
 	int rc;
 
@@ -148,6 +153,7 @@ static int unary(struct ef_etcd *e, const char *path, const uint8_t *buf, size_t
 		struct ef_grpc_status st = { 0 };
 		gboolean again;
 
+		token_gen = e->auth ? auth_generation(e->auth) : 0;
 		/* A write goes only over a connection whose member is known to
 		 * be of the mount's cluster: the first on each new connection
 		 * checks (a Status call), and h2 sends it over that one or
@@ -159,6 +165,8 @@ static int unary(struct ef_etcd *e, const char *path, const uint8_t *buf, size_t
 		else if (kind == CALL_CHECK)
 			rc = grpc_unary_leader(e->h2, path, buf, len, MIN(timeout_ms, CHECK_TRY_MS), out,
 					       &st);
+		else if (kind == CALL_LOGIN)
+			rc = grpc_unary_anonymous(e->h2, path, buf, len, timeout_ms, out, &st);
 		else if (max_resp)
 			rc = grpc_unary_capped(e->h2, path, buf, len, timeout_ms, max_resp, out, &st,
 					       need ? need : &ignored);
@@ -167,8 +175,17 @@ static int unary(struct ef_etcd *e, const char *path, const uint8_t *buf, size_t
 		if (rc < 0)
 			g_debug("%s: %s (grpc %d: %s)", path, g_strerror(-rc), st.code,
 				st.message ? st.message : "");
-		again = rc == -ESRCH ||
-			(kind == CALL_READ &&
+		/* etcd forgot the token: refused before anything was done, so
+		 * any call may go again, once, with a new one. */
+		if (rc == -EKEYEXPIRED) {
+			if (!e->auth || kind == CALL_LOGIN || renewed)
+				rc = -EACCES;
+			else if ((rc = auth_renew(e->auth, token_gen, etcd_login, e)) == 0)
+				rc = -EKEYEXPIRED;
+			renewed = true;
+		}
+		again = rc == -EKEYEXPIRED || rc == -ESRCH ||
+			((kind == CALL_READ || kind == CALL_LOGIN) &&
 			 (rc == -ECONNRESET || (rc == -EAGAIN && st.code == GRPC_UNAVAILABLE))) ||
 			(kind == CALL_CHECK && (rc == -ECONNRESET || rc == -EAGAIN ||
 						rc == -ETIMEDOUT || rc == -ENOTCONN));
@@ -555,6 +572,26 @@ int etcd_lookup_pages(struct ef_etcd *e, GBytes *file_key, GBytes *dir_prefix,
 out:
 	etcdserverpb__txn_response__free_unpacked(resp, NULL);
 	return rc;
+}
+
+int etcd_lookup_split(struct ef_etcd *e, GBytes *file_key, GBytes *dir_prefix,
+		      struct ef_kv **kv, bool *has_children)
+{
+	int a = get_one(e, file_key, 0, false, CALL_READ, kv);
+	int b;
+
+	if (a < 0 && a != -EACCES)
+		return a;
+	if (a < 0)
+		*kv = NULL;
+	b = etcd_any(e, &dir_prefix, 1, has_children);
+	if (b == -EACCES)
+		*has_children = false;
+	if ((b < 0 && b != -EACCES) || (a < 0 && b < 0)) {
+		g_clear_pointer(kv, ef_kv_free);
+		return b;
+	}
+	return 0;
 }
 
 int etcd_lookup(struct ef_etcd *e, GBytes *file_key, GBytes *dir_prefix, struct ef_kv **kv,
@@ -1397,6 +1434,49 @@ int etcd_member_list(struct ef_etcd *e, struct ef_header *h, struct ef_member_in
 	}
 	etcdserverpb__member_list_response__free_unpacked(r, NULL);
 	return 0;
+}
+
+/* ---- auth ---- */
+
+/* An ef_auth_login_fn: Authenticate over e's connection. */
+static int etcd_login(void *ud, const char *user, const char *password, char **token)
+{
+	struct ef_etcd *e = ud;
+	Etcdserverpb__AuthenticateRequest req = ETCDSERVERPB__AUTHENTICATE_REQUEST__INIT;
+	Etcdserverpb__AuthenticateResponse *resp = NULL;
+	int rc;
+
+	req.name = (char *)user;
+	req.password = (char *)password;
+	rc = call(e, "/etcdserverpb.Auth/Authenticate", &req.base,
+		  &etcdserverpb__authenticate_response__descriptor, (ProtobufCMessage **)&resp,
+		  CALL_LOGIN);
+	if (rc < 0)
+		return rc;
+	if (!resp->token || !*resp->token)
+		rc = -EPROTO;
+	else
+		*token = g_strdup(resp->token);
+	/* The token is a credential too. */
+	if (resp->token)
+		explicit_bzero(resp->token, strlen(resp->token));
+	etcdserverpb__authenticate_response__free_unpacked(resp, NULL);
+	return rc;
+}
+
+void etcd_set_auth(struct ef_etcd *e, struct ef_auth *a)
+{
+	e->auth = a;
+}
+
+int etcd_auth_renew(struct ef_etcd *e, uint64_t seen)
+{
+	return e->auth ? auth_renew(e->auth, seen, etcd_login, e) : -EACCES;
+}
+
+uint64_t etcd_auth_generation(struct ef_etcd *e)
+{
+	return e->auth ? auth_generation(e->auth) : 0;
 }
 
 void etcd_pin_endpoints(struct ef_etcd *e)

@@ -128,6 +128,15 @@ int etcd_lookup_pages(struct ef_etcd *e, GBytes *file_key, GBytes *dir_prefix,
 		      const struct ef_lookup_pages *pg, struct ef_kv **kv, bool *has_children,
 		      int64_t *rev);
 
+/*
+ * etcd_lookup in two reads, where what cannot be read counts as absent:
+ * for a role that may read a directory's keys but not the key of its name
+ * (one granted the prefix /app/ only, looking up "app"), whose lookup Txn
+ * etcd refuses whole. -EACCES only when neither may be read.
+ */
+int etcd_lookup_split(struct ef_etcd *e, GBytes *file_key, GBytes *dir_prefix,
+		      struct ef_kv **kv, bool *has_children);
+
 /* A lock's owner key, as its holder made it. */
 struct ef_fence {
 	GBytes *key;
@@ -300,6 +309,21 @@ int etcd_member_list(struct ef_etcd *e, struct ef_header *h, struct ef_member_in
  * etcd_pin_endpoints was called. */
 int etcd_sync_endpoints(struct ef_etcd *e);
 void etcd_pin_endpoints(struct ef_etcd *e);
+
+/*
+ * etcd's user auth: a (borrowed) ef_auth whose token e renews, logging in
+ * with Authenticate, when etcd refuses it as invalid (it forgot it: idle
+ * past --auth-token-ttl, or restarted); the refused call is then sent
+ * once more. The token itself travels in h2 (ef_h2_config.auth).
+ */
+struct ef_auth;
+void etcd_set_auth(struct ef_etcd *e, struct ef_auth *a);
+
+/* For callers outside the calls above (a Watch refused in-band): renews
+ * the token unless it changed since generation seen (auth_generation).
+ * Returns 0, -EACCES (wrong credentials, or no auth set), or -errno. */
+int etcd_auth_renew(struct ef_etcd *e, uint64_t seen);
+uint64_t etcd_auth_generation(struct ef_etcd *e);
 
 /* etcdctl endpoint health's check: a linearizable Get of the key "health"
  * (refused for want of permission it still went through consensus), then

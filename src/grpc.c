@@ -40,37 +40,48 @@ static const struct {
 	const char *refine;     /* message substring that selects refined_err */
 	int refined_err;
 } grpc_errno_table[] = {
+	/* A code's refinements come first: the first row that matches wins. */
 	{ GRPC_OK, 0, NULL, 0 },
 	{ GRPC_CANCELLED, ECANCELED, NULL, 0 },
-	/* etcd 3.4 reports a quorum read that hit its deadline as UNKNOWN. */
+	/* etcd 3.4 reports a quorum read that hit its deadline as UNKNOWN,
+	 * and every error of the Lock service too. */
 	{ GRPC_UNKNOWN, EIO, "context deadline exceeded", ETIMEDOUT },
+	{ GRPC_UNKNOWN, EIO, "permission denied", EACCES },
 	{ GRPC_INVALID_ARGUMENT, EINVAL, "request is too large", EFBIG },
+	/* Auth: no token sent (auth enabled under a mount without --user),
+	 * or a wrong password. */
+	{ GRPC_INVALID_ARGUMENT, EINVAL, "user name is empty", EACCES },
+	{ GRPC_INVALID_ARGUMENT, EINVAL, "authentication failed", EACCES },
 	{ GRPC_DEADLINE_EXCEEDED, ETIMEDOUT, NULL, 0 },
 	{ GRPC_NOT_FOUND, ENOENT, NULL, 0 },
 	{ GRPC_ALREADY_EXISTS, EEXIST, NULL, 0 },
 	{ GRPC_PERMISSION_DENIED, EACCES, NULL, 0 },
 	{ GRPC_RESOURCE_EXHAUSTED, ENOSPC, "larger than max", EFBIG },
-	{ GRPC_FAILED_PRECONDITION, EIO, NULL, 0 },
+	{ GRPC_FAILED_PRECONDITION, EIO, "authentication is not enabled", EOPNOTSUPP },
 	{ GRPC_ABORTED, EAGAIN, NULL, 0 },
 	{ GRPC_OUT_OF_RANGE, EIO, NULL, 0 },
 	{ GRPC_UNIMPLEMENTED, EOPNOTSUPP, NULL, 0 },
 	{ GRPC_INTERNAL, EIO, NULL, 0 },
 	{ GRPC_UNAVAILABLE, EAGAIN, "request timed out", ETIMEDOUT },
 	{ GRPC_DATA_LOSS, EIO, NULL, 0 },
-	{ GRPC_UNAUTHENTICATED, EACCES, NULL, 0 },
+	/* A token etcd forgot (idle past --auth-token-ttl, or a restart):
+	 * etcd.c logs in again and retries; callers never see EKEYEXPIRED. */
+	{ GRPC_UNAUTHENTICATED, EACCES, "invalid auth token", EKEYEXPIRED },
 };
 
 int grpc_status_errno(int code, const char *message)
 {
+	int err = EIO;
+
 	for (size_t i = 0; i < G_N_ELEMENTS(grpc_errno_table); i++) {
 		if (grpc_errno_table[i].code != code)
 			continue;
+		err = grpc_errno_table[i].err;
 		if (grpc_errno_table[i].refine && message &&
 		    strstr(message, grpc_errno_table[i].refine))
 			return grpc_errno_table[i].refined_err;
-		return grpc_errno_table[i].err;
 	}
-	return EIO;
+	return err;
 }
 
 /* ---- framing ---- */
@@ -324,23 +335,27 @@ static int unary_result(struct ef_grpc_call *c, GBytes **resp)
 	return 0;
 }
 
+/* unary's flags */
+#define UNARY_LEADER    1u      /* etcd refuses at once without a leader */
+#define UNARY_ANONYMOUS 2u      /* no auth token */
+
 static int unary(struct ef_h2 *h, const char *path, const void *req, size_t req_len,
-		 int timeout_ms, size_t max_resp, bool need_leader, uint64_t gen, GBytes **resp,
+		 int timeout_ms, size_t max_resp, unsigned flags, uint64_t gen, GBytes **resp,
 		 struct ef_grpc_status *st, size_t *need);
 
 int grpc_unary_capped(struct ef_h2 *h, const char *path, const void *req, size_t req_len,
 		      int timeout_ms, size_t max_resp, GBytes **resp, struct ef_grpc_status *st,
 		      size_t *need)
 {
-	return unary(h, path, req, req_len, timeout_ms, max_resp, false, 0, resp, st, need);
+	return unary(h, path, req, req_len, timeout_ms, max_resp, 0, 0, resp, st, need);
 }
 
 int grpc_unary_leader(struct ef_h2 *h, const char *path, const void *req, size_t req_len,
 		      int timeout_ms, GBytes **resp, struct ef_grpc_status *st)
 {
 	size_t need;
-	int rc = unary(h, path, req, req_len, timeout_ms, GRPC_MAX_RESPONSE, true, 0, resp, st,
-		       &need);
+	int rc = unary(h, path, req, req_len, timeout_ms, GRPC_MAX_RESPONSE, UNARY_LEADER, 0, resp,
+		       st, &need);
 
 	return rc == -EMSGSIZE ? -EPROTO : rc;
 }
@@ -349,8 +364,18 @@ int grpc_unary_on(struct ef_h2 *h, uint64_t gen, const char *path, const void *r
 		  size_t req_len, int timeout_ms, GBytes **resp, struct ef_grpc_status *st)
 {
 	size_t need;
-	int rc = unary(h, path, req, req_len, timeout_ms, GRPC_MAX_RESPONSE, false, gen, resp, st,
+	int rc = unary(h, path, req, req_len, timeout_ms, GRPC_MAX_RESPONSE, 0, gen, resp, st,
 		       &need);
+
+	return rc == -EMSGSIZE ? -EPROTO : rc;
+}
+
+int grpc_unary_anonymous(struct ef_h2 *h, const char *path, const void *req, size_t req_len,
+			 int timeout_ms, GBytes **resp, struct ef_grpc_status *st)
+{
+	size_t need;
+	int rc = unary(h, path, req, req_len, timeout_ms, GRPC_MAX_RESPONSE, UNARY_ANONYMOUS, 0,
+		       resp, st, &need);
 
 	return rc == -EMSGSIZE ? -EPROTO : rc;
 }
@@ -367,7 +392,7 @@ int grpc_unary(struct ef_h2 *h, const char *path, const void *req, size_t req_le
 }
 
 static int unary(struct ef_h2 *h, const char *path, const void *req, size_t req_len,
-		 int timeout_ms, size_t max_resp, bool need_leader, uint64_t gen, GBytes **resp,
+		 int timeout_ms, size_t max_resp, unsigned flags, uint64_t gen, GBytes **resp,
 		 struct ef_grpc_status *st, size_t *need)
 {
 	struct ef_grpc_call c = { .status.code = -1 };
@@ -383,9 +408,10 @@ static int unary(struct ef_h2 *h, const char *path, const void *req, size_t req_
 	struct ef_h2_request r = {
 		.path = path,
 		.headers = hdrs,
-		.n_headers = G_N_ELEMENTS(hdrs) - (need_leader ? 0 : 1),
+		.n_headers = G_N_ELEMENTS(hdrs) - (flags & UNARY_LEADER ? 0 : 1),
 		.end_stream = TRUE,
 		.generation = gen,
+		.anonymous = (flags & UNARY_ANONYMOUS) != 0,
 	};
 	uint64_t id;
 	int rc;

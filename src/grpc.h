@@ -97,6 +97,11 @@ int grpc_unary_leader(struct ef_h2 *h, const char *path, const void *req, size_t
 int grpc_unary_on(struct ef_h2 *h, uint64_t gen, const char *path, const void *req,
 		  size_t req_len, int timeout_ms, GBytes **resp, struct ef_grpc_status *st);
 
+/* grpc_unary without the auth token of ef_h2_config.auth (Authenticate:
+ * etcd refuses a login that carries a token it has forgotten). */
+int grpc_unary_anonymous(struct ef_h2 *h, const char *path, const void *req, size_t req_len,
+			 int timeout_ms, GBytes **resp, struct ef_grpc_status *st);
+
 /* ---- streaming calls (Watch, LeaseKeepAlive) ---- */
 
 struct ef_grpc_stream;

@@ -37,6 +37,7 @@
  */
 #include "h2.h"
 
+#include "auth.h"
 #include "endpoint.h"
 #include "tls.h"
 
@@ -77,6 +78,7 @@ struct ef_h2_stream {
 	int32_t sid;            /* nghttp2 stream id once submitted, else -1 */
 	gint64 deadline;        /* 0: none */
 	uint64_t generation;    /* non-zero: only over that connection */
+	gboolean anonymous;     /* without the auth token */
 	gint64 sent_at;         /* when it was handed to nghttp2 */
 	char *path;
 	char **hdrs;            /* name, value, name, value, ..., NULL */
@@ -128,6 +130,7 @@ struct ef_h2 {
 	GThread *thread;
 	int efd;
 	struct ef_tls *tls;     /* NULL unless an endpoint uses TLS */
+	struct ef_auth *auth;   /* borrowed; NULL without etcd auth */
 	gboolean tls_default;   /* "host:port" means TLS */
 	gboolean refuse_plain;  /* http:// endpoints are not used */
 
@@ -331,7 +334,10 @@ static int stream_submit(struct ef_h2 *h, struct ef_h2_stream *st)
 {
 	const struct ef_endpoint *ep = &h->eps[h->ep_idx];
 	size_t nh = g_strv_length(st->hdrs) / 2;
-	g_autofree nghttp2_nv *nva = g_new0(nghttp2_nv, 4 + nh);
+	/* etcd's auth token goes with every request, streams included; taken
+	 * now, so that a request queued before a renewal carries the new one. */
+	g_autofree char *token = h->auth && !st->anonymous ? auth_token(h->auth) : NULL;
+	g_autofree nghttp2_nv *nva = g_new0(nghttp2_nv, 5 + nh);
 	nghttp2_data_provider prd = { .source.ptr = st, .read_callback = data_read_cb };
 	const char *pseudo[4][2] = {
 		{ ":method", "POST" },
@@ -348,6 +354,10 @@ static int stream_submit(struct ef_h2 *h, struct ef_h2_stream *st)
 		nva[i] = (nghttp2_nv){ (uint8_t *)name, (uint8_t *)value, strlen(name),
 				       strlen(value), NGHTTP2_NV_FLAG_NONE };
 	}
+	if (token)
+		nva[4 + nh++] = (nghttp2_nv){ (uint8_t *)"token", (uint8_t *)token, 5, strlen(token),
+					      NGHTTP2_NV_FLAG_NONE };
+	/* nghttp2 copies the headers: token may go when this returns. */
 	sid = nghttp2_submit_request(h->session, NULL, nva, 4 + nh, &prd, st);
 	if (sid < 0)
 		return sid;
@@ -1608,6 +1618,7 @@ struct ef_h2 *h2_new(const struct ef_h2_config *cfg, GError **err)
 		goto fail;
 	}
 	h->tls_default = cfg->tls_default;
+	h->auth = cfg->auth;
 	h->refuse_plain = cfg->refuse_plain;
 	if (!endpoints_parse(h, cfg->endpoints, err))
 		goto fail;
@@ -1710,6 +1721,7 @@ int h2_stream_submit(struct ef_h2 *h, const struct ef_h2_request *req,
 	st->sid = -1;
 	st->deadline = req->deadline;
 	st->generation = req->generation;
+	st->anonymous = req->anonymous;
 	st->path = g_strdup(req->path);
 	st->hdrs = g_new0(char *, 2 * req->n_headers + 1);
 	for (size_t i = 0; i < req->n_headers; i++) {

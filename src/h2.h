@@ -16,6 +16,8 @@
 
 #include "tls.h"
 
+struct ef_auth;
+
 struct ef_h2;
 
 struct ef_h2_config {
@@ -30,6 +32,9 @@ struct ef_h2_config {
 	/* Refuse "http://" endpoints, given or learned (TLS was asked for:
 	 * the same credentials must not cross in plain text elsewhere). */
 	gboolean refuse_plain;
+	/* etcd auth: its current token is sent with every request. Borrowed:
+	 * must outlive the connection. NULL: no token. */
+	struct ef_auth *auth;
 };
 
 /* Creates the connection and starts its I/O thread. Does not connect yet.
@@ -141,6 +146,8 @@ struct ef_h2_request {
 	gint64 deadline;       /* g_get_monotonic_time() microseconds; 0: none */
 	uint64_t generation;   /* non-zero: only over that connection, else the
 				* stream ends unsent with -ESRCH */
+	gboolean anonymous;    /* without the auth token (etcd refuses to log
+				* in with a token it forgot) */
 };
 
 /*

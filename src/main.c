@@ -7,6 +7,8 @@
  * keeps no threads; serve; unwind in reverse order.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <termios.h>
 #include <stdarg.h>
 #include <limits.h>
 #include <malloc.h>
@@ -18,6 +20,7 @@
 #include <fuse_lowlevel.h>
 #include <glib.h>
 
+#include "auth.h"
 #include "cache.h"
 #include "clusterfs.h"
 #include "etcd.h"
@@ -56,6 +59,10 @@ struct ef_opts {
 	char *cacert, *cert, *key;
 	char *insecure_transport;       /* a boolean's words, or NULL */
 	char *skip_verify;              /* likewise */
+	char *user;                     /* name[:password] */
+	char *password;
+	char *password_file;
+	char *credentials;              /* a file holding name:password */
 	char *positional[3];
 	int n_positional;
 };
@@ -110,6 +117,14 @@ static const struct fuse_opt ef_opt_spec[] = {
 	{ "insecure_skip_tls_verify=%s", offsetof(struct ef_opts, skip_verify), 0 },
 	FUSE_OPT_KEY("--insecure-skip-tls-verify", KEY_SKIP_VERIFY),
 	FUSE_OPT_KEY("insecure_skip_tls_verify", KEY_SKIP_VERIFY),
+	{ "--user=%s", offsetof(struct ef_opts, user), 0 },
+	{ "user=%s", offsetof(struct ef_opts, user), 0 },
+	{ "--password=%s", offsetof(struct ef_opts, password), 0 },
+	{ "password=%s", offsetof(struct ef_opts, password), 0 },
+	{ "--password-file=%s", offsetof(struct ef_opts, password_file), 0 },
+	{ "password_file=%s", offsetof(struct ef_opts, password_file), 0 },
+	{ "--credentials=%s", offsetof(struct ef_opts, credentials), 0 },
+	{ "credentials=%s", offsetof(struct ef_opts, credentials), 0 },
 	FUSE_OPT_END
 };
 
@@ -181,9 +196,15 @@ static void usage(const char *prog)
 	       "    --insecure-transport   allow http:// endpoints while others use TLS\n"
 	       "    --insecure-skip-tls-verify  do not verify the server's certificate\n"
 	       "                           (insecure: testing only)\n"
+	       "    --user=NAME[:PASSWORD] etcd user (password asked on the terminal\n"
+	       "                           when not given another way)\n"
+	       "    --password-file=FILE   the password is FILE's first line\n"
+	       "    --credentials=FILE     FILE's first line is NAME:PASSWORD (for fstab)\n"
+	       "    --password=PASSWORD    visible to other users in ps: avoid\n"
 	       "    -o endpoints=,prefix=,dial_timeout=,command_timeout=,serializable,cache_size=,\n"
 	       "       lock_prefix=,lock_ttl=,backend_quota=,pin_endpoints,strict_reads,\n"
-	       "       cacert=,cert=,key=,insecure_transport,insecure_skip_tls_verify\n"
+	       "       cacert=,cert=,key=,insecure_transport,insecure_skip_tls_verify,\n"
+	       "       credentials=,password_file=\n"
 	       "    -o uid=N,gid=N,umask=OOO  owner and permissions shown for every file\n\n",
 	       prog);
 	fuse_cmdline_help();
@@ -206,12 +227,19 @@ static void opts_clear(struct ef_opts *o)
 	g_free(o->key);
 	g_free(o->insecure_transport);
 	g_free(o->skip_verify);
+	g_free(o->user);
+	if (o->password)
+		explicit_bzero(o->password, strlen(o->password));
+	g_free(o->password);
+	g_free(o->password_file);
+	g_free(o->credentials);
 	for (int i = 0; i < o->n_positional; i++)
 		g_free(o->positional[i]);
 }
 
 struct ef_settings {
 	char **endpoints;
+	struct ef_auth *auth;        /* NULL without --user */
 	struct ef_h2_config h2;      /* borrows endpoints and the file names */
 	char *files[3];              /* cacert, cert, key: absolute paths */
 	int dial_ms, command_ms;
@@ -221,6 +249,53 @@ struct ef_settings {
 	int lock_ttl;          /* seconds */
 	size_t quota;          /* bytes */
 };
+
+/* ETCDCTL_PASSWORD, taken out of the environment by hide_secrets. */
+static char *env_password;
+
+/* Overwrites the value of a "password=" (up to a comma: -o lists them)
+ * and the password part of "user=name:password" in s. */
+static void hide_in(char *s)
+{
+	static const char *const keys[] = { "password=", "user=" };
+
+	for (size_t k = 0; k < G_N_ELEMENTS(keys); k++) {
+		for (char *p = strstr(s, keys[k]); p; p = strstr(p, keys[k])) {
+			char *v = p += strlen(keys[k]);
+			char *end = v + strcspn(v, ",");
+
+			if (g_str_has_prefix(s, "--password="))
+				end = v + strlen(v);
+			if (k == 1 && !(v = memchr(v, ':', (size_t)(end - v))))
+				continue;
+			for (v += k == 1; v < end; v++)
+				*v = 'x';
+		}
+	}
+}
+
+/*
+ * What /proc/PID/cmdline and /proc/PID/environ show is this memory: the
+ * password goes from both as soon as the options are parsed (fuse_opt
+ * copied them). Before that, for a moment, it shows: prefer
+ * --password-file or --credentials.
+ */
+static void hide_secrets(int argc, char **argv)
+{
+	extern char **environ;
+
+	for (int i = 1; i < argc; i++)
+		hide_in(argv[i]);
+	for (char **e = environ; e && *e; e++) {
+		if (g_str_has_prefix(*e, "ETCDCTL_PASSWORD=")) {
+			char *v = *e + strlen("ETCDCTL_PASSWORD=");
+
+			g_free(env_password);
+			env_password = g_strdup(v);
+			memset(v, 'x', strlen(v));
+		}
+	}
+}
 
 /* One line per mistake, so that all of them show at once. */
 static int bad(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
@@ -294,6 +369,113 @@ static int tls_resolve(const struct ef_opts *o, struct ef_settings *s)
 	return n;
 }
 
+/* The first line of file (new string), or NULL after one line saying why. */
+static char *first_line(const char *what, const char *file)
+{
+	g_autoptr(GError) err = NULL;
+	char *text = NULL;
+	gsize len;
+
+	if (!g_file_get_contents(file, &text, &len, &err)) {
+		bad("cannot read %s: %s", what, err->message);
+		return NULL;
+	}
+	text[strcspn(text, "\r\n")] = '\0';
+	return text;
+}
+
+static void wipe_free(char *s)
+{
+	if (s)
+		explicit_bzero(s, strlen(s));
+	g_free(s);
+}
+
+/* Reads a password on the controlling terminal, not echoed; NULL when
+ * there is none. */
+static char *ask_password(const char *user)
+{
+	int fd = open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY);
+	struct termios old, quiet;
+	char buf[1024];
+	size_t n = 0;
+	bool echo_off;
+
+	if (fd < 0)
+		return NULL;
+	echo_off = tcgetattr(fd, &old) == 0;
+	if (echo_off) {
+		quiet = old;
+		quiet.c_lflag &= ~(tcflag_t)ECHO;
+		tcsetattr(fd, TCSAFLUSH, &quiet);
+	}
+	dprintf(fd, "Password for %s: ", user);
+	while (n < sizeof(buf) - 1 && read(fd, buf + n, 1) == 1 && buf[n] != '\n')
+		n++;
+	buf[n] = '\0';
+	if (echo_off)
+		tcsetattr(fd, TCSAFLUSH, &old);
+	dprintf(fd, "\n");
+	close(fd);
+	return g_strdup(buf);
+}
+
+/*
+ * etcd's user: --user NAME[:PASSWORD] (or ETCDCTL_USER), the password
+ * from --password, --password-file, ETCDCTL_PASSWORD, or the terminal;
+ * or --credentials FILE holding NAME:PASSWORD, for fstab. Returns the
+ * number of mistakes.
+ */
+static int auth_resolve(const struct ef_opts *o, struct ef_settings *s)
+{
+	g_autofree char *spec = g_strdup(o->user ? o->user : g_getenv("ETCDCTL_USER"));
+	char *pw = NULL, *colon;
+	int n = 0;
+
+	if (o->credentials) {
+		char *line = first_line("credentials file", o->credentials);
+
+		if (!line)
+			return 1;
+		if (spec || !strchr(line, ':')) {
+			n += bad(spec ? "--credentials and --user both name the user"
+				      : "credentials file %s: its first line must be NAME:PASSWORD",
+				 o->credentials);
+			wipe_free(line);
+			return n;
+		}
+		g_free(spec);
+		spec = line;
+	}
+	if (o->password_file && !(pw = first_line("password file", o->password_file)))
+		return n + 1;
+	if (!pw && o->password)
+		pw = g_strdup(o->password);
+	if (!spec) {
+		if (pw)
+			n += bad("a password without a user (--user)");
+		wipe_free(pw);
+		return n;
+	}
+	if ((colon = strchr(spec, ':'))) {
+		*colon = '\0';
+		if (!pw)
+			pw = g_strdup(colon + 1);
+		explicit_bzero(colon + 1, strlen(colon + 1));
+	}
+	if (!pw && env_password)
+		pw = g_strdup(env_password);
+	if (!*spec)
+		n += bad("--user needs a name");
+	else if (!pw && !(pw = ask_password(spec)))
+		n += bad("no password for user %s (give --password-file, --credentials or "
+			 "ETCDCTL_PASSWORD, or run on a terminal)", spec);
+	if (n == 0)
+		s->auth = auth_new(spec, pw);
+	wipe_free(pw);
+	return n;
+}
+
 /* Checks every option and resolves what they leave open. Returns the
  * number of mistakes, each told in one line. */
 static int settings_resolve(struct ef_opts *o, struct ef_settings *s)
@@ -339,12 +521,37 @@ static int settings_resolve(struct ef_opts *o, struct ef_settings *s)
 				   &s->command_ms) < 0)
 		n += bad("bad --command-timeout (use e.g. 5s, 500ms, 1m)");
 	n += tls_resolve(o, s);
+	if (n == 0)
+		n += auth_resolve(o, s);
+	s->h2.auth = s->auth;
 	s->h2.endpoints = (const char *const *)s->endpoints;
 	s->h2.dial_timeout_ms = s->dial_ms;
 	return n;
 }
 
 /* Returns 0 once an endpoint has answered, else -1 after one line. */
+/* Logs in (the token is kept for the mount). 0, or -1 after one line. */
+static int check_login(struct ef_h2 *h, const struct ef_settings *s)
+{
+	struct ef_etcd *e = etcd_new(h, s->command_ms, false);
+	int rc;
+
+	etcd_set_auth(e, s->auth);
+	rc = etcd_auth_renew(e, etcd_auth_generation(e));
+	etcd_free(e);
+	if (rc == -EACCES)
+		g_printerr("etcdfs: authentication failed for user %s: wrong name or password\n",
+			   auth_user(s->auth));
+	else if (rc == -EOPNOTSUPP)
+		g_printerr("etcdfs: a user is given, but etcd's authentication is not enabled\n");
+	else if (rc < 0)
+		g_printerr("etcdfs: cannot log in as %s: %s\n", auth_user(s->auth),
+			   g_strerror(-rc));
+	return rc < 0 ? -1 : 0;
+}
+
+/* Returns 0 once an endpoint has answered (and taken the credentials),
+ * else -1 after one line. */
 static int check_reachable(const struct ef_settings *s)
 {
 	g_autoptr(GError) err = NULL;
@@ -354,6 +561,8 @@ static int check_reachable(const struct ef_settings *s)
 	if (!h || !h2_connect(h, &err)) {
 		g_printerr("etcdfs: %s\n", err ? err->message : "cannot connect");
 		rc = -1;
+	} else if (s->auth) {
+		rc = check_login(h, s);
 	}
 	if (h)
 		h2_free(h);
@@ -403,6 +612,7 @@ static int serve(struct fuse_session *se, struct ef_fs *fs, const struct fuse_cm
 	clusterfs_configure(&(struct ef_clusterfs_config){
 		.h2 = &s->h2, .command_ms = s->command_ms, .quota_bytes = s->quota });
 	etcd = etcd_new(h, s->command_ms, o->serializable);
+	etcd_set_auth(etcd, s->auth);
 	if (o->pin_endpoints)
 		etcd_pin_endpoints(etcd);
 	etcd_set_doubt_hook(etcd, watch_doubt, NULL);
@@ -449,6 +659,7 @@ int main(int argc, char *argv[])
 	mallopt(M_ARENA_MAX, 2);
 	if (fuse_opt_parse(&args, &o, ef_opt_spec, opt_proc) == -1)
 		goto out_opts;
+	hide_secrets(argc, argv);
 	if (o.n_positional >= 1)
 		fuse_opt_add_arg(&args, o.positional[o.n_positional - 1]);
 	if (fuse_parse_cmdline(&args, &co) != 0)
@@ -522,5 +733,7 @@ out_cmdline:
 out_opts:
 	opts_clear(&o);
 	fuse_opt_free_args(&args);
+	auth_free(s.auth);
+	wipe_free(env_password);
 	return ret;
 }

@@ -66,6 +66,9 @@ static struct {
 	GAsyncQueue *nq;           /* struct notice */
 	gint stop;
 	uint64_t stream;           /* watch thread only */
+	uint64_t token_gen;        /* watch thread only: the auth token the
+				    * stream was opened with */
+	char *refused;             /* watch thread only: the last refusal logged */
 
 	gint doubt_queued;         /* an ITEM_DOUBT is in the queue */
 
@@ -637,10 +640,20 @@ static bool handle_msg(const struct ef_watch_msg *m, int64_t *next, bool *create
 {
 	if (m->created) {
 		if (m->canceled) {
-			g_message("etcdfs: watch refused: %s",
-				  m->cancel_reason ? m->cancel_reason : "no reason given");
+			const char *why = m->cancel_reason ? m->cancel_reason : "no reason given";
+
+			/* Once per reason: a role that may not read the whole
+			 * mount is refused again at every try. */
+			if (g_strcmp0(why, w.refused) != 0)
+				g_message("etcdfs: watch refused: %s", why);
+			g_free(w.refused);
+			w.refused = g_strdup(why);
+			/* A token etcd forgot: log in again before the next try. */
+			if (strstr(why, "invalid auth token"))
+				etcd_auth_renew(w.etcd, w.token_gen);
 			return false;
 		}
+		g_clear_pointer(&w.refused, g_free);
 		if (*next == 0)
 			*next = m->revision + 1;
 		/* Trusted once a probe has vouched for the member too. */
@@ -674,6 +687,7 @@ static bool run_stream(int64_t *next)
 	struct item *it;
 
 	w.stream++;
+	w.token_gen = etcd_auth_generation(w.etcd);
 	if (etcd_watch_open(w.etcd, w.key, w.end, *next, &stream_ops,
 			    GSIZE_TO_POINTER(w.stream), &s) < 0)
 		return false;
@@ -826,6 +840,7 @@ void watch_stop(void)
 	while ((it = g_async_queue_try_pop(w.q)))
 		item_free(it);
 	g_async_queue_unref(w.q);
+	g_clear_pointer(&w.refused, g_free);
 	g_bytes_unref(w.root);
 	g_bytes_unref(w.key);
 	g_bytes_unref(w.end);

@@ -50,6 +50,24 @@ class Certs:
         return self.path(name + ".crt"), self.path(name + ".key")
 
 
+class AuthEtcd(harness.Etcd):
+    """A plain-text etcd whose etcdctl logs in once auth is on."""
+
+    def __init__(self, tag="auth", extra=()):
+        super().__init__(tag)
+        self.extra = list(extra)
+        self.ctl_user = None
+
+    def _argv(self):
+        return super()._argv() + self.extra
+
+    def ctl_argv(self, *args):
+        argv = super().ctl_argv()
+        if self.ctl_user:
+            argv.append("--user=" + self.ctl_user)
+        return argv + list(args)
+
+
 class TlsEtcd(harness.Etcd):
     """A single etcd serving clients over https only.
 
@@ -94,3 +112,22 @@ class TlsEtcd(harness.Etcd):
 
     def metrics(self):
         raise NotImplementedError("metrics are on the https port")
+
+
+def enable_auth(etcd, root_password="rootpw"):
+    """Turns on etcd's auth with a root user; etcdctl then logs in as root."""
+    etcd.ctl("user", "add", "root:" + root_password)
+    etcd.ctl("auth", "enable")
+    etcd.ctl_user = "root:" + root_password
+
+
+def add_user(etcd, name, password, *grants):
+    """A user with a role of its own; each grant is (permission, key, flag)
+    as etcdctl role grant-permission takes them, e.g. ("readwrite", "/app/",
+    "--prefix")."""
+    etcd.ctl("user", "add", "%s:%s" % (name, password))
+    if grants:
+        etcd.ctl("role", "add", name + "-role")
+        for perm, key, *flags in grants:
+            etcd.ctl("role", "grant-permission", *flags, name + "-role", perm, key)
+        etcd.ctl("user", "grant-role", name, name + "-role")
