@@ -131,3 +131,16 @@ def add_user(etcd, name, password, *grants):
         for perm, key, *flags in grants:
             etcd.ctl("role", "grant-permission", *flags, name + "-role", perm, key)
         etcd.ctl("user", "grant-role", name, name + "-role")
+
+
+def jwt_token_args(dir, ttl="2s"):
+    """etcd flags for JWT tokens that expire ttl after they were issued,
+    used or not (RS256, a key pair made here)."""
+    os.makedirs(dir, exist_ok=True)
+    priv, pub = os.path.join(dir, "jwt.key"), os.path.join(dir, "jwt.pub")
+    for argv in (["openssl", "genrsa", "-out", priv, "2048"],
+                 ["openssl", "rsa", "-in", priv, "-pubout", "-out", pub]):
+        p = harness.run(argv)
+        assert p.returncode == 0, p.stderr
+    return ["--auth-token",
+            "jwt,pub-key=%s,priv-key=%s,sign-method=RS256,ttl=%s" % (pub, priv, ttl)]
