@@ -253,27 +253,6 @@ struct ef_settings {
 /* ETCDCTL_PASSWORD, taken out of the environment by hide_secrets. */
 static char *env_password;
 
-/* Overwrites the value of a "password=" (up to a comma: -o lists them)
- * and the password part of "user=name:password" in s. */
-static void hide_in(char *s)
-{
-	static const char *const keys[] = { "password=", "user=" };
-
-	for (size_t k = 0; k < G_N_ELEMENTS(keys); k++) {
-		for (char *p = strstr(s, keys[k]); p; p = strstr(p, keys[k])) {
-			char *v = p += strlen(keys[k]);
-			char *end = v + strcspn(v, ",");
-
-			if (g_str_has_prefix(s, "--password="))
-				end = v + strlen(v);
-			if (k == 1 && !(v = memchr(v, ':', (size_t)(end - v))))
-				continue;
-			for (v += k == 1; v < end; v++)
-				*v = 'x';
-		}
-	}
-}
-
 /*
  * What /proc/PID/cmdline and /proc/PID/environ show is this memory: the
  * password goes from both as soon as the options are parsed (fuse_opt
@@ -285,7 +264,7 @@ static void hide_secrets(int argc, char **argv)
 	extern char **environ;
 
 	for (int i = 1; i < argc; i++)
-		hide_in(argv[i]);
+		options_hide_secrets(argv[i]);
 	for (char **e = environ; e && *e; e++) {
 		if (g_str_has_prefix(*e, "ETCDCTL_PASSWORD=")) {
 			char *v = *e + strlen("ETCDCTL_PASSWORD=");

@@ -131,3 +131,30 @@ int options_parse_size(const char *s, size_t *bytes)
 	*bytes = (size_t)(v * (double)(1ULL << shift));
 	return 0;
 }
+
+/* Where a value that starts at v ends: a long option's takes the rest of
+ * the argument, one in an -o list ends at a comma. */
+static char *secret_end(const char *arg, char *v)
+{
+	return g_str_has_prefix(arg, "--") ? v + strlen(v) : v + strcspn(v, ",");
+}
+
+void options_hide_secrets(char *arg)
+{
+	for (char *p = strstr(arg, "password="); p; p = strstr(p, "password=")) {
+		char *end;
+
+		p += strlen("password=");
+		end = secret_end(arg, p);
+		memset(p, 'x', (size_t)(end - p));
+	}
+	for (char *p = strstr(arg, "user="); p; p = strstr(p, "user=")) {
+		char *end, *colon;
+
+		p += strlen("user=");
+		end = secret_end(arg, p);
+		colon = memchr(p, ':', (size_t)(end - p));
+		if (colon)
+			memset(colon + 1, 'x', (size_t)(end - colon - 1));
+	}
+}

@@ -16,6 +16,12 @@ int options_parse_duration(const char *s, int *ms);
  * when no endpoint is left. */
 char **options_split_endpoints(const char *s);
 
+/* Overwrites with 'x', in place, the passwords in one command-line
+ * argument: the value of "password=" and the part after the first ':' of
+ * "user=NAME:PASSWORD" (in a long option, "--password=...", up to the
+ * end; in an -o list, "-o a,password=b,c", up to a comma). */
+void options_hide_secrets(char *arg);
+
 /* Parses a size: a number of bytes with an optional K, M or G suffix
  * (powers of 1024). Returns 0, or -EINVAL. */
 int options_parse_size(const char *s, size_t *bytes);

@@ -53,6 +53,28 @@ static void test_endpoints(void)
 	g_assert_null(options_split_endpoints(""));
 }
 
+static void test_hide_secrets(void)
+{
+	static const char *const cases[][2] = {
+		{ "--password=s3cr,et", "--password=xxxxxxx" },
+		{ "--user=alice:pw:with:colons", "--user=alice:xxxxxxxxxxxxxx" },
+		{ "--user=alice", "--user=alice" },
+		{ "-oallow_other,password=abc,prefix=/app", "-oallow_other,password=xxx,prefix=/app" },
+		{ "prefix=/a,user=bob:pw,password=q", "prefix=/a,user=bob:xx,password=x" },
+		{ "user=bob,password_file=/etc/pw", "user=bob,password_file=/etc/pw" },
+		{ "--password-file=/etc/pw", "--password-file=/etc/pw" },
+		{ "--password=", "--password=" },
+		{ "/mnt/point", "/mnt/point" },
+	};
+
+	for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+		g_autofree char *arg = g_strdup(cases[i][0]);
+
+		options_hide_secrets(arg);
+		g_assert_cmpstr(arg, ==, cases[i][1]);
+	}
+}
+
 static void test_size(void)
 {
 	size_t n = 7;
@@ -85,5 +107,6 @@ int main(int argc, char **argv)
 	g_test_add_func("/options/duration/bad", test_duration_bad);
 	g_test_add_func("/options/endpoints", test_endpoints);
 	g_test_add_func("/options/size", test_size);
+	g_test_add_func("/options/hide_secrets", test_hide_secrets);
 	return g_test_run();
 }
