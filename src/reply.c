@@ -180,9 +180,6 @@ static int check_delete(const Etcdserverpb__DeleteRangeRequest *rq,
 	return 0;
 }
 
-static int check_txn(const Etcdserverpb__TxnRequest *rq, const Etcdserverpb__TxnResponse *r,
-		     int64_t rev, struct ef_fault *f);
-
 /* Answer i of a Txn to op (of the branch it took). */
 static int check_op(const Etcdserverpb__RequestOp *op, const Etcdserverpb__ResponseOp *ro,
 		    size_t i, int64_t rev, struct ef_fault *f)
@@ -199,17 +196,11 @@ static int check_op(const Etcdserverpb__RequestOp *op, const Etcdserverpb__Respo
 		if (!ro->response_delete_range)
 			return fail(f, "answer %zu of a Txn empty", i);
 		return check_delete(op->request_delete_range, ro->response_delete_range, f);
-	case ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_TXN:
-		if (!ro->response_txn)
-			return fail(f, "answer %zu of a Txn empty", i);
-		return check_txn(op->request_txn, ro->response_txn, rev, f);
 	default:
 		return 0;
 	}
 }
 
-/* Nested Txns are answered within their parent's revision. The recursion
- * follows the request, which is ours: its depth is bounded. */
 static int check_txn(const Etcdserverpb__TxnRequest *rq, const Etcdserverpb__TxnResponse *r,
 		     int64_t rev, struct ef_fault *f)
 {
