@@ -7,7 +7,8 @@
  * locks or globals; a failed check says why in a struct ef_fault.
  *
  * What etcd 3.4 guarantees, as read in its server code:
- *  - every answer has a header; its revision is >= 1 for KV calls;
+ *  - a KV answer has a header, with a revision >= 1 (an Alarm answer has
+ *    none; the others one with a revision >= 0);
  *  - a Range answers with keys of [key, range_end) (range_end empty: the
  *    key itself; "\0": the key and every key after it), ascending and
  *    distinct, at most limit of them; count is the number of keys in the

@@ -376,8 +376,7 @@ static void test_lease(void)
 	g_assert_cmpint(reply_check_keepalive(&ka, &f), ==, -EPROTO);
 	ka.id = 0x1234;
 	ka.header = NULL;
-	g_assert_cmpint(reply_check_keepalive(&ka, &f), ==, -EPROTO);
-	g_assert_nonnull(strstr(f.why, "without a header"));
+	g_assert_cmpint(reply_check_keepalive(&ka, &f), ==, 0);
 }
 
 static void test_other_answers(void)
@@ -386,9 +385,9 @@ static void test_other_answers(void)
 	Etcdserverpb__StatusResponse r = ETCDSERVERPB__STATUS_RESPONSE__INIT;
 	Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
 
-	expect(&rq.base, &r.base, "without a header");
+	/* Not a KV answer: no header, or revision 0, says nothing wrong. */
+	expect(&rq.base, &r.base, NULL);
 	r.header = &h;
-	/* Not a KV answer: revision 0 says nothing wrong. */
 	expect(&rq.base, &r.base, NULL);
 	h.revision = INT64_MAX;
 	expect(&rq.base, &r.base, "header revision of 9223372036854775807");
