@@ -16,6 +16,8 @@
 #include "h2.h"
 #include "keymap.h"
 #include "lockrule.h"
+#include "ratelimit.h"
+#include "reply.h"
 #include "revclock.h"
 #include "rpc.pb-c.h"
 #include "v3lock.pb-c.h"
@@ -33,6 +35,7 @@ struct ef_etcd {
 				 * member is known to be of that cluster */
 	gint pinned;            /* atomic: only the given endpoints are used */
 	struct ef_auth *auth;   /* borrowed; NULL without etcd auth */
+	struct ef_ratelimit warn_rl; /* protected by lock */
 };
 
 void etcd_set_doubt_hook(struct ef_etcd *e, void (*fn)(void *ud), void *ud)
@@ -133,6 +136,25 @@ static int cluster_check(struct ef_etcd *e, uint64_t gen, uint64_t cid)
 	return -EPROTO;
 }
 
+/* An answer that breaks etcd's protocol (reply.h) is refused: one line
+ * says what was wrong, as long as a server sending nothing else does not
+ * flood the log. Returns -EPROTO. */
+static int refuse(struct ef_etcd *e, const char *call, const char *why)
+{
+	unsigned dropped = 0;
+	bool log;
+
+	g_mutex_lock(&e->lock);
+	log = ratelimit_allow(&e->warn_rl, g_get_monotonic_time(), &dropped);
+	g_mutex_unlock(&e->lock);
+	if (log && dropped)
+		g_warning("etcdfs: refused an answer to %s: %s (and %u more since the last such line)",
+			  call, why, dropped);
+	else if (log)
+		g_warning("etcdfs: refused an answer to %s: %s", call, why);
+	return -EPROTO;
+}
+
 static int member_check(struct ef_etcd *e, uint64_t *gen);
 static int etcd_login(void *ud, const char *user, const char *password, char **token);
 
@@ -219,6 +241,7 @@ static int call_capped(struct ef_etcd *e, const char *path, const ProtobufCMessa
 	g_autoptr(GBytes) out = NULL;
 	const ProtobufCFieldDescriptor *hf;
 	const Etcdserverpb__ResponseHeader *hdr;
+	struct ef_fault fault;
 	const uint8_t *data;
 	uint64_t gen;
 	gsize n;
@@ -234,11 +257,13 @@ static int call_capped(struct ef_etcd *e, const char *path, const ProtobufCMessa
 		*bytes = n;
 	*resp = protobuf_c_message_unpack(rd, NULL, n, data);
 	if (!*resp)
-		return -EPROTO;
+		return refuse(e, path, "it does not decode");
 	/* Every response of etcd's API has its ResponseHeader as "header". */
 	hf = protobuf_c_message_descriptor_get_field_by_name(rd, "header");
 	hdr = hf ? *(const Etcdserverpb__ResponseHeader **)((const char *)*resp + hf->offset) : NULL;
 	rc = hdr ? cluster_check(e, gen, hdr->cluster_id) : 0;
+	if (rc == 0 && reply_check(req, *resp, &fault) < 0)
+		rc = refuse(e, path, fault.why);
 	if (rc < 0) {
 		protobuf_c_message_free_unpacked(*resp, NULL);
 		*resp = NULL;
@@ -1178,14 +1203,10 @@ void etcd_watch_msg_free(struct ef_watch_msg *m)
 	g_free(m);
 }
 
-struct ef_watch_msg *etcd_watch_msg_parse(const uint8_t *data, size_t len)
+static struct ef_watch_msg *watch_msg_from_pb(const Etcdserverpb__WatchResponse *r)
 {
-	Etcdserverpb__WatchResponse *r = etcdserverpb__watch_response__unpack(NULL, len, data);
-	struct ef_watch_msg *m;
+	struct ef_watch_msg *m = g_new0(struct ef_watch_msg, 1);
 
-	if (!r)
-		return NULL;
-	m = g_new0(struct ef_watch_msg, 1);
 	m->watch_id = r->watch_id;
 	m->revision = r->header ? r->header->revision : 0;
 	m->cluster_id = r->header ? r->header->cluster_id : 0;
@@ -1204,6 +1225,17 @@ struct ef_watch_msg *etcd_watch_msg_parse(const uint8_t *data, size_t len)
 		m->events[m->n_events].kv = kv_from_pb(ev->kv, false);
 		m->n_events++;
 	}
+	return m;
+}
+
+struct ef_watch_msg *etcd_watch_msg_parse(const uint8_t *data, size_t len)
+{
+	Etcdserverpb__WatchResponse *r = etcdserverpb__watch_response__unpack(NULL, len, data);
+	struct ef_watch_msg *m;
+
+	if (!r)
+		return NULL;
+	m = watch_msg_from_pb(r);
 	etcdserverpb__watch_response__free_unpacked(r, NULL);
 	return m;
 }
@@ -1212,23 +1244,59 @@ struct watch_adapter {
 	struct ef_etcd *e;
 	const struct ef_watch_ops *ops;
 	void *ud;
+	struct ef_watch_check chk; /* I/O thread only */
+	bool broken;               /* I/O thread only: a message was refused */
 };
 
+/* The stream's next message, checked (reply.h); NULL: it must not be
+ * used, and neither may anything after it on this stream. */
+static struct ef_watch_msg *watch_decode(struct watch_adapter *a, const uint8_t *msg, size_t len)
+{
+	Etcdserverpb__WatchResponse *r = etcdserverpb__watch_response__unpack(NULL, len, msg);
+	struct ef_watch_msg *m = NULL;
+	struct ef_fault fault;
+
+	if (!r) {
+		refuse(a->e, "Watch", "it does not decode");
+		return NULL;
+	}
+	/* On the I/O thread: the connection now is the one it came on. */
+	if (!r->header || cluster_check(a->e, h2_generation(a->e->h2), r->header->cluster_id) == 0) {
+		if (reply_check_watch(&a->chk, r, &fault) < 0)
+			refuse(a->e, "Watch", fault.why);
+		else
+			m = watch_msg_from_pb(r);
+	}
+	etcdserverpb__watch_response__free_unpacked(r, NULL);
+	return m;
+}
+
+/*
+ * A message that is refused (undecodable, from another cluster, or
+ * breaking etcd's promises) goes up as NULL, which makes the watcher start
+ * over as after a lost stream (on another member, for another cluster);
+ * what the stream sends after it is dropped: it could only be read in
+ * the light of what was refused.
+ */
 static void watch_on_message(void *ud, const uint8_t *msg, size_t len)
 {
 	struct watch_adapter *a = ud;
-	struct ef_watch_msg *m = etcd_watch_msg_parse(msg, len);
+	struct ef_watch_msg *m;
 
-	/* On the I/O thread: the connection now is the one it came on. An
-	 * answer from another cluster is dropped as undecodable, which
-	 * makes the watch start over, on another member. */
-	if (m && cluster_check(a->e, h2_generation(a->e->h2), m->cluster_id) < 0)
-		g_clear_pointer(&m, etcd_watch_msg_free);
+	if (a->broken)
+		return;
+	m = watch_decode(a, msg, len);
 	if (!m)
-		g_debug("watch: malformed WatchResponse (%zu bytes)", len);
+		a->broken = true;
 	else if (m->revision)
 		revclock_observe(m->revision);
 	a->ops->on_msg(a->ud, m);
+}
+
+static void watch_adapter_free(struct watch_adapter *a)
+{
+	reply_watch_clear(&a->chk);
+	g_free(a);
 }
 
 static void watch_on_close(void *ud, int err, const struct ef_grpc_status *st)
@@ -1236,7 +1304,7 @@ static void watch_on_close(void *ud, int err, const struct ef_grpc_status *st)
 	struct watch_adapter *a = ud;
 
 	a->ops->on_close(a->ud, err ? err : -grpc_status_errno(st->code, st->message));
-	g_free(a);
+	watch_adapter_free(a);
 }
 
 static const struct ef_grpc_stream_ops watch_stream_ops = {
@@ -1264,16 +1332,17 @@ int etcd_watch_open(struct ef_etcd *e, GBytes *key, GBytes *end, int64_t start_r
 {
 	Etcdserverpb__WatchCreateRequest cr = ETCDSERVERPB__WATCH_CREATE_REQUEST__INIT;
 	Etcdserverpb__WatchRequest req = ETCDSERVERPB__WATCH_REQUEST__INIT;
-	struct watch_adapter *a = g_new(struct watch_adapter, 1);
+	struct watch_adapter *a = g_new0(struct watch_adapter, 1);
 	int rc;
 
 	a->e = e;
 	a->ops = ops;
 	a->ud = ud;
+	reply_watch_init(&a->chk, key, end, start_rev);
 	rc = grpc_stream_open(e->h2, "/etcdserverpb.Watch/Watch", &watch_stream_ops, a, out);
 	if (rc < 0) {
 		/* on_close runs once whatever happens (etcd.h). */
-		g_free(a);
+		watch_adapter_free(a);
 		ops->on_close(ud, rc);
 		return rc;
 	}
@@ -1315,6 +1384,7 @@ int etcd_probe(struct ef_etcd *e, int timeout_ms, uint64_t *leader)
 	Etcdserverpb__StatusResponse *resp = NULL;
 	g_autoptr(GBytes) out = NULL;
 	struct ef_grpc_status st = { 0 };
+	struct ef_fault fault;
 	uint8_t buf[1];
 	size_t len = protobuf_c_message_pack(&req.base, buf);
 	uint64_t gen = h2_generation(e->h2);
@@ -1330,11 +1400,16 @@ int etcd_probe(struct ef_etcd *e, int timeout_ms, uint64_t *leader)
 	if (rc == 0) {
 		resp = etcdserverpb__status_response__unpack(NULL, g_bytes_get_size(out),
 							     g_bytes_get_data(out, NULL));
-		rc = !resp ? -EPROTO : resp->leader == 0 ? -EAGAIN : 0;
-		if (resp && leader)
-			*leader = resp->leader;
-		if (resp && resp->header && cluster_check(e, gen, resp->header->cluster_id) < 0)
+		if (!resp)
+			rc = refuse(e, "Status", "it does not decode");
+		else if (resp->header && cluster_check(e, gen, resp->header->cluster_id) < 0)
 			rc = -EPROTO;
+		else if (reply_check(&req.base, &resp->base, &fault) < 0)
+			rc = refuse(e, "Status", fault.why);
+		else if (resp->leader == 0)
+			rc = -EAGAIN;
+		if (leader && (rc == 0 || rc == -EAGAIN))
+			*leader = resp->leader;
 		if (resp)
 			etcdserverpb__status_response__free_unpacked(resp, NULL);
 	}
@@ -1649,14 +1724,22 @@ static void keepalive_on_message(void *ud, const uint8_t *msg, size_t len)
 	struct keepalive_adapter *a = ud;
 	Etcdserverpb__LeaseKeepAliveResponse *r =
 		etcdserverpb__lease_keep_alive_response__unpack(NULL, len, msg);
+	struct ef_fault fault;
 
-	/* Undecodable: say nothing; the lease is judged by the answers that
-	 * do arrive, and by how long ago the last one did. */
-	if (!r)
+	/* Refused: say nothing to the owner; the lease is judged by the
+	 * answers that do pass, and by how long ago the last one came. */
+	if (!r) {
+		refuse(a->e, "LeaseKeepAlive", "it does not decode");
 		return;
+	}
 	/* Another cluster knows nothing of our lease: its answer is not
 	 * news about it. */
 	if (r->header && cluster_check(a->e, h2_generation(a->e->h2), r->header->cluster_id) < 0) {
+		etcdserverpb__lease_keep_alive_response__free_unpacked(r, NULL);
+		return;
+	}
+	if (reply_check_keepalive(r, &fault) < 0) {
+		refuse(a->e, "LeaseKeepAlive", fault.why);
 		etcdserverpb__lease_keep_alive_response__free_unpacked(r, NULL);
 		return;
 	}

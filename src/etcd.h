@@ -6,7 +6,9 @@
  * struct ef_kv and plain byte buffers. Every call is bounded by the command
  * timeout and returns 0 or -errno (gRPC status mapped by grpc's table, with
  * operation-specific meanings applied here: a failed compare is -ESTALE).
- * Every response header's revision is fed to revclock.
+ * Every response header's revision is fed to revclock. Every answer is
+ * checked before use (reply.h): one that breaks what etcd promises is
+ * refused, -EPROTO, with one warning line (rate-limited).
  */
 #pragma once
 
@@ -238,8 +240,10 @@ struct ef_watch_msg *etcd_watch_msg_parse(const uint8_t *data, size_t len);
 
 /* Callbacks run on the connection's I/O thread: record and return. */
 struct ef_watch_ops {
-	/* Takes ownership of m. m is NULL for a message that could not be
-	 * decoded: events may have been lost, so the watcher starts over. */
+	/* Takes ownership of m. m is NULL for a message that was refused (it
+	 * did not decode, came from another cluster, or broke etcd's
+	 * promises, reply.h): events may have been lost, so the watcher
+	 * starts over; nothing more comes from this stream but on_close. */
 	void (*on_msg)(void *ud, struct ef_watch_msg *m);
 	void (*on_close)(void *ud, int err);                /* exactly once, last */
 };

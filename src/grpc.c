@@ -15,10 +15,12 @@
 #include "grpc.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <string.h>
 
 #include "h2.h"
+#include "ratelimit.h"
 
 /* etcd refuses requests above 2 MiB (max-request-bytes + 512 KiB). */
 #define GRPC_MAX_REQUEST (2u << 20)
@@ -239,29 +241,167 @@ static gboolean header_is(const char *name, size_t len, const char *want)
 	return len == strlen(want) && memcmp(name, want, len) == 0;
 }
 
-/* Records grpc-status / grpc-message from the block that ends the stream;
- * earlier blocks (the response headers) carry no status. */
-static void status_header(struct ef_grpc_status *st, const char *name, size_t name_len,
-			  const char *value, size_t value_len, gboolean end_stream)
+/*
+ * What a response must be to be read as gRPC at all (the gRPC over HTTP/2
+ * spec): :status 200, content-type application/grpc (or a +suffix or
+ * ;parameters), and a numeric grpc-status in the block that ends it.
+ * The first thing found wrong is kept, in words for the log.
+ */
+struct shape {
+	gboolean http_ok;        /* :status 200 came */
+	gboolean grpc_type;      /* a gRPC content-type came */
+	const char *kind;        /* static: what was wrong (NULL: nothing yet) */
+	char bad[80];            /* kind and the particulars */
+};
+
+static void shape_fail(struct shape *sh, const char *kind, const char *fmt, ...)
+	G_GNUC_PRINTF(3, 4);
+
+static void shape_fail(struct shape *sh, const char *kind, const char *fmt, ...)
 {
+	size_t n;
+	va_list ap;
+
+	if (sh->kind)
+		return;
+	sh->kind = kind;
+	n = g_strlcpy(sh->bad, kind, sizeof(sh->bad));
+	if (fmt && n < sizeof(sh->bad)) {
+		va_start(ap, fmt);
+		g_vsnprintf(sh->bad + n, sizeof(sh->bad) - n, fmt, ap);
+		va_end(ap);
+	}
+}
+
+/* A header value for the log: it may be anything. */
+static void shape_fail_value(struct shape *sh, const char *kind, const char *value,
+			     size_t value_len)
+{
+	g_autofree char *v = g_strndup(value, MIN(value_len, 32));
+	g_autofree char *e = g_strescape(v, NULL);
+
+	shape_fail(sh, kind, " \"%s\"", e);
+}
+
+static gboolean grpc_content_type(const char *v, size_t len)
+{
+	static const char want[] = "application/grpc";
+	size_t n = sizeof(want) - 1;
+
+	return len >= n && g_ascii_strncasecmp(v, want, n) == 0 &&
+	       (len == n || v[n] == '+' || v[n] == ';');
+}
+
+/* Whether the response headers so far allow reading a message. */
+static gboolean shape_ready(struct shape *sh)
+{
+	if (!sh->http_ok)
+		shape_fail(sh, "no :status 200", NULL);
+	if (!sh->grpc_type)
+		shape_fail(sh, "no gRPC content-type", NULL);
+	return !sh->kind;
+}
+
+/* The stream ended without a transport error: 0, or -EPROTO with sh
+ * saying why it cannot be a gRPC response. */
+static int shape_verdict(struct shape *sh, const struct ef_grpc_status *st)
+{
+	if (!shape_ready(sh))
+		return -EPROTO;
+	if (st->code < 0) {
+		shape_fail(sh, "no grpc-status", NULL);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+/* Records the response's shape, and grpc-status / grpc-message from the
+ * block that ends the stream; earlier blocks (the response headers) carry
+ * no status. */
+static void status_header(struct ef_grpc_status *st, struct shape *sh, const char *name,
+			  size_t name_len, const char *value, size_t value_len, gboolean end_stream)
+{
+	if (header_is(name, name_len, ":status")) {
+		/* An informational (1xx) answer comes before the real one. */
+		if (value_len == 3 && value[0] == '1')
+			return;
+		if (header_is(value, value_len, "200"))
+			sh->http_ok = TRUE;
+		else
+			shape_fail_value(sh, ":status", value, value_len);
+		return;
+	}
+	if (header_is(name, name_len, "content-type")) {
+		if (grpc_content_type(value, value_len))
+			sh->grpc_type = TRUE;
+		else
+			shape_fail_value(sh, "content-type", value, value_len);
+		return;
+	}
 	if (!end_stream)
 		return;
 	if (header_is(name, name_len, "grpc-status")) {
 		int code = 0;
 
-		if (value_len == 0 || value_len > 4)
-			code = GRPC_UNKNOWN;
-		for (size_t i = 0; i < value_len && code != GRPC_UNKNOWN; i++) {
-			if (!g_ascii_isdigit(value[i]))
-				code = GRPC_UNKNOWN;
-			else
-				code = code * 10 + (value[i] - '0');
-		}
-		st->code = code;
+		for (size_t i = 0; i < value_len && code >= 0; i++)
+			code = g_ascii_isdigit(value[i]) ? code * 10 + (value[i] - '0') : -1;
+		/* Garbage is no status at all: the stream ends unexplained. */
+		if (value_len == 0 || value_len > 4 || code < 0)
+			shape_fail_value(sh, "grpc-status", value, value_len);
+		else
+			st->code = code;
 	} else if (header_is(name, name_len, "grpc-message")) {
 		g_free(st->message);
 		st->message = grpc_percent_decode(value, value_len);
 	}
+}
+
+/* Response body bytes into df, once the headers said it is gRPC: 0, or
+ * -EPROTO (what was wrong in sh), or -EMSGSIZE for a message over a
+ * cap the caller chose below the transport's. */
+static int shape_feed(struct shape *sh, struct ef_grpc_deframer *df, const uint8_t *data,
+		      size_t len)
+{
+	int rc;
+
+	if (!shape_ready(sh))
+		return -EPROTO;
+	rc = grpc_deframer_feed(df, data, len);
+	if (rc == -EPROTO)
+		shape_fail(sh, "a compressed message", NULL);
+	else if (rc == -EMSGSIZE && df->max_len >= GRPC_MAX_RESPONSE)
+		shape_fail(sh, "a message over the size limit", ": %zu bytes", df->too_long);
+	return rc;
+}
+
+static GMutex warn_lock;
+static GHashTable *warn_limits;         /* protected by warn_lock: kind ->
+					 * struct ef_ratelimit, for the
+					 * process's life */
+
+/* One line for an answer that is not gRPC, unless that kind of fault comes
+ * in a flood (a flood of one kind hides no other). */
+static void malformed(const char *path, const struct shape *sh)
+{
+	struct ef_ratelimit *rl;
+	unsigned dropped = 0;
+	bool log;
+
+	g_mutex_lock(&warn_lock);
+	if (!warn_limits)
+		warn_limits = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
+	rl = g_hash_table_lookup(warn_limits, sh->kind);
+	if (!rl) {
+		rl = g_new0(struct ef_ratelimit, 1);
+		g_hash_table_insert(warn_limits, (gpointer)sh->kind, rl);
+	}
+	log = ratelimit_allow(rl, g_get_monotonic_time(), &dropped);
+	g_mutex_unlock(&warn_lock);
+	if (log && dropped)
+		g_warning("etcdfs: a malformed answer to %s: %s (and %u more since the last such line)",
+			  path, sh->bad, dropped);
+	else if (log)
+		g_warning("etcdfs: a malformed answer to %s: %s", path, sh->bad);
 }
 
 /* One unary call; lives on the caller's stack. */
@@ -275,6 +415,7 @@ struct ef_grpc_call {
 	GBytes *msg;
 	unsigned n_msgs;
 	struct ef_grpc_status status;
+	struct shape shape;
 };
 
 static void unary_on_header(void *ud, const char *name, size_t name_len, const char *value,
@@ -282,19 +423,20 @@ static void unary_on_header(void *ud, const char *name, size_t name_len, const c
 {
 	struct ef_grpc_call *c = ud;
 
-	status_header(&c->status, name, name_len, value, value_len, end_stream);
+	status_header(&c->status, &c->shape, name, name_len, value, value_len, end_stream);
 }
 
 static int unary_on_data(void *ud, const uint8_t *data, size_t len)
 {
 	struct ef_grpc_call *c = ud;
 	GBytes *msg;
-	int rc = grpc_deframer_feed(&c->df, data, len);
+	int rc = shape_feed(&c->shape, &c->df, data, len);
 
 	if (rc < 0)
 		return rc;
 	while (grpc_deframer_next(&c->df, &msg)) {
 		if (++c->n_msgs > 1) {
+			shape_fail(&c->shape, "more than one message", NULL);
 			g_bytes_unref(msg);
 			return -EPROTO;
 		}
@@ -325,11 +467,15 @@ static int unary_result(struct ef_grpc_call *c, GBytes **resp)
 {
 	if (c->err < 0)
 		return c->err;
-	if (c->status.code < 0)
+	if (shape_verdict(&c->shape, &c->status) < 0)
 		return -EPROTO;
 	if (c->status.code != GRPC_OK)
 		return -grpc_status_errno(c->status.code, c->status.message);
-	if (c->n_msgs != 1 || grpc_deframer_partial(&c->df))
+	if (grpc_deframer_partial(&c->df))
+		shape_fail(&c->shape, "a message cut short", NULL);
+	else if (c->n_msgs != 1)
+		shape_fail(&c->shape, "no message", NULL);
+	if (c->shape.kind)
 		return -EPROTO;
 	*resp = g_steal_pointer(&c->msg);
 	return 0;
@@ -443,6 +589,9 @@ static int unary(struct ef_h2 *h, const char *path, const void *req, size_t req_
 	g_mutex_unlock(&c.lock);
 	rc = unary_result(&c, resp);
 	*need = rc == -EMSGSIZE ? c.df.too_long : 0;
+	/* A reset stream is -EPROTO too, but then nothing was found wrong. */
+	if ((rc == -EPROTO || rc == -EMSGSIZE) && c.shape.kind)
+		malformed(path, &c.shape);
 	if (st && c.err == 0) {
 		*st = c.status;
 		c.status.message = NULL;
@@ -473,6 +622,8 @@ struct ef_grpc_stream {
 	/* The I/O thread's until finished. */
 	struct ef_grpc_deframer df;
 	struct ef_grpc_status status;
+	struct shape shape;
+	char *path;             /* for the log */
 };
 
 static void stream_on_open(void *ud)
@@ -490,7 +641,7 @@ static void stream_on_header(void *ud, const char *name, size_t name_len, const 
 {
 	struct ef_grpc_stream *s = ud;
 
-	status_header(&s->status, name, name_len, value, value_len, end_stream);
+	status_header(&s->status, &s->shape, name, name_len, value, value_len, end_stream);
 }
 
 static int stream_on_data(void *ud, const uint8_t *data, size_t len)
@@ -498,7 +649,7 @@ static int stream_on_data(void *ud, const uint8_t *data, size_t len)
 	struct ef_grpc_stream *s = ud;
 	GBytes *msg;
 
-	if (grpc_deframer_feed(&s->df, data, len) < 0)
+	if (shape_feed(&s->shape, &s->df, data, len) < 0)
 		return -EPROTO;
 	while (grpc_deframer_next(&s->df, &msg)) {
 		gsize n;
@@ -521,8 +672,14 @@ static void stream_on_close(void *ud, int err)
 	opened = s->opened;
 	g_mutex_unlock(&s->lock);
 
-	if (err == 0 && s->status.code < 0)
+	if (err == 0)
+		err = shape_verdict(&s->shape, &s->status);
+	if (err == 0 && grpc_deframer_partial(&s->df)) {
+		shape_fail(&s->shape, "a message cut short", NULL);
 		err = -EPROTO;
+	}
+	if (err == -EPROTO && s->shape.kind)
+		malformed(s->path, &s->shape);
 	/* A stream whose open failed was never the user's: no callback. */
 	if (opened)
 		s->ops->on_close(s->ud, err, err == 0 ? &s->status : &none);
@@ -547,6 +704,7 @@ static void stream_destroy(struct ef_grpc_stream *s)
 	grpc_status_clear(&s->status);
 	g_cond_clear(&s->cond);
 	g_mutex_clear(&s->lock);
+	g_free(s->path);
 	g_free(s);
 }
 
@@ -572,6 +730,7 @@ int grpc_stream_open(struct ef_h2 *h, const char *path, const struct ef_grpc_str
 	s->ops = ops;
 	s->ud = ud;
 	s->status.code = -1;
+	s->path = g_strdup(path);
 	g_mutex_init(&s->lock);
 	g_cond_init(&s->cond);
 	grpc_deframer_init(&s->df, GRPC_MAX_RESPONSE);

@@ -64,7 +64,10 @@ int grpc_status_errno(int code, const char *message);
  * response message (caller unrefs). Otherwise returns -errno:
  *   -ETIMEDOUT  the deadline passed (the stream is reset),
  *   -ENOTCONN   no endpoint could be reached, or the connection dropped,
- *   -EPROTO     malformed response (bad framing, missing status),
+ *   -EPROTO     malformed response: not :status 200, no gRPC
+ *               content-type, no or a garbled grpc-status, a compressed
+ *               or over-long message, one cut short, or not exactly one
+ *               (one warning line, limited per kind of fault, says which),
  *   -EFBIG      the request is larger than a gRPC frame may carry,
  *   -grpc_status_errno(code, message) for a non-OK gRPC status.
  * If st is non-NULL it receives the status (code -1 for transport errors);
@@ -112,8 +115,9 @@ struct ef_grpc_stream_ops {
 	/* One complete response message; msg is valid only during the call. */
 	void (*on_message)(void *ud, const uint8_t *msg, size_t len);
 	/* The stream ended: err is 0 with st->code the gRPC status, or -errno
-	 * for transport failures (st->code == -1). Called exactly once; no
-	 * callback follows it. st is borrowed for the call. */
+	 * for transport failures (st->code == -1); -EPROTO for a response
+	 * malformed as for grpc_unary. Called exactly once; no callback
+	 * follows it. st is borrowed for the call. */
 	void (*on_close)(void *ud, int err, const struct ef_grpc_status *st);
 };
 

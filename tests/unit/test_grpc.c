@@ -400,6 +400,26 @@ static void test_percent_decode(void)
 
 /* ---- a scripted HTTP/2 server ---- */
 
+/* The malformed answers the fake sends are logged as warnings, which
+ * g_test makes fatal: those are counted here instead; any other warning
+ * still fails the test. */
+static GMutex warn_lock;
+static guint warnings_seen;             /* protected by warn_lock */
+static char last_warning[512];          /* protected by warn_lock */
+
+static void on_warning(const gchar *domain, GLogLevelFlags level, const gchar *message,
+		       gpointer ud)
+{
+	if (!strstr(message, "etcdfs: a malformed answer to")) {
+		g_log_default_handler(domain, level, message, ud);
+		g_error("an unexpected warning");
+	}
+	g_mutex_lock(&warn_lock);
+	warnings_seen++;
+	g_strlcpy(last_warning, message, sizeof(last_warning));
+	g_mutex_unlock(&warn_lock);
+}
+
 enum fake_mode {
 	FAKE_ECHO,              /* the request message back, grpc-status 0 */
 	FAKE_SPLIT,             /* the same, one DATA frame per byte */
@@ -416,6 +436,13 @@ enum fake_mode {
 	FAKE_BIDI,              /* echoes each DATA frame; a message "end" ends it */
 	FAKE_TRUNCATED,         /* half a message, then grpc-status 0 */
 	FAKE_CUT,               /* half a message, then the connection closes */
+	FAKE_HTTP_404,          /* :status 404, then the echo as if all were well */
+	FAKE_HTTP_503,          /* trailers-only :status 503, grpc-status 14 */
+	FAKE_TEXT,              /* content-type text/html, then the echo */
+	FAKE_NO_TYPE,           /* no content-type, trailers-only grpc-status 0 */
+	FAKE_BAD_STATUS,        /* the echo, then grpc-status "0k" */
+	FAKE_HUGE,              /* a frame header announcing 2 GiB, then silence */
+	FAKE_BIDI_CUT,          /* half of the first message, then grpc-status 0 */
 };
 
 #define BIG_LEN (3u << 20)
@@ -510,6 +537,21 @@ static void put_headers(GByteArray *out, uint32_t sid, gboolean response, const 
 		  blk->len);
 }
 
+/* A response's first header block as a broken server may send it. */
+static void put_odd_headers(GByteArray *out, uint32_t sid, const char *http, const char *type,
+			    const char *status, gboolean end_stream)
+{
+	g_autoptr(GByteArray) blk = g_byte_array_new();
+
+	hpack_lit(blk, ":status", http);
+	if (type)
+		hpack_lit(blk, "content-type", type);
+	if (status)
+		hpack_lit(blk, "grpc-status", status);
+	put_frame(out, 1, F_END_HEADERS | (end_stream ? F_END_STREAM : 0), sid, blk->data,
+		  blk->len);
+}
+
 static void put_data(GByteArray *out, uint32_t sid, const uint8_t *p, size_t len)
 {
 	for (size_t off = 0; off < len; off += 16384)
@@ -532,6 +574,26 @@ static void fake_unary_reply(GByteArray *out, uint32_t sid, struct fake_stream *
 	}
 	case FAKE_SILENT:
 		return;
+	case FAKE_HTTP_503:
+		put_odd_headers(out, sid, "503", "application/grpc", "14", TRUE);
+		return;
+	case FAKE_NO_TYPE:
+		put_odd_headers(out, sid, "200", NULL, "0", TRUE);
+		return;
+	case FAKE_HTTP_404:
+	case FAKE_TEXT:
+		put_odd_headers(out, sid, fs->mode == FAKE_TEXT ? "200" : "404",
+				fs->mode == FAKE_TEXT ? "text/html" : "application/grpc", NULL, FALSE);
+		put_data(out, sid, b->data, b->len);
+		put_headers(out, sid, FALSE, "0", "", TRUE);
+		return;
+	case FAKE_HUGE: {
+		const uint8_t hdr[GRPC_FRAME_HEADER] = { 0, 0x7f, 0xff, 0xff, 0xff };
+
+		put_headers(out, sid, TRUE, NULL, NULL, FALSE);
+		put_data(out, sid, hdr, sizeof(hdr));
+		return;
+	}
 	case FAKE_GOAWAY_DONE:
 		fs->mode = FAKE_ECHO;
 		fake_unary_reply(out, sid, fs);
@@ -563,7 +625,8 @@ static void fake_unary_reply(GByteArray *out, uint32_t sid, struct fake_stream *
 		if (fs->mode == FAKE_TWO)
 			put_data(out, sid, b->data, b->len);
 	}
-	put_headers(out, sid, FALSE, fs->mode == FAKE_NO_STATUS ? NULL : "0",
+	put_headers(out, sid, FALSE,
+		    fs->mode == FAKE_NO_STATUS ? NULL : fs->mode == FAKE_BAD_STATUS ? "0k" : "0",
 		    fs->mode == FAKE_NO_STATUS ? "x" : "", TRUE);
 }
 
@@ -634,14 +697,17 @@ static gboolean fake_frame(struct fake *f, GHashTable *streams, GByteArray *out,
 			put_frame(out, 7, 0, 0, goaway, sizeof(goaway));
 			return fs->mode == FAKE_GOAWAY_DONE;
 		}
-		if (fs->mode == FAKE_BIDI)
+		if (fs->mode == FAKE_BIDI || fs->mode == FAKE_BIDI_CUT)
 			put_headers(out, sid, TRUE, NULL, NULL, FALSE);
 		return TRUE;
 	case 0:         /* DATA */
 		if (!fs)
 			return TRUE;
 		g_byte_array_append(fs->body, p, (guint)len);
-		if (fs->mode == FAKE_BIDI) {
+		if (fs->mode == FAKE_BIDI_CUT) {
+			put_data(out, sid, p, len / 2);
+			put_headers(out, sid, FALSE, "0", "", TRUE);
+		} else if (fs->mode == FAKE_BIDI) {
 			put_data(out, sid, p, len);
 			if (len >= 3 && memcmp(p + len - 3, "end", 3) == 0)
 				put_headers(out, sid, FALSE, "0", "", TRUE);
@@ -962,25 +1028,43 @@ static void test_unary_echo(void)
 
 static void test_unary_errors(void)
 {
-	static const enum fake_mode modes[] = { FAKE_ERROR,	 FAKE_NO_STATUS, FAKE_TWO,
-						FAKE_NONE,	 FAKE_COMPRESSED, FAKE_REFUSE,
-						FAKE_TRUNCATED, FAKE_ECHO };
-	static const int want[] = { -ENOENT, -EPROTO, -EPROTO, -EPROTO,
-				    -EPROTO, -EAGAIN, -EPROTO };
+	static const enum fake_mode modes[] = {
+		FAKE_ERROR,	FAKE_NO_STATUS, FAKE_TWO,   FAKE_NONE,	    FAKE_COMPRESSED,
+		FAKE_REFUSE,	FAKE_TRUNCATED, FAKE_HTTP_404, FAKE_HTTP_503, FAKE_TEXT,
+		FAKE_NO_TYPE,	FAKE_BAD_STATUS, FAKE_HUGE,   FAKE_ECHO
+	};
+	static const int want[] = { -ENOENT, -EPROTO, -EPROTO, -EPROTO, -EPROTO,
+				    -EAGAIN, -EPROTO, -EPROTO, -EPROTO, -EPROTO,
+				    -EPROTO, -EPROTO, -EPROTO };
+	/* What the log must say of each malformed one (NULL: no line). */
+	static const char *const why[] = {
+		NULL, "no grpc-status", "more than one message", "no message",
+		"a compressed message", NULL, "a message cut short", ":status \"404\"",
+		":status \"503\"", "content-type \"text/html\"", "no gRPC content-type",
+		"grpc-status \"0k\"", "a message over the size limit: 2147483647 bytes",
+	};
 	struct fake *f = fake_start(modes, G_N_ELEMENTS(modes), FALSE, TRUE);
 	struct ef_h2 *h = h2_for(f->port, 500);
 
 	for (size_t i = 0; i < G_N_ELEMENTS(want); i++) {
 		struct ef_grpc_status st;
 		GBytes *resp = NULL;
+		guint warned = warnings_seen;
+		gint64 t0 = g_get_monotonic_time();
 
+		g_test_message("reply %zu", i);
 		g_assert_cmpint(grpc_unary(h, "/x.Y/Z", "abc", 3, 2000, &resp, &st), ==, want[i]);
+		/* Refused at once, not at the deadline. */
+		g_assert_cmpfloat(elapsed_s(t0), <, 1.9);
 		g_assert_null(resp);
 		if (i == 0) {
 			g_assert_cmpint(st.code, ==, GRPC_NOT_FOUND);
 			g_assert_cmpstr(st.message, ==, "not found%");
 		}
 		grpc_status_clear(&st);
+		g_assert_cmpuint(warnings_seen, ==, warned + (why[i] ? 1 : 0));
+		if (why[i])
+			g_assert_nonnull(strstr(last_warning, why[i]));
 	}
 	/* None of that hurt the connection. */
 	check_echo(h, "still fine");
@@ -1376,6 +1460,31 @@ static void test_stream_conn_lost(void)
 	h2_free(h);
 }
 
+/* A stream that ends inside a message ends in error, whatever its status. */
+static void test_stream_cut(void)
+{
+	static const enum fake_mode modes[] = { FAKE_BIDI_CUT };
+	struct fake *f = fake_start(modes, 1, FALSE, TRUE);
+	struct ef_h2 *h = h2_for(f->port, 500);
+	struct ef_grpc_stream *s = NULL;
+	guint warned = warnings_seen;
+	struct recorder r;
+
+	rec_init(&r);
+	g_assert_cmpint(grpc_stream_open(h, "/x.Y/Bidi", &rec_ops, &r, &s), ==, 0);
+	g_assert_cmpint(grpc_stream_send(s, "a whole message", 15), ==, 0);
+	rec_wait(&r, 1, TRUE);
+	g_assert_cmpint(r.closes, ==, 1);
+	g_assert_cmpint(r.err, ==, -EPROTO);
+	g_assert_cmpuint(r.msgs->len, ==, 0);
+	g_assert_cmpuint(warnings_seen, ==, warned + 1);
+	g_assert_nonnull(strstr(last_warning, "/x.Y/Bidi: a message cut short"));
+	grpc_stream_free(s);
+	rec_clear(&r);
+	h2_free(h);
+	fake_stop(f);
+}
+
 /* h2_free closes open streams; freeing them afterwards must not touch h. */
 static void test_free_with_stream(void)
 {
@@ -1398,6 +1507,8 @@ static void test_free_with_stream(void)
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
+	g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_CRITICAL);
+	g_log_set_handler(NULL, G_LOG_LEVEL_WARNING, on_warning, NULL);
 
 	g_test_add_func("/grpc/frame/header", test_frame_header);
 	g_test_add_func("/grpc/deframer/splits", test_deframer_splits);
@@ -1429,5 +1540,6 @@ int main(int argc, char **argv)
 	g_test_add_func("/grpc/stream/refused", test_stream_refused);
 	g_test_add_func("/grpc/stream/conn_lost", test_stream_conn_lost);
 	g_test_add_func("/grpc/stream/free_after_h2_free", test_free_with_stream);
+	g_test_add_func("/grpc/stream/cut", test_stream_cut);
 	return g_test_run();
 }
