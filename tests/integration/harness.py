@@ -469,6 +469,22 @@ class _Member(Etcd):
         self.cluster = cluster
         self.state = "new"
 
+    @property
+    def endpoint(self):
+        if self.cluster.scheme == "http":
+            return super().endpoint
+        return "%s://127.0.0.1:%d" % (self.cluster.scheme, self.client_port)
+
+    def _argv(self):
+        argv = super()._argv()
+        for flag in ("--listen-client-urls", "--advertise-client-urls"):
+            argv[argv.index(flag) + 1] = "%s://127.0.0.1:%d" % (self.cluster.scheme,
+                                                                 self.client_port)
+        return argv + list(self.cluster.member_args)
+
+    def ctl_argv(self, *args):
+        return self.cluster._ctl_argv_of([self.cluster.members.index(self)], *args)
+
     def _cluster_argv(self):
         c = self.cluster
         return ["--initial-cluster",
@@ -492,7 +508,14 @@ class EtcdCluster(EtcdCtl):
     registered like any Etcd: the atexit hook takes them down too, and each
     dies with the test process."""
 
-    def __init__(self, tag="cluster", size=3, heartbeat_ms=50, election_ms=500):
+    def __init__(self, tag="cluster", size=3, heartbeat_ms=50, election_ms=500,
+                 scheme="http", member_args=(), ctl_args=()):
+        """scheme "https" with member_args naming the certificates makes
+        the members serve clients over TLS; ctl_args are etcdctl's for it."""
+        self.scheme = scheme
+        self.member_args = list(member_args)
+        self.ctl_args = list(ctl_args)
+        self.ctl_user = None   # "name:password" once auth is on
         self.dir = scratch_dir(tag)
         # Cluster and member IDs derive from the token: a member of another
         # cluster that lands on one of these ports later is refused, not
@@ -522,7 +545,8 @@ class EtcdCluster(EtcdCtl):
 
     def _ctl_argv_of(self, indices, *args):
         eps = ",".join(self.members[i].endpoint for i in indices)
-        return ["etcdctl", "--endpoints=" + eps] + list(args)
+        user = ["--user=" + self.ctl_user] if self.ctl_user else []
+        return ["etcdctl", "--endpoints=" + eps] + self.ctl_args + user + list(args)
 
     def ctl_argv(self, *args):
         return self._ctl_argv_of(range(len(self.members)), *args)
