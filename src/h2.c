@@ -64,6 +64,8 @@
 /* Large windows so an 8 MiB Range response does not crawl at 64 KiB/RTT. */
 #define H2_STREAM_WINDOW (4 << 20)
 #define H2_CONN_WINDOW (32 << 20)
+/* Bytes of frames gathered into one send. */
+#define H2_SEND_BATCH (64 * 1024)
 #define H2_READ_BURST 16
 
 /* A member we left, or that failed us, is tried last for this long. */
@@ -799,20 +801,16 @@ static int conn_flush(struct ef_h2 *h)
 		}
 		g_byte_array_set_size(h->wbuf, 0);
 		h->wbuf_off = 0;
-		n = nghttp2_session_mem_send(h->session, &data);
-		if (n < 0)
-			return h2_errno((int)n);
-		if (n == 0)
+		/* nghttp2 hands out one frame at a time: gathered, a request
+		 * costs one send (one TLS record) instead of one per frame. */
+		while (h->wbuf->len < H2_SEND_BATCH &&
+		       (n = nghttp2_session_mem_send(h->session, &data)) != 0) {
+			if (n < 0)
+				return h2_errno((int)n);
+			g_byte_array_append(h->wbuf, data, (guint)n);
+		}
+		if (h->wbuf->len == 0)
 			return 0;
-		/* OpenSSL may take these bytes again from wbuf after a retry
-		 * (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER). */
-		w = conn_send(h, data, (size_t)n);
-		if (w < 0 && w != -EAGAIN)
-			return (int)w;
-		if (w < 0)
-			w = 0;
-		if (w < n)
-			g_byte_array_append(h->wbuf, data + w, (guint)(n - w));
 	}
 }
 
