@@ -167,7 +167,7 @@ static int unary(struct ef_etcd *e, const char *path, const uint8_t *buf, size_t
 	bool write = kind == CALL_WRITE || kind == CALL_RESOLVE;
 	int timeout_ms = e->timeout_ms;
 	uint64_t gen = 0, token_gen;
-	bool renewed = false;
+	int renewed = 0;
 	size_t ignored;
 	int rc;
 
@@ -198,13 +198,15 @@ static int unary(struct ef_etcd *e, const char *path, const uint8_t *buf, size_t
 			g_debug("%s: %s (grpc %d: %s)", path, g_strerror(-rc), st.code,
 				st.message ? st.message : "");
 		/* etcd forgot the token: refused before anything was done, so
-		 * any call may go again, once, with a new one. */
+		 * any call may go again with a new one. Twice: the token
+		 * attached may already be newer than token_gen (taken when
+		 * the request went out), and that renewal then logs in no one. */
 		if (rc == -EKEYEXPIRED) {
-			if (!e->auth || kind == CALL_LOGIN || renewed)
+			if (!e->auth || kind == CALL_LOGIN || renewed == 2)
 				rc = -EACCES;
 			else if ((rc = auth_renew(e->auth, token_gen, etcd_login, e)) == 0)
 				rc = -EKEYEXPIRED;
-			renewed = true;
+			renewed++;
 		}
 		again = rc == -EKEYEXPIRED || rc == -ESRCH ||
 			((kind == CALL_READ || kind == CALL_LOGIN) &&
@@ -250,6 +252,9 @@ static int call_capped(struct ef_etcd *e, const char *path, const ProtobufCMessa
 	protobuf_c_message_pack(req, buf);
 	gen = h2_generation(e->h2);
 	rc = unary(e, path, buf, len, kind, max_resp, need, &out);
+	/* A login's request holds the password. */
+	if (kind == CALL_LOGIN)
+		explicit_bzero(buf, len);
 	if (rc < 0)
 		return rc;
 	data = g_bytes_get_data(out, &n);

@@ -49,11 +49,15 @@ static const struct {
 	 * and every error of the Lock service too. */
 	{ GRPC_UNKNOWN, EIO, "context deadline exceeded", ETIMEDOUT },
 	{ GRPC_UNKNOWN, EIO, "permission denied", EACCES },
+	{ GRPC_UNKNOWN, EIO, "invalid auth token", EKEYEXPIRED },
+	{ GRPC_UNKNOWN, EIO, "revision of auth store is old", EKEYEXPIRED },
 	{ GRPC_INVALID_ARGUMENT, EINVAL, "request is too large", EFBIG },
 	/* Auth: no token sent (auth enabled under a mount without --user),
 	 * or a wrong password. */
 	{ GRPC_INVALID_ARGUMENT, EINVAL, "user name is empty", EACCES },
 	{ GRPC_INVALID_ARGUMENT, EINVAL, "authentication failed", EACCES },
+	/* A JWT token made before a change of users or roles. */
+	{ GRPC_INVALID_ARGUMENT, EINVAL, "revision of auth store is old", EKEYEXPIRED },
 	{ GRPC_DEADLINE_EXCEEDED, ETIMEDOUT, NULL, 0 },
 	{ GRPC_NOT_FOUND, ENOENT, NULL, 0 },
 	{ GRPC_ALREADY_EXISTS, EEXIST, NULL, 0 },
@@ -66,7 +70,7 @@ static const struct {
 	{ GRPC_INTERNAL, EIO, NULL, 0 },
 	{ GRPC_UNAVAILABLE, EAGAIN, "request timed out", ETIMEDOUT },
 	{ GRPC_DATA_LOSS, EIO, NULL, 0 },
-	/* A token etcd forgot (idle past --auth-token-ttl, or a restart):
+	/* A token etcd forgot (idle past --auth-token-ttl) or that expired:
 	 * etcd.c logs in again and retries; callers never see EKEYEXPIRED. */
 	{ GRPC_UNAUTHENTICATED, EACCES, "invalid auth token", EKEYEXPIRED },
 };

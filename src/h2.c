@@ -356,11 +356,14 @@ static int stream_submit(struct ef_h2 *h, struct ef_h2_stream *st)
 		nva[i] = (nghttp2_nv){ (uint8_t *)name, (uint8_t *)value, strlen(name),
 				       strlen(value), NGHTTP2_NV_FLAG_NONE };
 	}
+	/* A credential: kept out of HPACK's table (RFC 7541, 7.1.3). */
 	if (token)
 		nva[4 + nh++] = (nghttp2_nv){ (uint8_t *)"token", (uint8_t *)token, 5, strlen(token),
-					      NGHTTP2_NV_FLAG_NONE };
+					      NGHTTP2_NV_FLAG_NO_INDEX };
 	/* nghttp2 copies the headers: token may go when this returns. */
 	sid = nghttp2_submit_request(h->session, NULL, nva, 4 + nh, &prd, st);
+	if (token)
+		explicit_bzero(token, strlen(token));
 	if (sid < 0)
 		return sid;
 	st->sid = sid;
@@ -1617,9 +1620,11 @@ struct ef_h2 *h2_new(const struct ef_h2_config *cfg, GError **err)
 	}
 	h->tls_default = cfg->tls_default;
 	h->auth = cfg->auth;
-	h->refuse_plain = cfg->refuse_plain;
 	if (!endpoints_parse(h, cfg->endpoints, err))
 		goto fail;
+	h->refuse_plain = cfg->plain == EF_PLAIN_REFUSE;
+	for (size_t i = 0; i < h->n_eps; i++)
+		h->refuse_plain |= cfg->plain == EF_PLAIN_AUTO && h->eps[i].tls;
 	h->configured = g_strdupv((char **)cfg->endpoints);
 	h->resolver = resolver_new(on_resolved, h);
 	for (size_t i = 0; i < h->n_eps; i++) {

@@ -29,9 +29,11 @@ struct ef_h2_config {
 	 * without a scheme; the files are loaded by h2_new. */
 	struct ef_tls_config tls;
 	gboolean tls_default;
-	/* Refuse "http://" endpoints, given or learned (TLS was asked for:
-	 * the same credentials must not cross in plain text elsewhere). */
-	gboolean refuse_plain;
+	/* "http://" endpoints, given or learned from the member list:
+	 * EF_PLAIN_AUTO refuses them once a given endpoint uses TLS (what
+	 * goes over TLS, the auth token and password among it, must not
+	 * cross in plain text to another member); the others say so. */
+	enum ef_plain { EF_PLAIN_AUTO, EF_PLAIN_REFUSE, EF_PLAIN_ALLOW } plain;
 	/* etcd auth: its current token is sent with every request. Borrowed:
 	 * must outlive the connection. NULL: no token. */
 	struct ef_auth *auth;

@@ -7,6 +7,7 @@
  * keeps no threads; serve; unwind in reverse order.
  */
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <termios.h>
 #include <stdarg.h>
@@ -67,7 +68,7 @@ struct ef_opts {
 	int n_positional;
 };
 
-enum { KEY_UID, KEY_GID, KEY_UMASK, KEY_SHARED, KEY_INSECURE, KEY_SKIP_VERIFY };
+enum { KEY_UID, KEY_GID, KEY_UMASK, KEY_SHARED, KEY_INSECURE, KEY_SKIP_VERIFY, KEY_USER_O };
 
 #define OPT(t, f) { t, offsetof(struct ef_opts, f), 1 }
 static const struct fuse_opt ef_opt_spec[] = {
@@ -118,7 +119,10 @@ static const struct fuse_opt ef_opt_spec[] = {
 	FUSE_OPT_KEY("--insecure-skip-tls-verify", KEY_SKIP_VERIFY),
 	FUSE_OPT_KEY("insecure_skip_tls_verify", KEY_SKIP_VERIFY),
 	{ "--user=%s", offsetof(struct ef_opts, user), 0 },
-	{ "user=%s", offsetof(struct ef_opts, user), 0 },
+	/* Not "user=": mount(8) reads that as its own option, which lets
+	 * every user mount the fstab line. */
+	{ "username=%s", offsetof(struct ef_opts, user), 0 },
+	FUSE_OPT_KEY("user=", KEY_USER_O),
 	{ "--password=%s", offsetof(struct ef_opts, password), 0 },
 	{ "password=%s", offsetof(struct ef_opts, password), 0 },
 	{ "--password-file=%s", offsetof(struct ef_opts, password_file), 0 },
@@ -163,6 +167,10 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 		g_free(o->skip_verify);
 		o->skip_verify = g_strdup("true");
 		return 0;
+	case KEY_USER_O:
+		g_printerr("etcdfs: -o user= is mount(8)'s option (any user may then mount); "
+			   "use -o username= or credentials=\n");
+		return -1;
 	default:
 		return 1;
 	}
@@ -204,7 +212,7 @@ static void usage(const char *prog)
 	       "    -o endpoints=,prefix=,dial_timeout=,command_timeout=,serializable,cache_size=,\n"
 	       "       lock_prefix=,lock_ttl=,backend_quota=,pin_endpoints,strict_reads,\n"
 	       "       cacert=,cert=,key=,insecure_transport,insecure_skip_tls_verify,\n"
-	       "       credentials=,password_file=\n"
+	       "       username=,credentials=,password_file=\n"
 	       "    -o uid=N,gid=N,umask=OOO  owner and permissions shown for every file\n\n",
 	       prog);
 	fuse_cmdline_help();
@@ -227,6 +235,8 @@ static void opts_clear(struct ef_opts *o)
 	g_free(o->key);
 	g_free(o->insecure_transport);
 	g_free(o->skip_verify);
+	if (o->user)
+		explicit_bzero(o->user, strlen(o->user));
 	g_free(o->user);
 	if (o->password)
 		explicit_bzero(o->password, strlen(o->password));
@@ -250,8 +260,16 @@ struct ef_settings {
 	size_t quota;          /* bytes */
 };
 
-/* ETCDCTL_PASSWORD, taken out of the environment by hide_secrets. */
-static char *env_password;
+static void wipe_free(char *s)
+{
+	if (s)
+		explicit_bzero(s, strlen(s));
+	g_free(s);
+}
+
+/* ETCDCTL_PASSWORD and ETCDCTL_USER (which may hold NAME:PASSWORD),
+ * taken out of the environment by hide_secrets. */
+static char *env_password, *env_user;
 
 /*
  * What /proc/PID/cmdline and /proc/PID/environ show is this memory: the
@@ -269,9 +287,16 @@ static void hide_secrets(int argc, char **argv)
 		if (g_str_has_prefix(*e, "ETCDCTL_PASSWORD=")) {
 			char *v = *e + strlen("ETCDCTL_PASSWORD=");
 
-			g_free(env_password);
+			wipe_free(env_password);
 			env_password = g_strdup(v);
 			memset(v, 'x', strlen(v));
+		} else if (g_str_has_prefix(*e, "ETCDCTL_USER=")) {
+			char *v = *e + strlen("ETCDCTL_USER="), *colon = strchr(v, ':');
+
+			wipe_free(env_user);
+			env_user = g_strdup(v);
+			if (colon)
+				memset(colon + 1, 'x', strlen(colon + 1));
 		}
 	}
 }
@@ -344,7 +369,8 @@ static int tls_resolve(const struct ef_opts *o, struct ef_settings *s)
 		.skip_verify = skip,
 	};
 	s->h2.tls_default = any || (insecure_set && !insecure);
-	s->h2.refuse_plain = insecure_set ? !insecure : any;
+	s->h2.plain = insecure_set ? (insecure ? EF_PLAIN_ALLOW : EF_PLAIN_REFUSE)
+				   : any ? EF_PLAIN_REFUSE : EF_PLAIN_AUTO;
 	return n;
 }
 
@@ -359,32 +385,45 @@ static char *first_line(const char *what, const char *file)
 		bad("cannot read %s: %s", what, err->message);
 		return NULL;
 	}
-	text[strcspn(text, "\r\n")] = '\0';
+	/* The rest of a credentials file is a secret too. */
+	explicit_bzero(text + strcspn(text, "\r\n"), len - strcspn(text, "\r\n"));
 	return text;
 }
 
-static void wipe_free(char *s)
+/* The terminal a password prompt turned the echo off on, for the signal
+ * handler that turns it back on. */
+static int prompt_fd = -1;
+static struct termios prompt_saved;
+
+static void prompt_interrupted(int sig)
 {
-	if (s)
-		explicit_bzero(s, strlen(s));
-	g_free(s);
+	tcsetattr(prompt_fd, TCSAFLUSH, &prompt_saved);
+	signal(sig, SIG_DFL);
+	raise(sig);
 }
 
 /* Reads a password on the controlling terminal, not echoed; NULL when
- * there is none. */
+ * there is none. ^C (or another deadly signal) meanwhile turns the echo
+ * back on before it ends the process. */
 static char *ask_password(const char *user)
 {
+	static const int deadly[] = { SIGINT, SIGQUIT, SIGTERM, SIGHUP };
+	struct sigaction was[G_N_ELEMENTS(deadly)];
+	struct sigaction sa = { .sa_handler = prompt_interrupted };
 	int fd = open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY);
-	struct termios old, quiet;
-	char buf[1024];
+	struct termios quiet;
+	char buf[1024], *out;
 	size_t n = 0;
 	bool echo_off;
 
 	if (fd < 0)
 		return NULL;
-	echo_off = tcgetattr(fd, &old) == 0;
+	echo_off = tcgetattr(fd, &prompt_saved) == 0;
 	if (echo_off) {
-		quiet = old;
+		prompt_fd = fd;
+		for (size_t i = 0; i < G_N_ELEMENTS(deadly); i++)
+			sigaction(deadly[i], &sa, &was[i]);
+		quiet = prompt_saved;
 		quiet.c_lflag &= ~(tcflag_t)ECHO;
 		tcsetattr(fd, TCSAFLUSH, &quiet);
 	}
@@ -392,11 +431,17 @@ static char *ask_password(const char *user)
 	while (n < sizeof(buf) - 1 && read(fd, buf + n, 1) == 1 && buf[n] != '\n')
 		n++;
 	buf[n] = '\0';
-	if (echo_off)
-		tcsetattr(fd, TCSAFLUSH, &old);
+	if (echo_off) {
+		tcsetattr(fd, TCSAFLUSH, &prompt_saved);
+		for (size_t i = 0; i < G_N_ELEMENTS(deadly); i++)
+			sigaction(deadly[i], &was[i], NULL);
+		prompt_fd = -1;
+	}
 	dprintf(fd, "\n");
 	close(fd);
-	return g_strdup(buf);
+	out = g_strdup(buf);
+	explicit_bzero(buf, sizeof(buf));
+	return out;
 }
 
 /*
@@ -407,27 +452,29 @@ static char *ask_password(const char *user)
  */
 static int auth_resolve(const struct ef_opts *o, struct ef_settings *s)
 {
-	g_autofree char *spec = g_strdup(o->user ? o->user : g_getenv("ETCDCTL_USER"));
+	/* A flag wins over the environment, as with etcdctl. */
+	char *spec = g_strdup(o->user ? o->user : o->credentials ? NULL : env_user);
 	char *pw = NULL, *colon;
 	int n = 0;
 
 	if (o->credentials) {
 		char *line = first_line("credentials file", o->credentials);
 
-		if (!line)
-			return 1;
-		if (spec || !strchr(line, ':')) {
-			n += bad(spec ? "--credentials and --user both name the user"
-				      : "credentials file %s: its first line must be NAME:PASSWORD",
-				 o->credentials);
+		if (!line || o->user || !strchr(line, ':')) {
+			if (line)
+				n += bad(o->user ? "--credentials and --user both name the user"
+						 : "credentials file %s: its first line must be "
+						   "NAME:PASSWORD", o->credentials);
 			wipe_free(line);
-			return n;
+			wipe_free(spec);
+			return n ? n : 1;
 		}
-		g_free(spec);
 		spec = line;
 	}
-	if (o->password_file && !(pw = first_line("password file", o->password_file)))
+	if (o->password_file && !(pw = first_line("password file", o->password_file))) {
+		wipe_free(spec);
 		return n + 1;
+	}
 	if (!pw && o->password)
 		pw = g_strdup(o->password);
 	if (!spec) {
@@ -437,10 +484,11 @@ static int auth_resolve(const struct ef_opts *o, struct ef_settings *s)
 		return n;
 	}
 	if ((colon = strchr(spec, ':'))) {
-		*colon = '\0';
-		if (!pw)
+		if (pw)
+			n += bad("the password is given twice (NAME:PASSWORD and another way)");
+		else
 			pw = g_strdup(colon + 1);
-		explicit_bzero(colon + 1, strlen(colon + 1));
+		explicit_bzero(colon, strlen(colon));
 	}
 	if (!pw && env_password)
 		pw = g_strdup(env_password);
@@ -452,6 +500,7 @@ static int auth_resolve(const struct ef_opts *o, struct ef_settings *s)
 	if (n == 0)
 		s->auth = auth_new(spec, pw);
 	wipe_free(pw);
+	wipe_free(spec);
 	return n;
 }
 
@@ -714,5 +763,6 @@ out_opts:
 	fuse_opt_free_args(&args);
 	auth_free(s.auth);
 	wipe_free(env_password);
+	wipe_free(env_user);
 	return ret;
 }

@@ -133,10 +133,16 @@ int options_parse_size(const char *s, size_t *bytes)
 }
 
 /* Where a value that starts at v ends: a long option's takes the rest of
- * the argument, one in an -o list ends at a comma. */
+ * the argument, one in an -o list ends at a comma that fuse_opt does not
+ * see escaped ("\\,"). */
 static char *secret_end(const char *arg, char *v)
 {
-	return g_str_has_prefix(arg, "--") ? v + strlen(v) : v + strcspn(v, ",");
+	if (g_str_has_prefix(arg, "--"))
+		return v + strlen(v);
+	for (; *v && *v != ','; v++)
+		if (*v == '\\' && v[1])
+			v++;
+	return v;
 }
 
 void options_hide_secrets(char *arg)
@@ -148,13 +154,15 @@ void options_hide_secrets(char *arg)
 		end = secret_end(arg, p);
 		memset(p, 'x', (size_t)(end - p));
 	}
-	for (char *p = strstr(arg, "user="); p; p = strstr(p, "user=")) {
-		char *end, *colon;
+	for (const char *const *k = (const char *const[]){ "user=", "username=", NULL }; *k; k++) {
+		for (char *p = strstr(arg, *k); p; p = strstr(p, *k)) {
+			char *end, *colon;
 
-		p += strlen("user=");
-		end = secret_end(arg, p);
-		colon = memchr(p, ':', (size_t)(end - p));
-		if (colon)
-			memset(colon + 1, 'x', (size_t)(end - colon - 1));
+			p += strlen(*k);
+			end = secret_end(arg, p);
+			colon = memchr(p, ':', (size_t)(end - p));
+			if (colon)
+				memset(colon + 1, 'x', (size_t)(end - colon - 1));
+		}
 	}
 }

@@ -18,7 +18,7 @@ char **options_split_endpoints(const char *s);
 
 /* Overwrites with 'x', in place, the passwords in one command-line
  * argument: the value of "password=" and the part after the first ':' of
- * "user=NAME:PASSWORD" (in a long option, "--password=...", up to the
+ * "user=NAME:PASSWORD" or "username=NAME:PASSWORD" (in a long option, "--password=...", up to the
  * end; in an -o list, "-o a,password=b,c", up to a comma). */
 void options_hide_secrets(char *arg);
 

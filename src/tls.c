@@ -36,7 +36,13 @@ struct ef_tls {
 	gboolean skip_verify;
 	SSL_CTX *ctx;
 	struct file_sig sigs[N_FILES]; /* when ctx was loaded, or a reload tried */
+	gint64 failed_at;       /* monotonic: when a reload last failed, or 0 */
+	char *failure;          /* and why (logged once per reason) */
 };
+
+/* A reload that failed is tried again after this even if the files do not
+ * change: a renewed certificate not valid yet (clocks apart) becomes valid. */
+#define RELOAD_RETRY_US (10 * G_USEC_PER_SEC)
 
 static GQuark tls_error_quark(void)
 {
@@ -211,34 +217,43 @@ void tls_free(struct ef_tls *t)
 		SSL_CTX_free(t->ctx);
 	for (int i = 0; i < N_FILES; i++)
 		g_free(t->files[i]);
+	g_free(t->failure);
 	g_free(t);
 }
 
-/* Loads the files again if one changed since the last try. */
+/* Loads the files again if one changed since the last try, or a while
+ * after a try that failed. */
 static void tls_refresh(struct ef_tls *t)
 {
 	struct file_sig now[N_FILES];
 	gboolean changed = FALSE;
 	g_autoptr(GError) err = NULL;
+	gint64 at = g_get_monotonic_time();
 	SSL_CTX *ctx;
 
 	for (int i = 0; i < N_FILES; i++) {
 		sig_read(t->files[i], &now[i]);
 		changed |= !sig_equal(&now[i], &t->sigs[i]);
 	}
-	if (!changed)
+	if (!changed && !(t->failed_at && at - t->failed_at >= RELOAD_RETRY_US))
 		return;
-	/* Remembered even when the load fails: a renewal still being written
-	 * changes the files again, and that is when to retry. */
+	/* A renewal still being written changes the files again: that is
+	 * when to retry, besides the timer. */
 	memcpy(t->sigs, now, sizeof(now));
 	ctx = ctx_load(t, &err);
 	if (!ctx) {
-		g_warning("etcdfs: the TLS files changed but do not load (%s); "
-			  "keeping the previous ones", err->message);
+		if (g_strcmp0(t->failure, err->message) != 0)
+			g_warning("etcdfs: the TLS files changed but do not load (%s); "
+				  "keeping the previous ones", err->message);
+		g_free(t->failure);
+		t->failure = g_strdup(err->message);
+		t->failed_at = at;
 		return;
 	}
 	SSL_CTX_free(t->ctx);
 	t->ctx = ctx;
+	t->failed_at = 0;
+	g_clear_pointer(&t->failure, g_free);
 	g_message("etcdfs: TLS files changed: loaded again");
 }
 
@@ -253,19 +268,23 @@ static gboolean host_is_ip(const char *host)
 struct ssl_st *tls_session_new(struct ef_tls *t, int fd, const char *host, char *why,
 			       size_t len)
 {
-	SSL *ssl;
+	g_autofree char *addr = g_strndup(host, strcspn(host, "%"));
 	gboolean ok, ip = host_is_ip(host);
+	SSL *ssl;
 
 	tls_refresh(t);
 	ssl = SSL_new(t->ctx);
 	ok = ssl && SSL_set_fd(ssl, fd) == 1;
 	/* SNI only makes sense for DNS names; the name we dialled is the one
-	 * the certificate must carry. */
+	 * the certificate must carry, in its subjectAltName (never its CN, as
+	 * Go's, and so etcdctl's, check), an address without its zone. */
 	if (ok && !ip)
 		ok = SSL_set_tlsext_host_name(ssl, host) == 1;
-	if (ok && !t->skip_verify)
-		ok = ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host) == 1
+	if (ok && !t->skip_verify) {
+		SSL_set_hostflags(ssl, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
+		ok = ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), addr) == 1
 			: SSL_set1_host(ssl, host) == 1;
+	}
 	if (!ok) {
 		g_strlcpy(why, "cannot set up TLS", len);
 		if (ssl)

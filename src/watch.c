@@ -648,8 +648,10 @@ static bool handle_msg(const struct ef_watch_msg *m, int64_t *next, bool *create
 				g_message("etcdfs: watch refused: %s", why);
 			g_free(w.refused);
 			w.refused = g_strdup(why);
-			/* A token etcd forgot: log in again before the next try. */
-			if (strstr(why, "invalid auth token"))
+			/* A token etcd forgot, or one made before a change of
+			 * users or roles: log in again before the next try. */
+			if (strstr(why, "invalid auth token") ||
+			    strstr(why, "revision of auth store is old"))
 				etcd_auth_renew(w.etcd, w.token_gen);
 			return false;
 		}

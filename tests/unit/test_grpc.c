@@ -302,6 +302,9 @@ static void test_status_errno(void)
 		{ 3, "etcdserver: authentication failed, invalid user ID or password", EACCES },
 		{ 3, "etcdserver: key is not provided", EINVAL },
 		{ 9, "etcdserver: authentication is not enabled", EOPNOTSUPP },
+		{ 2, "etcdserver: invalid auth token", EKEYEXPIRED },
+		{ 3, "etcdserver: revision of auth store is old", EKEYEXPIRED },
+		{ 2, "etcdserver: revision of auth store is old", EKEYEXPIRED },
 		{ 9, NULL, EIO },
 		{ 17, NULL, EIO },
 		{ 99, NULL, EIO },
@@ -913,11 +916,13 @@ static void test_new_errors(void)
 	g_assert_no_error(err);
 	/* Where TLS was asked for, a plain endpoint is a mistake. */
 	cfg.endpoints = mixed;
-	cfg.refuse_plain = TRUE;
-	g_assert_null(h2_new(&cfg, &err));
-	g_assert_nonnull(strstr(err->message, "http://127.0.0.1:2380 is plain text"));
-	g_clear_error(&err);
-	cfg.refuse_plain = FALSE;
+	for (int i = 0; i < 2; i++) {
+		cfg.plain = i ? EF_PLAIN_REFUSE : EF_PLAIN_AUTO;
+		g_assert_null(h2_new(&cfg, &err));
+		g_assert_nonnull(strstr(err->message, "http://127.0.0.1:2380 is plain text"));
+		g_clear_error(&err);
+	}
+	cfg.plain = EF_PLAIN_ALLOW;
 	h2_free(h2_new(&cfg, &err));
 	g_assert_no_error(err);
 }

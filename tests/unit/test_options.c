@@ -65,6 +65,8 @@ static void test_hide_secrets(void)
 		{ "--password-file=/etc/pw", "--password-file=/etc/pw" },
 		{ "--password=", "--password=" },
 		{ "/mnt/point", "/mnt/point" },
+		{ "-opassword=pa\\,ss,ro", "-opassword=xxxxxx,ro" },
+		{ "-ousername=bob:p\\,w", "-ousername=bob:xxxx" },
 	};
 
 	for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
