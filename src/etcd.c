@@ -1163,6 +1163,13 @@ struct ef_watch_msg *etcd_watch_msg_parse(const uint8_t *data, size_t len)
 
 		if (!ev->kv)
 			continue;
+		/* etcd has no empty key: an event about one is garbage, and
+		 * watch.c walks a key's bytes assuming it has some. */
+		if (ev->kv->key.len == 0) {
+			etcdserverpb__watch_response__free_unpacked(r, NULL);
+			etcd_watch_msg_free(m);
+			return NULL;
+		}
 		m->events[m->n_events].deleted = ev->type == MVCCPB__EVENT__EVENT_TYPE__DELETE;
 		m->events[m->n_events].kv = kv_from_pb(ev->kv, false);
 		m->n_events++;

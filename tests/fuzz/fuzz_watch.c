@@ -144,13 +144,13 @@ static GBytes *below_root(const uint8_t *p, size_t len, bool as_dir)
 
 	g_byte_array_append(k, g_bytes_get_data(w.root, NULL), (guint)g_bytes_get_size(w.root));
 	g_byte_array_append(k, p, (guint)len);
-	if (as_dir && (len == 0 || p[len - 1] != '/'))
+	if (as_dir && len > 0 && p[len - 1] != '/')
 		g_byte_array_append(k, (const guint8 *)"/", 1);
 	return g_byte_array_free_to_bytes(k);
 }
 
-/* A file inode holding the value it read. */
-static void file_inode(const uint8_t *p, size_t len)
+/* A file inode holding the value it read at revision rev. */
+static void file_inode(const uint8_t *p, size_t len, int64_t rev)
 {
 	g_autoptr(GBytes) key = below_root(p, len, false);
 	struct ef_inode *in;
@@ -163,14 +163,15 @@ static void file_inode(const uint8_t *p, size_t len)
 	kv->key = g_bytes_ref(key);
 	kv->value = g_bytes_new_static("cached", 6);
 	kv->size = 6;
-	kv->mod_revision = len ? p[0] : 0;
+	kv->mod_revision = rev;
 	kv->create_revision = 1;
 	kv->version = 1;
 	cache_store(in, kv, true);
 	inode_unref(in);
 }
 
-/* A directory inode whose name set is known (empty until events fill it). */
+/* A directory inode whose name set is known (empty until events fill it);
+ * no bytes: the root. */
 static void dir_inode(const uint8_t *p, size_t len)
 {
 	g_autoptr(GBytes) key = below_root(p, len, true);
@@ -210,7 +211,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				stream_lost(&created);
 			break;
 		case 3:
-			file_inode(p, len);
+			file_inode(p, len, tag >> 3);
 			break;
 		case 4:
 			dir_inode(p, len);
