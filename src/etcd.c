@@ -1141,6 +1141,23 @@ void etcd_watch_msg_free(struct ef_watch_msg *m)
 	g_free(m);
 }
 
+/* What watch.c counts on: no empty key (etcd has none), and revisions
+ * that are positive (a header's may be 0: absent) and below INT64_MAX,
+ * because the watch resumes from the one after. */
+static bool watch_response_ok(const Etcdserverpb__WatchResponse *r)
+{
+	if (r->header && (r->header->revision < 0 || r->header->revision == INT64_MAX))
+		return false;
+	for (size_t i = 0; i < r->n_events; i++) {
+		const Mvccpb__KeyValue *kv = r->events[i]->kv;
+
+		if (kv && (kv->key.len == 0 || kv->mod_revision <= 0 ||
+			   kv->mod_revision == INT64_MAX))
+			return false;
+	}
+	return true;
+}
+
 struct ef_watch_msg *etcd_watch_msg_parse(const uint8_t *data, size_t len)
 {
 	Etcdserverpb__WatchResponse *r = etcdserverpb__watch_response__unpack(NULL, len, data);
@@ -1148,6 +1165,10 @@ struct ef_watch_msg *etcd_watch_msg_parse(const uint8_t *data, size_t len)
 
 	if (!r)
 		return NULL;
+	if (!watch_response_ok(r)) {
+		etcdserverpb__watch_response__free_unpacked(r, NULL);
+		return NULL;
+	}
 	m = g_new0(struct ef_watch_msg, 1);
 	m->watch_id = r->watch_id;
 	m->revision = r->header ? r->header->revision : 0;
@@ -1163,13 +1184,6 @@ struct ef_watch_msg *etcd_watch_msg_parse(const uint8_t *data, size_t len)
 
 		if (!ev->kv)
 			continue;
-		/* etcd has no empty key: an event about one is garbage, and
-		 * watch.c walks a key's bytes assuming it has some. */
-		if (ev->kv->key.len == 0) {
-			etcdserverpb__watch_response__free_unpacked(r, NULL);
-			etcd_watch_msg_free(m);
-			return NULL;
-		}
 		m->events[m->n_events].deleted = ev->type == MVCCPB__EVENT__EVENT_TYPE__DELETE;
 		m->events[m->n_events].kv = kv_from_pb(ev->kv, false);
 		m->n_events++;
