@@ -266,7 +266,9 @@ void paging_after_page(struct ef_paging *p, size_t n, size_t bytes, int64_t coun
 {
 	int64_t fit = paging_fit(p, n ? bytes / n : 1);
 
-	p->left = MAX(count - (int64_t)n, 0);
+	/* count is the server's word: any int64, and the subtraction must
+	 * not overflow on a negative one (nothing is left then). */
+	p->left = count > (int64_t)n ? count - (int64_t)n : 0;
 	if (p->values && fit < PAGING_VALUES_MIN) {
 		p->values = false;
 		p->limit = PAGING_KEYS_PAGE;

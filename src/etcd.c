@@ -1208,6 +1208,23 @@ void etcd_watch_msg_free(struct ef_watch_msg *m)
 	g_free(m);
 }
 
+/* What watch.c counts on: no empty key (etcd has none), and revisions
+ * that are positive (a header's may be 0: absent) and below INT64_MAX,
+ * because the watch resumes from the one after. */
+static bool watch_response_ok(const Etcdserverpb__WatchResponse *r)
+{
+	if (r->header && (r->header->revision < 0 || r->header->revision == INT64_MAX))
+		return false;
+	for (size_t i = 0; i < r->n_events; i++) {
+		const Mvccpb__KeyValue *kv = r->events[i]->kv;
+
+		if (kv && (kv->key.len == 0 || kv->mod_revision <= 0 ||
+			   kv->mod_revision == INT64_MAX))
+			return false;
+	}
+	return true;
+}
+
 static struct ef_watch_msg *watch_msg_from_pb(const Etcdserverpb__WatchResponse *r)
 {
 	struct ef_watch_msg *m = g_new0(struct ef_watch_msg, 1);
@@ -1240,7 +1257,7 @@ struct ef_watch_msg *etcd_watch_msg_parse(const uint8_t *data, size_t len)
 
 	if (!r)
 		return NULL;
-	m = watch_msg_from_pb(r);
+	m = watch_response_ok(r) ? watch_msg_from_pb(r) : NULL;
 	etcdserverpb__watch_response__free_unpacked(r, NULL);
 	return m;
 }
@@ -1269,6 +1286,8 @@ static struct ef_watch_msg *watch_decode(struct watch_adapter *a, const uint8_t 
 	if (!r->header || cluster_check(a->e, h2_generation(a->e->h2), r->header->cluster_id) == 0) {
 		if (reply_check_watch(&a->chk, r, &fault) < 0)
 			refuse(a->e, "Watch", fault.why);
+		else if (!watch_response_ok(r))
+			refuse(a->e, "Watch", "an empty key, or a revision out of bounds");
 		else
 			m = watch_msg_from_pb(r);
 	}

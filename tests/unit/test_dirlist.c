@@ -629,6 +629,21 @@ static void test_paging_keys_only(void)
 	g_assert_cmpint(p.limit, ==, 0);
 }
 
+/* Found by tests/fuzz/fuzz_dirlist: a count near INT64_MIN overflowed. */
+static void test_paging_odd_count(void)
+{
+	struct ef_paging p;
+
+	paging_init(&p, 8u << 20, true, 1000);
+	paging_after_page(&p, 15104, 15104 * 40, INT64_MIN);
+	g_assert_cmpint(p.left, ==, 0);
+	g_assert_cmpint(p.limit, ==, 0);
+	paging_after_page(&p, 3, 120, -1);
+	g_assert_cmpint(p.left, ==, 0);
+	paging_after_page(&p, 3, 120, INT64_MAX);
+	g_assert_cmpint(p.left, ==, INT64_MAX - 3);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -648,5 +663,6 @@ int main(int argc, char **argv)
 	g_test_add_func("/dirlist/paging/big_values_go_keys_only", test_paging_big_values_go_keys_only);
 	g_test_add_func("/dirlist/paging/refusals_end", test_paging_refusals_end);
 	g_test_add_func("/dirlist/paging/keys_only", test_paging_keys_only);
+	g_test_add_func("/dirlist/paging/odd_count", test_paging_odd_count);
 	return g_test_run();
 }
