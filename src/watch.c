@@ -68,7 +68,7 @@ static struct {
 	uint64_t stream;           /* watch thread only */
 	uint64_t token_gen;        /* watch thread only: the auth token the
 				    * stream was opened with */
-	char *refused;             /* watch thread only: the last refusal logged */
+	char refused[160];         /* watch thread only: the last refusal logged */
 
 	gint doubt_queued;         /* an ITEM_DOUBT is in the queue */
 
@@ -644,10 +644,9 @@ static bool handle_msg(const struct ef_watch_msg *m, int64_t *next, bool *create
 
 			/* Once per reason: a role that may not read the whole
 			 * mount is refused again at every try. */
-			if (g_strcmp0(why, w.refused) != 0)
+			if (strncmp(why, w.refused, sizeof(w.refused) - 1) != 0)
 				g_message("etcdfs: watch refused: %s", why);
-			g_free(w.refused);
-			w.refused = g_strdup(why);
+			g_strlcpy(w.refused, why, sizeof(w.refused));
 			/* A token etcd forgot, or one made before a change of
 			 * users or roles: log in again before the next try. */
 			if (strstr(why, "invalid auth token") ||
@@ -655,7 +654,7 @@ static bool handle_msg(const struct ef_watch_msg *m, int64_t *next, bool *create
 				etcd_auth_renew(w.etcd, w.token_gen);
 			return false;
 		}
-		g_clear_pointer(&w.refused, g_free);
+		w.refused[0] = '\0';
 		if (*next == 0)
 			*next = m->revision + 1;
 		/* Trusted once a probe has vouched for the member too. */
@@ -842,7 +841,6 @@ void watch_stop(void)
 	while ((it = g_async_queue_try_pop(w.q)))
 		item_free(it);
 	g_async_queue_unref(w.q);
-	g_clear_pointer(&w.refused, g_free);
 	g_bytes_unref(w.root);
 	g_bytes_unref(w.key);
 	g_bytes_unref(w.end);
