@@ -1573,6 +1573,11 @@ int etcd_auth_renew(struct ef_etcd *e, uint64_t seen)
 	return e->auth ? auth_renew(e->auth, seen, etcd_login, e) : -EACCES;
 }
 
+const char *etcd_library_version(void)
+{
+	return protobuf_c_version();
+}
+
 uint64_t etcd_auth_generation(struct ef_etcd *e)
 {
 	return e->auth ? auth_generation(e->auth) : 0;

@@ -314,6 +314,9 @@ int etcd_member_list(struct ef_etcd *e, struct ef_header *h, struct ef_member_in
 int etcd_sync_endpoints(struct ef_etcd *e);
 void etcd_pin_endpoints(struct ef_etcd *e);
 
+/* protobuf-c's version at run time (static string). */
+const char *etcd_library_version(void);
+
 /*
  * etcd's user auth: a (borrowed) ef_auth whose token e renews, logging in
  * with Authenticate, when etcd refuses it as invalid (it forgot it: idle

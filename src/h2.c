@@ -1661,6 +1661,16 @@ void h2_free(struct ef_h2 *h)
 	h2_destroy(h);
 }
 
+const char *h2_library_versions(void)
+{
+	static char buf[200];
+
+	if (!buf[0])
+		g_snprintf(buf, sizeof(buf), "nghttp2 %s, %s", nghttp2_version(0)->version_str,
+			   OpenSSL_version(OPENSSL_VERSION));
+	return buf;
+}
+
 gboolean h2_connect(struct ef_h2 *h, GError **err)
 {
 	struct ef_h2_waiter w = { 0 };

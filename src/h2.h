@@ -86,6 +86,9 @@ void h2_learn_endpoints(struct ef_h2 *h, const char *const *learned);
  */
 void h2_abandon_calls(struct ef_h2 *h, uint64_t generation, gint64 before);
 
+/* "nghttp2 X.Y.Z, OpenSSL ...": the libraries in use at run time (static). */
+const char *h2_library_versions(void);
+
 /* True when called on h's I/O thread (where blocking calls would deadlock). */
 gboolean h2_on_io_thread(struct ef_h2 *h);
 

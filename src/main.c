@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <termios.h>
 #include <stdarg.h>
+#include <syslog.h>
 #include <limits.h>
 #include <malloc.h>
 #include <stddef.h>
@@ -299,6 +300,50 @@ static void hide_secrets(int argc, char **argv)
 				memset(colon + 1, 'x', strlen(colon + 1));
 		}
 	}
+}
+
+/* ---- logs of a detached daemon ---- */
+
+static int syslog_priority(GLogLevelFlags level)
+{
+	if (level & (G_LOG_LEVEL_ERROR | G_LOG_LEVEL_CRITICAL))
+		return LOG_ERR;
+	if (level & G_LOG_LEVEL_WARNING)
+		return LOG_WARNING;
+	if (level & G_LOG_LEVEL_MESSAGE)
+		return LOG_NOTICE;
+	return level & G_LOG_LEVEL_INFO ? LOG_INFO : LOG_DEBUG;
+}
+
+static GLogWriterOutput glib_to_syslog(GLogLevelFlags level, const GLogField *fields,
+				       gsize n, gpointer unused)
+{
+	const char *msg = NULL;
+
+	/* Debug lines only on request, as GLib's own writer does. */
+	if ((level & G_LOG_LEVEL_DEBUG) && !g_getenv("G_MESSAGES_DEBUG"))
+		return G_LOG_WRITER_HANDLED;
+	for (gsize i = 0; i < n && !msg; i++)
+		if (strcmp(fields[i].key, "MESSAGE") == 0 && fields[i].length < 0)
+			msg = fields[i].value;
+	if (msg)
+		syslog(syslog_priority(level), "%s", msg);
+	return G_LOG_WRITER_HANDLED;
+}
+
+/* libfuse's levels are syslog's, in the same order from EMERG to DEBUG. */
+static void fuse_to_syslog(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+	vsyslog((int)level, fmt, ap);
+}
+
+/* A detached daemon's stderr is /dev/null: its warnings and errors (ours
+ * and libfuse's) go to syslog, which is the journal under systemd. */
+static void log_to_syslog(void)
+{
+	openlog("etcdfs", LOG_PID, LOG_DAEMON);
+	g_log_set_writer_func(glib_to_syslog, NULL, NULL);
+	fuse_set_log_func(fuse_to_syslog);
 }
 
 /* One line per mistake, so that all of them show at once. */
@@ -699,7 +744,12 @@ int main(int argc, char *argv[])
 	}
 	if (co.show_version) {
 		printf("etcdfs %s\nFUSE library version %s\n", PACKAGE_VERSION, fuse_pkgversion());
+		/* It runs fusermount3, whose line must come after ours. */
+		fflush(stdout);
 		fuse_lowlevel_version();
+		printf("%s, protobuf-c %s, GLib %u.%u.%u\n", h2_library_versions(),
+		       etcd_library_version(), glib_major_version, glib_minor_version,
+		       glib_micro_version);
 		ret = 0;
 		goto out_cmdline;
 	}
@@ -741,6 +791,8 @@ int main(int argc, char *argv[])
 		goto out_signals;
 	if (fuse_daemonize(co.foreground) != 0)
 		goto out_unmount;
+	if (!co.foreground)
+		log_to_syslog();
 	ret = serve(se, fs, &co, &s, &o);
 
 out_unmount:
