@@ -1699,6 +1699,30 @@ void etcd_conn_abandon_calls(struct ef_etcd *e, uint64_t generation, gint64 befo
 
 #define LEASE_PATH(m) "/etcdserverpb.Lease/" m
 
+int etcd_lease_ttl(struct ef_etcd *e, int64_t id, int64_t *ttl, int64_t *granted)
+{
+	Etcdserverpb__LeaseTimeToLiveRequest req = ETCDSERVERPB__LEASE_TIME_TO_LIVE_REQUEST__INIT;
+	Etcdserverpb__LeaseTimeToLiveResponse *resp = NULL;
+	int rc;
+
+	req.id = id;
+	rc = call(e, LEASE_PATH("LeaseTimeToLive"), &req.base,
+		  &etcdserverpb__lease_time_to_live_response__descriptor,
+		  (ProtobufCMessage **)&resp, CALL_READ);
+	if (rc < 0)
+		return rc;
+	/* -1 is etcd's "expired or not found"; a lease never lives past
+	 * etcd's maximum TTL (9e9 s). */
+	if (resp->ttl < -1 || resp->ttl > 9000000000LL || resp->grantedttl < 0)
+		rc = refuse(e, "LeaseTimeToLive", "a TTL out of bounds");
+	else {
+		*ttl = resp->ttl;
+		*granted = resp->grantedttl;
+	}
+	etcdserverpb__lease_time_to_live_response__free_unpacked(resp, NULL);
+	return rc;
+}
+
 int etcd_lease_grant(struct ef_etcd *e, int64_t ttl, int64_t *id, int64_t *granted_ttl)
 {
 	Etcdserverpb__LeaseGrantRequest req = ETCDSERVERPB__LEASE_GRANT_REQUEST__INIT;

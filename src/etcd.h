@@ -353,6 +353,10 @@ void etcd_conn_abandon_calls(struct ef_etcd *e, uint64_t generation, gint64 befo
 /* Grants a lease of ttl seconds: *id and the TTL etcd granted. -ENOLCK when
  * etcd answers without one. */
 int etcd_lease_grant(struct ef_etcd *e, int64_t ttl, int64_t *id, int64_t *granted_ttl);
+
+/* etcdctl lease timetolive: the seconds left to lease id (-1 when it has
+ * expired or never was) and its granted TTL. 0 or -errno. */
+int etcd_lease_ttl(struct ef_etcd *e, int64_t id, int64_t *ttl, int64_t *granted);
 /* Revokes lease id, deleting every key attached to it. */
 int etcd_lease_revoke(struct ef_etcd *e, int64_t id);
 

@@ -31,6 +31,7 @@
 #include "localdir.h"
 #include "lock.h"
 #include "rename.h"
+#include "ttl.h"
 #include "watch.h"
 #include "writeback.h"
 
@@ -802,6 +803,8 @@ static const char *const xattr_names[] = {
 #define XATTR_LOCK_NAME XATTR_PREFIX "lock_name"
 /* Who holds it now (not listed: each read asks etcd). */
 #define XATTR_LOCK_OWNER XATTR_PREFIX "lock_owner"
+/* The seconds left to the key's lease; set, a new lease (ttl.h). */
+#define XATTR_TTL XATTR_PREFIX "ttl"
 
 void fsops_reply_xattr(fuse_req_t req, const char *data, size_t len, size_t size)
 {
@@ -846,6 +849,16 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 		inode_unref(in);
 		return;
 	}
+	if (in && in->kind == EF_FILE && strcmp(name, XATTR_TTL) == 0) {
+		rc = ttl_get(fs, in, &v);
+		snprintf(val, sizeof(val), "%" G_GINT64_FORMAT, v);
+		if (rc == 0)
+			fsops_reply_xattr(req, val, strlen(val), size);
+		else
+			fuse_reply_err(req, -rc);
+		inode_unref(in);
+		return;
+	}
 	for (size_t i = 0; i < G_N_ELEMENTS(xattr_names); i++)
 		if (strcmp(name, xattr_names[i]) == 0)
 			idx = (int)i;
@@ -879,25 +892,55 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		return;
 	}
 	if (in->kind == EF_FILE) {
+		bool leased;
+
 		for (size_t i = 0; i < G_N_ELEMENTS(xattr_names); i++)
 			g_string_append_len(names, xattr_names[i], strlen(xattr_names[i]) + 1);
 		g_string_append_len(names, XATTR_LOCK_NAME, sizeof(XATTR_LOCK_NAME));
+		g_mutex_lock(&in->lock);
+		leased = in->kv && in->kv->lease;
+		g_mutex_unlock(&in->lock);
+		if (leased)
+			g_string_append_len(names, XATTR_TTL, sizeof(XATTR_TTL));
 	}
 	inode_unref(in);
 	fsops_reply_xattr(req, names->str, names->len, size);
 }
 
+/* Sets the file's TTL (0: no lease) and replies. */
+static void reply_ttl_set(fuse_req_t req, fuse_ino_t ino, int64_t seconds)
+{
+	struct ef_fs *fs = fuse_req_userdata(req);
+	struct ef_inode *in = inode_get(ino);
+	int rc = !in ? -ESTALE : in->kind != EF_FILE ? -EPERM : ttl_set(fs, in, seconds);
+
+	inode_unref(in);
+	fuse_reply_err(req, -rc);
+}
+
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			size_t size, int flags)
 {
-	/* Our attributes mirror etcd's metadata and cannot be written; etcd
-	 * has nowhere to keep any other. */
+	int64_t seconds;
+
+	if (strcmp(name, XATTR_TTL) == 0) {
+		if (ttl_parse(value, size, &seconds) < 0)
+			fuse_reply_err(req, EINVAL);
+		else
+			reply_ttl_set(req, ino, seconds);
+		return;
+	}
+	/* The other attributes mirror etcd's metadata and cannot be
+	 * written; etcd has nowhere to keep any other. */
 	fuse_reply_err(req, g_str_has_prefix(name, XATTR_PREFIX) ? EPERM : ENOTSUP);
 }
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-	fuse_reply_err(req, g_str_has_prefix(name, XATTR_PREFIX) ? EPERM : ENOTSUP);
+	if (strcmp(name, XATTR_TTL) == 0)
+		reply_ttl_set(req, ino, 0);
+	else
+		fuse_reply_err(req, g_str_has_prefix(name, XATTR_PREFIX) ? EPERM : ENOTSUP);
 }
 
 /* ---- file system ---- */
