@@ -35,6 +35,7 @@ struct ef_etcd {
 				 * member is known to be of that cluster */
 	gint pinned;            /* atomic: only the given endpoints are used */
 	struct ef_auth *auth;   /* borrowed; NULL without etcd auth */
+	int64_t revision;       /* set before use: reads at it (0: the latest) */
 	struct ef_ratelimit warn_rl; /* protected by lock */
 };
 
@@ -339,6 +340,7 @@ static void range_init(Etcdserverpb__RangeRequest *rr, const struct ef_etcd *e)
 {
 	etcdserverpb__range_request__init(rr);
 	rr->serializable = e->serializable;
+	rr->revision = e->revision;
 }
 
 /* A keys-only Range of at most one key under prefix: "is anything there". */
@@ -468,7 +470,7 @@ static int get_one(struct ef_etcd *e, GBytes *key, int64_t rev, bool keys_only,
 	int rc;
 
 	rr.key = bin_bytes(key);
-	rr.revision = rev;
+	rr.revision = rev ? rev : e->revision;
 	rr.keys_only = keys_only;
 	rc = call(e, KV_PATH("Range"), &rr.base, &etcdserverpb__range_response__descriptor,
 		  (ProtobufCMessage **)&resp, kind);
@@ -1561,6 +1563,11 @@ static int etcd_login(void *ud, const char *user, const char *password, char **t
 		explicit_bzero(resp->token, strlen(resp->token));
 	etcdserverpb__authenticate_response__free_unpacked(resp, NULL);
 	return rc;
+}
+
+void etcd_set_revision(struct ef_etcd *e, int64_t revision)
+{
+	e->revision = revision;
 }
 
 void etcd_set_auth(struct ef_etcd *e, struct ef_auth *a)

@@ -326,6 +326,10 @@ const char *etcd_library_version(void);
 struct ef_auth;
 void etcd_set_auth(struct ef_etcd *e, struct ef_auth *a);
 
+/* Every read (Range, also inside a read-only Txn) at this revision, for a
+ * mount of the past (0: the latest). Set before the first call. */
+void etcd_set_revision(struct ef_etcd *e, int64_t revision);
+
 /* For callers outside the calls above (a Watch refused in-band): renews
  * the token unless it changed since generation seen (auth_generation).
  * Returns 0, -EACCES (wrong credentials, or no auth set), or -errno. */

@@ -25,6 +25,7 @@ struct ef_fs *fs_new(const struct ef_fs_config *cfg)
 	fs->gid = cfg->gid;
 	fs->umask = cfg->umask;
 	fs->strict = cfg->strict;
+	fs->revision = cfg->revision;
 	clock_gettime(CLOCK_REALTIME, &fs->mount_time);
 	inode_table_init(fs->root);
 	localdir_init();

@@ -41,6 +41,7 @@ struct ef_fs_config {
 	gid_t gid;
 	mode_t umask;
 	bool strict;           /* --strict-reads */
+	int64_t revision;      /* --revision: a read-only view of the past (0: now) */
 };
 
 struct ef_fs {
@@ -50,6 +51,7 @@ struct ef_fs {
 	mode_t umask;                /* immutable */
 	bool strict;                 /* immutable: a cached value is checked
 				      * against etcd at each open (handle.c) */
+	int64_t revision;            /* immutable: the past revision shown, or 0 */
 	struct timespec mount_time;  /* immutable: times of what has no revision */
 	struct ef_etcd *etcd;        /* borrowed; set by fs_set_etcd before the
 				      * session loop, NULL after it */

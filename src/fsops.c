@@ -437,6 +437,11 @@ static void op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, 
 	g_autoptr(GBytes) key = inode_key(h->in);
 	struct locks_who who = lock_who(req, ino, fi);
 
+	/* A view of the past takes no locks: they live in the present. */
+	if (fs->revision) {
+		fuse_reply_err(req, ENOLCK);
+		return;
+	}
 	if ((op & ~LOCK_NB) == LOCK_UN)
 		unlock_publish(fs, fi);
 	locks_flock(fs->locks, req, key, &who, op);
@@ -451,6 +456,10 @@ static void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	g_autoptr(GBytes) key = inode_key(h->in);
 	struct locks_who who = lock_who(req, ino, fi);
 
+	if (fs->revision) {
+		fuse_reply_err(req, ENOLCK);
+		return;
+	}
 	if (lock->l_type == F_UNLCK)
 		unlock_publish(fs, fi);
 	locks_setlk(fs->locks, req, key, &who, lock, sleep);
@@ -463,6 +472,10 @@ static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, 
 	g_autoptr(GBytes) key = inode_key(h->in);
 	struct locks_who who = lock_who(req, ino, fi);
 
+	if (fs->revision) {
+		fuse_reply_err(req, ENOLCK);
+		return;
+	}
 	locks_getlk(fs->locks, req, key, &who, lock);
 }
 

@@ -65,6 +65,7 @@ struct ef_opts {
 	char *password;
 	char *password_file;
 	char *credentials;              /* a file holding name:password */
+	char *revision;                 /* a past revision to show, read-only */
 	char *positional[3];
 	int n_positional;
 };
@@ -128,6 +129,8 @@ static const struct fuse_opt ef_opt_spec[] = {
 	{ "password=%s", offsetof(struct ef_opts, password), 0 },
 	{ "--password-file=%s", offsetof(struct ef_opts, password_file), 0 },
 	{ "password_file=%s", offsetof(struct ef_opts, password_file), 0 },
+	{ "--revision=%s", offsetof(struct ef_opts, revision), 0 },
+	{ "revision=%s", offsetof(struct ef_opts, revision), 0 },
 	{ "--credentials=%s", offsetof(struct ef_opts, credentials), 0 },
 	{ "credentials=%s", offsetof(struct ef_opts, credentials), 0 },
 	FUSE_OPT_END
@@ -210,10 +213,12 @@ static void usage(const char *prog)
 	       "    --password-file=FILE   the password is FILE's first line\n"
 	       "    --credentials=FILE     FILE's first line is NAME:PASSWORD (for fstab)\n"
 	       "    --password=PASSWORD    visible to other users in ps: avoid\n"
+	       "    --revision=REV         the keyspace as it was at revision REV,\n"
+	       "                           read-only (etcdctl get --rev)\n"
 	       "    -o endpoints=,prefix=,dial_timeout=,command_timeout=,serializable,cache_size=,\n"
 	       "       lock_prefix=,lock_ttl=,backend_quota=,pin_endpoints,strict_reads,\n"
 	       "       cacert=,cert=,key=,insecure_transport,insecure_skip_tls_verify,\n"
-	       "       username=,credentials=,password_file=\n"
+	       "       username=,credentials=,password_file=,revision=\n"
 	       "    -o uid=N,gid=N,umask=OOO  owner and permissions shown for every file\n\n",
 	       prog);
 	fuse_cmdline_help();
@@ -244,6 +249,7 @@ static void opts_clear(struct ef_opts *o)
 	g_free(o->password);
 	g_free(o->password_file);
 	g_free(o->credentials);
+	g_free(o->revision);
 	for (int i = 0; i < o->n_positional; i++)
 		g_free(o->positional[i]);
 }
@@ -258,6 +264,7 @@ struct ef_settings {
 	bool shared;
 	const char *lock_prefix;
 	int lock_ttl;          /* seconds */
+	int64_t revision;      /* --revision, or 0 */
 	size_t quota;          /* bytes */
 };
 
@@ -575,6 +582,15 @@ static int settings_resolve(struct ef_opts *o, struct ef_settings *s)
 	}
 	if (o->strict_reads && o->serializable)
 		n += bad("--strict-reads needs linearizable reads, not --serializable");
+	if (o->revision) {
+		char *end;
+
+		s->revision = g_ascii_strtoll(o->revision, &end, 10);
+		if (*end || s->revision <= 0 || s->revision == G_MAXINT64)
+			n += bad("--revision takes a revision number (etcdctl get -w json shows them)");
+		else if (o->strict_reads)
+			n += bad("--revision shows the past: --strict-reads has nothing to check");
+	}
 	s->shared = o->shared;
 	if (options_parse_size(o->cache_size ? o->cache_size : DEFAULT_CACHE, &s->cache_size) < 0)
 		n += bad("bad --cache-size (use e.g. 64M, 512K, 1G)");
@@ -623,9 +639,44 @@ static int check_login(struct ef_h2 *h, const struct ef_settings *s)
 	return rc < 0 ? -1 : 0;
 }
 
+/* A past revision to show must be one etcd still has: not compacted, not
+ * in the future. 0, or -1 after one line. */
+static int check_revision(struct ef_h2 *h, const struct ef_settings *s, GBytes *root)
+{
+	struct ef_etcd *e = etcd_new(h, s->command_ms, false);
+	g_autoptr(GBytes) any = g_bytes_get_size(root) ? g_bytes_ref(root) : g_bytes_new("", 1);
+	struct ef_header now = { 0 };
+	struct ef_kv *kv = NULL;
+	int rc;
+
+	etcd_set_auth(e, s->auth);
+	rc = etcd_header(e, &now);
+	if (rc == 0 && s->revision > now.revision) {
+		g_printerr("etcdfs: revision %" G_GINT64_FORMAT " is in the future: etcd is at %"
+			   G_GINT64_FORMAT "\n", s->revision, now.revision);
+		rc = -ERANGE;
+	} else if (rc == 0) {
+		etcd_set_revision(e, s->revision);
+		rc = etcd_get(e, any, &kv);
+		ef_kv_free(kv);
+		/* etcd's OUT_OF_RANGE: "required revision has been compacted". */
+		if (rc == -EIO)
+			g_printerr("etcdfs: revision %" G_GINT64_FORMAT " has been compacted: etcd keeps "
+				   "only later ones (up to %" G_GINT64_FORMAT ")\n", s->revision,
+				   now.revision);
+		else if (rc < 0)
+			g_printerr("etcdfs: cannot read at revision %" G_GINT64_FORMAT ": %s\n",
+				   s->revision, g_strerror(-rc));
+	} else {
+		g_printerr("etcdfs: cannot read etcd's revision: %s\n", g_strerror(-rc));
+	}
+	etcd_free(e);
+	return rc < 0 ? -1 : 0;
+}
+
 /* Returns 0 once an endpoint has answered (and taken the credentials),
  * else -1 after one line. */
-static int check_reachable(const struct ef_settings *s)
+static int check_reachable(const struct ef_settings *s, GBytes *root)
 {
 	g_autoptr(GError) err = NULL;
 	struct ef_h2 *h = h2_new(&s->h2, &err);
@@ -637,6 +688,8 @@ static int check_reachable(const struct ef_settings *s)
 	} else if (s->auth) {
 		rc = check_login(h, s);
 	}
+	if (rc == 0 && h && s->revision)
+		rc = check_revision(h, s, root);
 	if (h)
 		h2_free(h);
 	return rc;
@@ -658,6 +711,9 @@ static void add_default_opts(struct fuse_args *args, const struct ef_settings *s
 	esc = g_string_free(e, FALSE);
 	fuse_opt_add_arg(args, esc);
 	fuse_opt_add_arg(args, "-osubtype=etcdfs");
+	/* The past cannot change: the kernel refuses every change (EROFS). */
+	if (s->revision)
+		fuse_opt_add_arg(args, "-oro");
 	/* etcd keeps no permissions. Others may reach the mount only with
 	 * allow_other (or root with allow_root): then the kernel checks the
 	 * ones we show. Without, only the mounting user can, and owns all:
@@ -688,10 +744,15 @@ static int serve(struct fuse_session *se, struct ef_fs *fs, const struct fuse_cm
 	etcd_set_auth(etcd, s->auth);
 	if (o->pin_endpoints)
 		etcd_pin_endpoints(etcd);
-	etcd_set_doubt_hook(etcd, watch_doubt, NULL);
+	etcd_set_revision(etcd, s->revision);
+	if (!s->revision)
+		etcd_set_doubt_hook(etcd, watch_doubt, NULL);
 	locks = locks_new(etcd, s->lock_prefix, s->lock_ttl);
 	fs_set_etcd(fs, etcd, locks);
-	watch_start(etcd, fs->root, se);
+	if (s->revision)
+		watch_start_frozen(fs->root);
+	else
+		watch_start(etcd, fs->root, se);
 	if (co->singlethread) {
 		rc = fuse_session_loop(se);
 	} else {
@@ -777,13 +838,14 @@ int main(int argc, char *argv[])
 		.gid = o.gid_set ? o.gid : getgid(),
 		.umask = o.umask_set ? (o.umask & 0777) : 022,
 		.strict = o.strict_reads,
+		.revision = s.revision,
 	});
 	/* Before connecting: libfuse refuses options it does not know here,
 	 * and a typo must not be reported as an unreachable etcd. */
 	se = fuse_session_new(&args, clusterfs_ops(), sizeof(struct fuse_lowlevel_ops), fs);
 	if (!se)
 		goto out_fs;
-	if (check_reachable(&s) < 0)
+	if (check_reachable(&s, root) < 0)
 		goto out_session;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_session;

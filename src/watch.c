@@ -66,6 +66,7 @@ static struct {
 	GAsyncQueue *nq;           /* struct notice */
 	gint stop;
 	uint64_t stream;           /* watch thread only */
+	bool frozen;               /* watch_start_frozen: no thread, trusted */
 	uint64_t token_gen;        /* watch thread only: the auth token the
 				    * stream was opened with */
 	char refused[160];         /* watch thread only: the last refusal logged */
@@ -819,22 +820,30 @@ void watch_start(struct ef_etcd *etcd, GBytes *root, struct fuse_session *se)
 	prober_start(etcd, probed);
 }
 
-void watch_stop(void)
+void watch_start_frozen(GBytes *root)
 {
-	struct item *it = g_new0(struct item, 1);
+	gsize len;
+	const char *r = g_bytes_get_data(root, &len);
 
-	if (!w.thread)
-		return;
-	g_atomic_int_set(&w.stop, 1);
-	/* First: it queues items for the watch thread. */
-	prober_stop();
-	it->kind = ITEM_STOP;
-	g_async_queue_push(w.q, it);
-	g_thread_join(w.thread);
-	w.thread = NULL;
-	prober_fini();
-	notice_push(NOTICE_STOP, 0, 0, 0, NULL);
-	g_thread_join(w.notifier);
+	w.root = g_bytes_ref(root);
+	w.key = len ? g_bytes_ref(root) : g_bytes_new("", 1);
+	w.end = keymap_prefix_end(r, len);
+	w.q = g_async_queue_new();
+	w.nq = g_async_queue_new();
+	w.local = g_ptr_array_new();
+	w.created = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
+					  (GDestroyNotify)g_bytes_unref, g_free);
+	g_mutex_lock(&w.lock);
+	w.trusted = true;
+	w.frozen = true;
+	g_mutex_unlock(&w.lock);
+}
+
+/* Frees what watch_start (or watch_start_frozen) made. */
+static void watch_free(void)
+{
+	struct item *it;
+
 	g_async_queue_unref(w.nq);
 	g_ptr_array_unref(w.local);
 	g_hash_table_destroy(w.created);
@@ -847,4 +856,29 @@ void watch_stop(void)
 	for (size_t i = 0; i < RING; i++)
 		if (w.ring[i])
 			g_bytes_unref(w.ring[i]);
+}
+
+void watch_stop(void)
+{
+	struct item *it;
+
+	if (w.frozen) {
+		watch_free();
+		w.frozen = false;
+		return;
+	}
+	if (!w.thread)
+		return;
+	it = g_new0(struct item, 1);
+	g_atomic_int_set(&w.stop, 1);
+	/* First: it queues items for the watch thread. */
+	prober_stop();
+	it->kind = ITEM_STOP;
+	g_async_queue_push(w.q, it);
+	g_thread_join(w.thread);
+	w.thread = NULL;
+	prober_fini();
+	notice_push(NOTICE_STOP, 0, 0, 0, NULL);
+	g_thread_join(w.notifier);
+	watch_free();
 }

@@ -28,6 +28,10 @@ struct ef_etcd;
 void watch_start(struct ef_etcd *etcd, GBytes *root, struct fuse_session *se);
 void watch_stop(void);
 
+/* Instead of watch_start, for a view of the past (--revision): nothing
+ * there changes, so caches are trusted for good and no Watch runs. */
+void watch_start_frozen(GBytes *root);
+
 /* A request failed as if etcd were unreachable: stop trusting the caches
  * until the stream proves alive again. Any thread; cheap when repeated. */
 void watch_doubt(void *unused);
