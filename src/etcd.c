@@ -487,6 +487,11 @@ static int get_at(struct ef_etcd *e, GBytes *key, int64_t rev, struct ef_kv **kv
 	return get_one(e, key, rev, false, CALL_CHECK, kv);
 }
 
+int etcd_get_rev(struct ef_etcd *e, GBytes *key, int64_t rev, struct ef_kv **kv)
+{
+	return get_one(e, key, rev, false, CALL_READ, kv);
+}
+
 int etcd_mod_revision(struct ef_etcd *e, GBytes *key, int64_t *mod)
 {
 	struct ef_kv *kv = NULL;

@@ -47,6 +47,11 @@ void etcd_free(struct ef_etcd *e);
  * unavailable server. Set once, before any call. */
 void etcd_set_doubt_hook(struct ef_etcd *e, void (*fn)(void *ud), void *ud);
 
+/* etcd_get at revision rev (etcdctl get --rev): the key as it was then,
+ * *kv NULL if absent. -EIO for a compacted revision, as etcd's
+ * OUT_OF_RANGE. */
+int etcd_get_rev(struct ef_etcd *e, GBytes *key, int64_t rev, struct ef_kv **kv);
+
 /* The key, if present: *kv is new (NULL when absent). */
 int etcd_get(struct ef_etcd *e, GBytes *key, struct ef_kv **kv);
 

@@ -818,6 +818,36 @@ static const char *const xattr_names[] = {
 #define XATTR_LOCK_OWNER XATTR_PREFIX "lock_owner"
 /* The seconds left to the key's lease; set, a new lease (ttl.h). */
 #define XATTR_TTL XATTR_PREFIX "ttl"
+/* user.etcd.rev.N: the value at revision N (not listed). */
+#define XATTR_REV XATTR_PREFIX "rev."
+
+/* The file's value at revision rev (the digits after user.etcd.rev.):
+ * ENODATA when the key did not exist then, EIO once compacted. */
+static void reply_value_at(fuse_req_t req, struct ef_fs *fs, struct ef_inode *in,
+			   const char *rev, size_t size)
+{
+	g_autoptr(GBytes) key = inode_key(in);
+	struct ef_kv *kv = NULL;
+	char *end;
+	int64_t r = g_ascii_strtoll(rev, &end, 10);
+	int rc = *rev && !*end && r > 0 ? etcd_get_rev(fs->etcd, key, r, &kv) : -ENODATA;
+	gsize len;
+	const char *d;
+
+	if (rc == 0 && !kv)
+		rc = -ENODATA;
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	d = g_bytes_get_data(kv->value, &len);
+	/* The kernel takes no attribute value above 64 KiB. */
+	if (len > 65536)
+		fuse_reply_err(req, E2BIG);
+	else
+		fsops_reply_xattr(req, d, len, size);
+	ef_kv_free(kv);
+}
 
 void fsops_reply_xattr(fuse_req_t req, const char *data, size_t len, size_t size)
 {
@@ -859,6 +889,11 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 			fsops_reply_xattr(req, owners->str, owners->len, size);
 		else
 			fuse_reply_err(req, -rc);
+		inode_unref(in);
+		return;
+	}
+	if (in && in->kind == EF_FILE && g_str_has_prefix(name, XATTR_REV)) {
+		reply_value_at(req, fs, in, name + strlen(XATTR_REV), size);
 		inode_unref(in);
 		return;
 	}

@@ -57,3 +57,22 @@ def test_a_compacted_or_future_revision_is_refused_at_mount(own_etcd, tmp_path):
         assert mountinfo_entry(mp) is None
     p = run([ETCDFS_BIN, "--endpoints=" + e.endpoint, "--revision=soon", mp, "-f"], timeout=30)
     assert p.returncode == 1 and b"revision number" in p.stderr
+
+
+def test_a_files_value_at_a_revision(own_etcd, mounter):
+    e = own_etcd
+    e.put("/conf", "version one\n")
+    r1 = e.revision()
+    e.put("/conf", "version two\n")
+    m = mounter(etcd=e)
+    path = m.path + "/conf"
+    assert os.getxattr(path, "user.etcd.rev.%d" % r1) == b"version one\n"
+    assert os.getxattr(path, "user.etcd.rev.%d" % e.revision()) == b"version two\n"
+    # diff against the older version is one command
+    p = run(["bash", "-c", "diff <(getfattr --only-values -n user.etcd.rev.%d %s) %s"
+             % (r1, path, path)])
+    assert p.returncode == 1 and b"< version one" in p.stdout and b"> version two" in p.stdout
+    assert errno_of(os.getxattr, path, "user.etcd.rev.1") == errno.ENODATA   # not born yet
+    assert errno_of(os.getxattr, path, "user.etcd.rev.x") == errno.ENODATA
+    e.compact(e.revision())
+    assert errno_of(os.getxattr, path, "user.etcd.rev.%d" % r1) == errno.EIO
