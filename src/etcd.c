@@ -1063,6 +1063,14 @@ static bool in_range(GBytes *k, GBytes *start, GBytes *end)
 	return g_bytes_compare(k, start) >= 0 && g_bytes_compare(k, end) < 0;
 }
 
+static bool is_destination(const struct ef_rename *r, GBytes *key)
+{
+	for (size_t i = 0; i < r->n_moves; i++)
+		if (g_bytes_equal(r->moves[i].dst, key))
+			return true;
+	return false;
+}
+
 static void build_rename(struct txn_build *t, const struct ef_rename *r)
 {
 	for (size_t i = 0; i < r->n_moves; i++) {
@@ -1084,13 +1092,20 @@ static void build_rename(struct txn_build *t, const struct ef_rename *r)
 	if (r->del_key)
 		add_del(t, r->del_key, r->del_end);
 	for (size_t i = 0; i < r->n_moves; i++)
-		if (!r->del_key || !in_range(r->moves[i].src->key, r->del_key, r->del_end))
+		if ((!r->del_key || !in_range(r->moves[i].src->key, r->del_key, r->del_end)) &&
+		    !is_destination(r, r->moves[i].src->key))
 			add_del(t, r->moves[i].src->key, NULL);
 	/* A key created or changed under the source after guard_rev has
 	 * mod_revision > guard_rev; an unchanged one has <= guard_rev. */
 	if (r->guard_key)
 		add_cmp(t, r->guard_key, r->guard_end, ETCDSERVERPB__COMPARE__COMPARE_TARGET__MOD,
 			ETCDSERVERPB__COMPARE__COMPARE_RESULT__LESS, r->guard_rev + 1);
+	if (r->guard2_key)
+		add_cmp(t, r->guard2_key, r->guard2_end, ETCDSERVERPB__COMPARE__COMPARE_TARGET__MOD,
+			ETCDSERVERPB__COMPARE__COMPARE_RESULT__LESS, r->guard2_rev + 1);
+	for (size_t i = 0; i < r->n_gone; i++)
+		add_cmp(t, r->gone[i], NULL, ETCDSERVERPB__COMPARE__COMPARE_TARGET__VERSION,
+			ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL, 0);
 	/* Over a range with no keys, etcd compares against a zero KeyValue,
 	 * so "version == 0" holds exactly when the range is empty. */
 	if (r->empty_key)
@@ -1122,7 +1137,7 @@ static int rename_failure(const Etcdserverpb__TxnResponse *resp, const struct ef
 
 int etcd_rename(struct ef_etcd *e, const struct ef_rename *r)
 {
-	size_t max_ops = 2 * r->n_moves + 2, max_cmp = r->n_moves + 3;
+	size_t max_ops = 2 * r->n_moves + 2, max_cmp = r->n_moves + 4 + r->n_gone;
 	struct txn_build t = {
 		.cmp = g_new(Etcdserverpb__Compare, max_cmp),
 		.cmps = g_new(Etcdserverpb__Compare *, max_cmp),

@@ -204,6 +204,10 @@ struct ef_rename {
 	GBytes *del_key, *del_end;
 	GBytes *guard_key, *guard_end;
 	int64_t guard_rev;
+	GBytes *guard2_key, *guard2_end;  /* a second range (RENAME_EXCHANGE) */
+	int64_t guard2_rev;
+	GBytes **gone;       /* keys that must still not exist (-ESTALE) */
+	size_t n_gone;
 	GBytes *empty_key, *empty_end;
 	GBytes *absent_key;  /* RENAME_NOREPLACE: this key must not exist (-EEXIST) */
 	int64_t *rev;        /* if non-NULL, receives the Txn's revision */
@@ -212,6 +216,10 @@ struct ef_rename {
 };
 
 int etcd_rename(struct ef_etcd *e, const struct ef_rename *r);
+
+/* For an exchange, a source that is also a move's destination is
+ * overwritten by that move, not deleted: each key is touched once (etcd
+ * refuses a Txn that touches a key twice). */
 
 /* etcd's default --max-txn-ops. */
 #define ETCD_MAX_TXN_OPS 128

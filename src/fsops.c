@@ -674,10 +674,10 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	struct ef_inode *p = NULL, *np = NULL;
 	g_autoptr(GBytes) sdir = NULL, ddir = NULL, sfk = NULL, sdp = NULL, dfk = NULL, ddp = NULL;
 	bool src_left = true, is_dir = false;
-	int rc = (flags & RENAME_EXCHANGE) ? -EINVAL : 0;
+	int rc = 0;
+	bool other_dir = false;
 
-	if (rc == 0)
-		rc = parent_dir(parent, &p, &sdir);
+	rc = parent_dir(parent, &p, &sdir);
 	if (rc == 0)
 		rc = parent_dir(newparent, &np, &ddir);
 	if (rc == 0)
@@ -688,6 +688,16 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	inode_unref(np);
 	if (rc == -ENOENT)
 		rc = -EINVAL;
+	if (rc == 0 && (flags & RENAME_EXCHANGE)) {
+		rc = sdp && ddp ? rename_exchange(fs, sfk, sdp, dfk, ddp, &is_dir, &other_dir)
+				: -EINVAL;
+		if (rc == 0) {
+			names_update(parent, NULL, NULL, 0, name, other_dir);
+			names_update(newparent, NULL, NULL, 0, newname, is_dir);
+		}
+		fuse_reply_err(req, -rc);
+		return;
+	}
 	if (rc == 0)
 		rc = rename_move(fs, sfk, sdp, dfk, ddp, flags,
 				 parent == FUSE_ROOT_ID ? NULL : sdir, &src_left, &is_dir);

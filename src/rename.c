@@ -4,6 +4,7 @@
 #include "rename.h"
 
 #include <errno.h>
+#include <string.h>
 #include <linux/fs.h>
 
 #include "cache.h"
@@ -192,4 +193,194 @@ int rename_move(struct ef_fs *fs, GBytes *sfk, GBytes *sdp, GBytes *dfk, GBytes 
 		fs_note_created(fs, *is_dir ? ddp : dfk, *is_dir);
 	ef_kv_free(kv);
 	return rc;
+}
+
+/* ---- RENAME_EXCHANGE ---- */
+
+/* One side of an exchange: a name's file key, its directory prefix, and
+ * what etcd holds under them. */
+struct side {
+	GBytes *fk, *dp;             /* borrowed */
+	GBytes *dend;
+	struct ef_kv *file;          /* the file key's kv, or NULL */
+	GPtrArray *kvs;              /* the keys under dp */
+	int64_t rev;                 /* the revision they were read at */
+	bool is_dir;
+};
+
+static void side_clear(struct side *s)
+{
+	g_clear_pointer(&s->dend, g_bytes_unref);
+	g_clear_pointer(&s->file, ef_kv_free);
+	g_clear_pointer(&s->kvs, g_ptr_array_unref);
+}
+
+/* Both sides together must fit in one Txn: a Put for each key and a
+ * Delete for each that is not overwritten. */
+#define EXCHANGE_MAX_KEYS (RENAME_MAX_KEYS / 2)
+
+static int side_read(struct ef_fs *fs, struct side *s)
+{
+	gsize len;
+	const char *d = g_bytes_get_data(s->dp, &len);
+	struct ef_inode *pend;
+	bool more = false;
+	int rc = 0;
+
+	/* A file still being written here has to reach etcd to move. */
+	if ((pend = inode_find(EF_FILE, s->fk))) {
+		rc = writeback_publish(fs, pend, EF_PUBLISH_ALWAYS);
+		inode_unref(pend);
+	}
+	s->dend = keymap_prefix_end(d, len);
+	if (rc == 0)
+		rc = etcd_range(fs->etcd, d, len, g_bytes_get_data(s->dend, NULL),
+				g_bytes_get_size(s->dend), EXCHANGE_MAX_KEYS + 1, false, &s->kvs,
+				&more, &s->rev);
+	if (rc == 0 && (more || s->kvs->len > EXCHANGE_MAX_KEYS))
+		rc = -EXDEV;
+	if (rc == 0)
+		rc = etcd_get(fs->etcd, s->fk, &s->file);
+	if (rc < 0)
+		return rc;
+	s->is_dir = s->kvs->len > 0 || localdir_holds(s->dp);
+	return s->is_dir || s->file ? 0 : -ENOENT;
+}
+
+/* The key k of side `from` under the other side's names. */
+static GBytes *key_swapped(const struct side *from, const struct side *to, GBytes *k)
+{
+	gsize klen, flen, tlen;
+	const char *kd = g_bytes_get_data(k, &klen);
+	const char *t = g_bytes_get_data(to->dp, &tlen);
+	GByteArray *nk;
+
+	if (g_bytes_equal(k, from->fk))
+		return g_bytes_ref(to->fk);
+	g_bytes_get_data(from->dp, &flen);
+	nk = g_byte_array_sized_new((guint)(tlen + klen - flen));
+	g_byte_array_append(nk, (const guint8 *)t, (guint)tlen);
+	g_byte_array_append(nk, (const guint8 *)kd + flen, (guint)(klen - flen));
+	return g_byte_array_free_to_bytes(nk);
+}
+
+static void moves_add(GArray *moves, GPtrArray *dsts, const struct side *from,
+		      const struct side *to)
+{
+	for (guint i = 0; i < from->kvs->len; i++) {
+		struct ef_kv *kv = from->kvs->pdata[i];
+
+		g_ptr_array_add(dsts, key_swapped(from, to, kv->key));
+		g_array_append_val(moves, ((struct ef_move){ kv, dsts->pdata[dsts->len - 1] }));
+	}
+	if (from->file) {
+		g_ptr_array_add(dsts, g_bytes_ref(to->fk));
+		g_array_append_val(moves, ((struct ef_move){ from->file, to->fk }));
+	}
+}
+
+static bool has_prefix(struct ef_inode *in, GBytes *p)
+{
+	g_autoptr(GBytes) key = inode_key(in);
+	gsize plen, klen;
+	const char *pd = g_bytes_get_data(p, &plen);
+	const char *kd = g_bytes_get_data(key, &klen);
+
+	return klen >= plen && memcmp(kd, pd, plen) == 0;
+}
+
+/* The Txn's events may have reached the directories before they traded
+ * places, and changed the names each knows as the other's: what they
+ * know is read again. */
+static void names_forget_under(GBytes *a, GBytes *b)
+{
+	g_autoptr(GPtrArray) all = inode_all();
+
+	for (guint i = 0; i < all->len; i++) {
+		struct ef_inode *in = all->pdata[i];
+
+		if (in->kind == EF_DIR && (has_prefix(in, a) || has_prefix(in, b)))
+			inode_names_forget(in);
+	}
+}
+
+/* The inodes, cached values and local directories of the two sides trade
+ * places, through names no key can have ("\xff\xff" starts no key that
+ * keymap makes from a path). */
+static void exchange_follow(const struct side *a, const struct side *b, GArray *moves,
+			    int64_t rev, uint64_t seq)
+{
+	g_autoptr(GBytes) tfk = g_bytes_new_static("\xff\xff" "etcdfs-exchange", 17);
+	g_autoptr(GBytes) tdp = g_bytes_new_static("\xff\xff" "etcdfs-exchange/", 18);
+	const struct { GBytes *fk_from, *dp_from, *fk_to, *dp_to; } steps[] = {
+		{ a->fk, a->dp, tfk, tdp }, { b->fk, b->dp, a->fk, a->dp },
+		{ tfk, tdp, b->fk, b->dp },
+	};
+
+	for (size_t i = 0; i < G_N_ELEMENTS(steps); i++) {
+		inode_rename(EF_FILE, steps[i].fk_from, steps[i].fk_to);
+		inode_rename(EF_DIR, steps[i].dp_from, steps[i].dp_to);
+		localdir_rename(steps[i].dp_from, steps[i].dp_to);
+	}
+	names_forget_under(a->dp, b->dp);
+	for (guint i = 0; i < moves->len; i++) {
+		const struct ef_move *m = &g_array_index(moves, struct ef_move, i);
+		struct ef_inode *in = inode_find(EF_FILE, m->dst);
+
+		if (in) {
+			cache_replace(in, kv_moved(m->src, rev), !watch_changed_since(seq, m->dst, false));
+			inode_unref(in);
+		}
+	}
+}
+
+int rename_exchange(struct ef_fs *fs, GBytes *afk, GBytes *adp, GBytes *bfk, GBytes *bdp,
+		    bool *a_is_dir, bool *b_is_dir)
+{
+	struct side a = { .fk = afk, .dp = adp }, b = { .fk = bfk, .dp = bdp };
+	g_autoptr(GArray) moves = g_array_new(FALSE, FALSE, sizeof(struct ef_move));
+	g_autoptr(GPtrArray) dsts = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
+	GBytes *gone[2];
+	int64_t rev = 0;
+	uint64_t seq = watch_seq();
+	void *la = NULL, *lb = NULL;
+	int rc;
+
+	rc = side_read(fs, &a);
+	if (rc == 0)
+		rc = side_read(fs, &b);
+	if (rc == 0 && a.kvs->len + b.kvs->len + 2 > EXCHANGE_MAX_KEYS)
+		rc = -EXDEV;
+	if (rc == 0) {
+		struct ef_rename r = {
+			.guard_key = a.dp, .guard_end = a.dend, .guard_rev = a.rev,
+			.guard2_key = b.dp, .guard2_end = b.dend, .guard2_rev = b.rev,
+			.gone = gone, .rev = &rev,
+		};
+
+		moves_add(moves, dsts, &a, &b);
+		moves_add(moves, dsts, &b, &a);
+		/* A file key that was absent must still be: its side's value
+		 * would be lost under the other's. */
+		if (!a.file)
+			gone[r.n_gone++] = a.fk;
+		if (!b.file)
+			gone[r.n_gone++] = b.fk;
+		r.moves = (struct ef_move *)(void *)moves->data;
+		r.n_moves = moves->len;
+		/* The Txn's own events must not make the kernel drop the
+		 * entries being swapped. */
+		la = watch_local_begin(afk, true);
+		lb = watch_local_begin(bfk, true);
+		rc = r.n_moves ? etcd_rename(fs->etcd, &r) : 0;
+		if (rc == 0)
+			exchange_follow(&a, &b, moves, rev, seq);
+		watch_local_end(lb);
+		watch_local_end(la);
+	}
+	*a_is_dir = a.is_dir;
+	*b_is_dir = b.is_dir;
+	side_clear(&a);
+	side_clear(&b);
+	return rc == -EFBIG ? -EXDEV : rc;
 }

@@ -31,3 +31,14 @@ struct ef_fs;
  */
 int rename_move(struct ef_fs *fs, GBytes *sfk, GBytes *sdp, GBytes *dfk, GBytes *ddp,
 		unsigned int flags, GBytes *probe, bool *src_left, bool *is_dir);
+
+/*
+ * renameat2(RENAME_EXCHANGE): the entries a (file key afk, directory prefix
+ * adp) and b trade places in one Txn, files or directories, each key
+ * guarded as by rename (a key changed, added or removed meanwhile: -ESTALE),
+ * so that a reader sees all of one and none of the other. -ENOENT when
+ * either is missing, -EXDEV past what one Txn carries. *a_is_dir and
+ * *b_is_dir receive what each was.
+ */
+int rename_exchange(struct ef_fs *fs, GBytes *afk, GBytes *adp, GBytes *bfk, GBytes *bdp,
+		    bool *a_is_dir, bool *b_is_dir);
