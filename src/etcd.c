@@ -901,6 +901,37 @@ static int delete_applied(struct ef_etcd *e, GBytes *key, int64_t since)
 	return gone;
 }
 
+int etcd_delete_if_lease(struct ef_etcd *e, GBytes *key, int64_t lease)
+{
+	Etcdserverpb__Compare cmp = ETCDSERVERPB__COMPARE__INIT;
+	Etcdserverpb__Compare *cmps[] = { &cmp };
+	Etcdserverpb__DeleteRangeRequest del = ETCDSERVERPB__DELETE_RANGE_REQUEST__INIT;
+	Etcdserverpb__RequestOp op = ETCDSERVERPB__REQUEST_OP__INIT;
+	Etcdserverpb__RequestOp *ops[] = { &op };
+	Etcdserverpb__TxnRequest req = ETCDSERVERPB__TXN_REQUEST__INIT;
+	Etcdserverpb__TxnResponse *resp = NULL;
+	int rc;
+
+	cmp.key = bin_bytes(key);
+	cmp.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__LEASE;
+	cmp.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
+	cmp.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_LEASE;
+	cmp.lease = lease;
+	del.key = bin_bytes(key);
+	op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE;
+	op.request_delete_range = &del;
+	req.n_compare = 1;
+	req.compare = cmps;
+	req.n_success = 1;
+	req.success = ops;
+	/* Guarded by the lease: the caller may send it again when its answer
+	 * is lost (a copy that landed leaves nothing for the next). */
+	rc = txn_as(e, &req, &resp, CALL_WRITE);
+	if (rc == 0)
+		etcdserverpb__txn_response__free_unpacked(resp, NULL);
+	return rc;
+}
+
 int etcd_delete(struct ef_etcd *e, GBytes *key, GBytes *end, int64_t *deleted)
 {
 	for (int tries = 1;; tries++) {

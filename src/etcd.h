@@ -168,6 +168,9 @@ int etcd_put(struct ef_etcd *e, GBytes *key, const void *val, size_t vlen, int64
 /* Deletes [key, end) (end NULL: the single key). *deleted may be NULL. */
 int etcd_delete(struct ef_etcd *e, GBytes *key, GBytes *end, int64_t *deleted);
 
+/* Deletes key if it is (still) on lease. 0 (deleted or not) or -errno. */
+int etcd_delete_if_lease(struct ef_etcd *e, GBytes *key, int64_t lease);
+
 /* The key's mod_revision (0: absent) from a linearizable keys-only read,
  * whatever the mount's read mode: what --strict-reads checks a cached
  * value against. */

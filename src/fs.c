@@ -32,10 +32,12 @@ struct ef_fs *fs_new(const struct ef_fs_config *cfg)
 	return fs;
 }
 
-void fs_set_etcd(struct ef_fs *fs, struct ef_etcd *etcd, struct ef_locks *locks)
+void fs_set_etcd(struct ef_fs *fs, struct ef_etcd *etcd, struct ef_locks *locks,
+		 struct ef_sessions *sessions)
 {
 	fs->etcd = etcd;
 	fs->locks = locks;
+	fs->sessions = sessions;
 }
 
 void fs_free(struct ef_fs *fs)

@@ -35,6 +35,8 @@ struct ef_locks;
 #define CACHE_TTL 86400.0
 
 /* What the command line decides about the mount. */
+struct ef_sessions;
+
 struct ef_fs_config {
 	GBytes *root;          /* root prefix (keymap_root_prefix) */
 	uid_t uid;
@@ -56,6 +58,7 @@ struct ef_fs {
 	struct ef_etcd *etcd;        /* borrowed; set by fs_set_etcd before the
 				      * session loop, NULL after it */
 	struct ef_locks *locks;      /* borrowed; set and cleared with etcd */
+	struct ef_sessions *sessions; /* borrowed; set and cleared with etcd */
 };
 
 /* A new context: copies cfg (taking a reference on root) and sets up the
@@ -65,7 +68,8 @@ struct ef_fs *fs_new(const struct ef_fs_config *cfg);
 /* Sets the etcd client and the locks on it once the daemon has forked
  * (borrowed until the next call, which passes NULLs before they are
  * freed). */
-void fs_set_etcd(struct ef_fs *fs, struct ef_etcd *etcd, struct ef_locks *locks);
+void fs_set_etcd(struct ef_fs *fs, struct ef_etcd *etcd, struct ef_locks *locks,
+		 struct ef_sessions *sessions);
 
 /* Tears down what fs_new set up and frees fs. */
 void fs_free(struct ef_fs *fs);

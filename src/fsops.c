@@ -31,6 +31,7 @@
 #include "localdir.h"
 #include "lock.h"
 #include "rename.h"
+#include "session.h"
 #include "ttl.h"
 #include "watch.h"
 #include "writeback.h"
@@ -403,12 +404,22 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct ef_handle *h = (struct ef_handle *)(uintptr_t)fi->fh;
 	struct ef_inode *in = h->in;
 
+	int64_t session = 0;
+
 	if (h->writer)
 		writeback_writer_release(fs, in);
 	/* After the last Put: the next holder must read what this one
 	 * wrote. */
 	locks_release(fs->locks, fi->fh, fi->lock_owner, fi->flock_release);
-	handle_free(h);
+	if (handle_free(h))
+		session = sessions_take(fs->sessions, ino);
+	/* The last close of a file bound to a session lease ends its key
+	 * (a process killed closes its files too). */
+	if (session) {
+		g_autoptr(GBytes) key = inode_key(in);
+
+		(void)sessions_unbind(fs->sessions, key, session);
+	}
 	inode_unref(in);
 	fuse_reply_err(req, 0);
 }
@@ -828,6 +839,8 @@ static const char *const xattr_names[] = {
 #define XATTR_LOCK_OWNER XATTR_PREFIX "lock_owner"
 /* The seconds left to the key's lease; set, a new lease (ttl.h). */
 #define XATTR_TTL XATTR_PREFIX "ttl"
+/* Set on an open file: its key lives while the file is open here. */
+#define XATTR_SESSION XATTR_PREFIX "session"
 /* user.etcd.rev.N: the value at revision N (not listed). */
 #define XATTR_REV XATTR_PREFIX "rev."
 
@@ -965,6 +978,38 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	fsops_reply_xattr(req, names->str, names->len, size);
 }
 
+/* Binds the open file's key to a lease of value's seconds that the mount
+ * keeps alive until its last close here, and replies. */
+static void reply_session(fuse_req_t req, fuse_ino_t ino, const char *value, size_t size)
+{
+	struct ef_fs *fs = fuse_req_userdata(req);
+	struct ef_inode *in = inode_get(ino);
+	int64_t ttl = 0, lease = 0;
+	bool open_here;
+	int rc = !in ? -ESTALE : in->kind != EF_FILE ? -EPERM : 0;
+
+	if (rc == 0 && (ttl_parse(value, size, &ttl) < 0 || ttl == 0))
+		rc = -EINVAL;
+	if (rc == 0) {
+		g_mutex_lock(&in->lock);
+		open_here = in->opens > 0;
+		g_mutex_unlock(&in->lock);
+		/* Nothing would end it: a session needs an open file. */
+		rc = open_here ? 0 : -EBADF;
+	}
+	/* What a writer has not published yet is the value to bind. */
+	if (rc == 0)
+		rc = writeback_publish(fs, in, EF_PUBLISH_ALWAYS);
+	if (rc == 0)
+		rc = sessions_lease(fs->sessions, ttl, &lease);
+	if (rc == 0)
+		rc = ttl_put_on(fs, in, lease);
+	if (rc == 0)
+		sessions_bind(fs->sessions, ino, lease);
+	inode_unref(in);
+	fuse_reply_err(req, -rc);
+}
+
 /* Sets the file's TTL (0: no lease) and replies. */
 static void reply_ttl_set(fuse_req_t req, fuse_ino_t ino, int64_t seconds)
 {
@@ -981,6 +1026,10 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 {
 	int64_t seconds;
 
+	if (strcmp(name, XATTR_SESSION) == 0) {
+		reply_session(req, ino, value, size);
+		return;
+	}
 	if (strcmp(name, XATTR_TTL) == 0) {
 		if (ttl_parse(value, size, &seconds) < 0)
 			fuse_reply_err(req, EINVAL);

@@ -15,6 +15,9 @@ struct ef_handle *handle_new(struct ef_inode *in, bool writer)
 
 	h->in = in;
 	h->writer = writer;
+	g_mutex_lock(&in->lock);
+	in->opens++;
+	g_mutex_unlock(&in->lock);
 	return h;
 }
 
@@ -44,11 +47,17 @@ bool handle_closer_wrote(struct ef_handle *h, pid_t tid)
 	return !writer || !closer || closer == writer;
 }
 
-void handle_free(struct ef_handle *h)
+bool handle_free(struct ef_handle *h)
 {
+	bool last;
+
+	g_mutex_lock(&h->in->lock);
+	last = --h->in->opens == 0;
+	g_mutex_unlock(&h->in->lock);
 	if (h->val)
 		g_bytes_unref(h->val);
 	g_free(h);
+	return last;
 }
 
 static bool strict_current(struct ef_fs *fs, struct ef_inode *in, int64_t mod)

@@ -47,8 +47,9 @@ void handle_note_writer(struct ef_handle *h, pid_t tid);
  * parent is still writing. */
 bool handle_closer_wrote(struct ef_handle *h, pid_t tid);
 
-/* Frees h and its value (not its inode reference). */
-void handle_free(struct ef_handle *h);
+/* Frees h and its value (not its inode reference). Returns whether it was
+ * the last handle open on its inode. */
+bool handle_free(struct ef_handle *h);
 
 /*
  * Takes the value a reader sees now into h->val: one closed here but not

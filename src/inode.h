@@ -58,6 +58,7 @@ struct ef_inode {
 				      * last release): what readers here see */
 	uint64_t closed_gen;         /* protected by lock: wgen of closed */
 	unsigned writers;            /* protected by lock: open handles that may write */
+	unsigned opens;              /* protected by lock: open handles */
 	int werr;                    /* protected by lock: a write failed (errno):
 				      * the buffer is incomplete, never Put it */
 	enum ef_kind kind;           /* immutable */

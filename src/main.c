@@ -32,6 +32,7 @@
 #include "lock.h"
 #include "options.h"
 #include "revclock.h"
+#include "session.h"
 #include "watch.h"
 
 #define DEFAULT_ENDPOINT "127.0.0.1:2379"
@@ -731,6 +732,7 @@ static int serve(struct fuse_session *se, struct ef_fs *fs, const struct fuse_cm
 	struct ef_h2 *h = h2_new(&s->h2, &err);
 	struct ef_etcd *etcd;
 	struct ef_locks *locks;
+	struct ef_sessions *sessions;
 	struct fuse_loop_config *lc;
 	int rc;
 
@@ -748,7 +750,8 @@ static int serve(struct fuse_session *se, struct ef_fs *fs, const struct fuse_cm
 	if (!s->revision)
 		etcd_set_doubt_hook(etcd, watch_doubt, NULL);
 	locks = locks_new(etcd, s->lock_prefix, s->lock_ttl);
-	fs_set_etcd(fs, etcd, locks);
+	sessions = sessions_new(etcd);
+	fs_set_etcd(fs, etcd, locks, sessions);
 	if (s->revision)
 		watch_start_frozen(fs->root);
 	else
@@ -770,7 +773,8 @@ static int serve(struct fuse_session *se, struct ef_fs *fs, const struct fuse_cm
 	/* Parked lock requests are answered while the session exists. */
 	locks_free(locks);
 	watch_stop();
-	fs_set_etcd(fs, NULL, NULL);
+	fs_set_etcd(fs, NULL, NULL, NULL);
+	sessions_free(sessions);
 	etcd_free(etcd);
 	h2_free(h);
 	return rc == 0 ? 0 : 1;

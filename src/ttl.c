@@ -40,13 +40,26 @@ int ttl_parse(const char *value, size_t len, int64_t *seconds)
 
 int ttl_set(struct ef_fs *fs, struct ef_inode *in, int64_t seconds)
 {
-	g_autoptr(GBytes) key = inode_key(in);
-	int64_t lease = 0, granted, mod;
+	int64_t lease = 0, granted;
 	int rc = 0;
 
 	if (seconds > 0)
 		rc = etcd_lease_grant(fs->etcd, seconds, &lease, &granted);
-	for (int i = 0; rc == 0 && i < TTL_TRIES; i++) {
+	if (rc == 0)
+		rc = ttl_put_on(fs, in, lease);
+	/* Nothing holds the new lease: let it go now, not at its end. */
+	if (rc < 0 && lease)
+		etcd_lease_revoke(fs->etcd, lease);
+	return rc;
+}
+
+int ttl_put_on(struct ef_fs *fs, struct ef_inode *in, int64_t lease)
+{
+	g_autoptr(GBytes) key = inode_key(in);
+	int64_t mod;
+	int rc = 0;
+
+	for (int i = 0; i < TTL_TRIES; i++) {
 		struct ef_kv *kv = NULL;
 		gsize len;
 		const void *val;
@@ -62,12 +75,8 @@ int ttl_set(struct ef_fs *fs, struct ef_inode *in, int64_t seconds)
 		if (rc != -ESTALE)
 			break;
 	}
-	if (rc < 0) {
-		/* Nothing holds the new lease: let it go now, not at its end. */
-		if (lease)
-			etcd_lease_revoke(fs->etcd, lease);
+	if (rc < 0)
 		return rc;
-	}
 	g_mutex_lock(&in->lock);
 	/* A writer's Put at close keeps the lease it read at open. */
 	in->lease = lease;

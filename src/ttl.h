@@ -25,6 +25,9 @@ int ttl_parse(const char *value, size_t len, int64_t *seconds);
  * exist in etcd, or -errno. A writer open on the file keeps the new lease. */
 int ttl_set(struct ef_fs *fs, struct ef_inode *in, int64_t seconds);
 
+/* ttl_set's Put, on a lease the caller has (0: none). */
+int ttl_put_on(struct ef_fs *fs, struct ef_inode *in, int64_t lease);
+
 /* The seconds left to the file's lease: 0 or -ENODATA when the key is on
  * no lease, or -errno. */
 int ttl_get(struct ef_fs *fs, struct ef_inode *in, int64_t *left);

@@ -3,6 +3,7 @@ lease timetolive), checked on both sides."""
 
 import errno
 import os
+import subprocess
 import time
 
 from harness import errno_of
@@ -89,3 +90,58 @@ def test_bad_ttls(etcd, mnt):
     assert errno_of(setttl, mnt.path + "/d", "5") == errno.EPERM
     assert errno_of(os.getxattr, path, "user.etcd.ttl") == errno.ENODATA
     assert lease_of(etcd, "/f") == 0
+
+
+def register(path, ttl):
+    """A shell that registers a service: its key lives while fd 3 is open."""
+    script = ("exec 3>%s; echo 10.0.0.5 >&3; setfattr -n user.etcd.session -v %d %s; "
+              "echo ready; sleep 60" % (path, ttl, path))
+    p = subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE)
+    assert p.stdout.readline() == b"ready\n"
+    return p
+
+
+def gone_within(etcd, key, seconds):
+    t0 = time.monotonic()
+    while etcd.get(key) is not None:
+        assert time.monotonic() - t0 < seconds, "%s still there" % key
+        time.sleep(0.05)
+
+
+def test_a_key_lives_as_long_as_its_file_is_open(etcd, mnt):
+    os.makedirs(mnt.path + "/services/web")
+    p = register(mnt.path + "/services/web/host1", 2)
+    try:
+        kv = etcd.kv("/services/web/host1")
+        assert kv["value"] == b"10.0.0.5\n" and kv["lease"]
+        # kept alive past its TTL while the file is open
+        time.sleep(2 * 2 + 1)
+        assert etcd.get("/services/web/host1") == b"10.0.0.5\n"
+    finally:
+        p.kill()
+        p.wait()
+    # the killed process's descriptor closed: the key goes at once
+    gone_within(etcd, "/services/web/host1", 1.5)
+    assert not os.path.exists(mnt.path + "/services/web/host1")
+
+
+def test_a_session_key_outlives_a_dead_daemon_by_its_ttl_at_most(etcd, mounter):
+    m = mounter(etcd=etcd)
+    p = register(m.path + "/svc", 2)
+    try:
+        assert etcd.get("/svc") == b"10.0.0.5\n"
+        m.crash()
+        gone_within(etcd, "/svc", 2 + 1.5)
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_a_session_needs_an_open_file(etcd, mnt):
+    path = mnt.path + "/closed"
+    with open(path, "w") as f:
+        f.write("x")
+    assert errno_of(os.setxattr, path, "user.etcd.session", b"5") == errno.EBADF
+    with open(path) as f:
+        assert errno_of(os.setxattr, path, "user.etcd.session", b"0") == errno.EINVAL
+    assert etcd.kv("/closed")["lease"] == 0
