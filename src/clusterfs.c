@@ -351,12 +351,16 @@ static void cfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fsops_ops.read(req, ino, size, off, fi);
 		return;
 	}
-	text = (GBytes *)(uintptr_t)fi->fh;
+	/* Held through the reply: the reader may get its bytes, close, and
+	 * have its RELEASE served on another thread before the reply call
+	 * has returned here. */
+	text = g_bytes_ref((GBytes *)(uintptr_t)fi->fh);
 	p = g_bytes_get_data(text, &len);
 	if ((size_t)off >= len)
 		fuse_reply_buf(req, NULL, 0);
 	else
 		fuse_reply_buf(req, p + off, MIN(size, len - (size_t)off));
+	g_bytes_unref(text);
 }
 
 static void cfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
