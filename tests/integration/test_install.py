@@ -50,6 +50,8 @@ class Namespace:
         self.fstab = os.path.join(dir, "fstab")
         open(self.fstab, "w").close()
         self.dir = dir
+        self.sanlog_dir = os.path.join(dir, "sanitizer")
+        os.makedirs(self.sanlog_dir)
         self.mountpoints = []
         script = ('mount --bind "$1" /usr/local/sbin && mount --bind "$2" /etc/fstab && '
                   'echo ready && exec sleep 100000')
@@ -66,7 +68,22 @@ class Namespace:
         self.pid = self.holder.pid
 
     def run(self, *argv, timeout=60):
-        return run(["nsenter", "-t", str(self.pid), "-m", "--"] + list(argv), timeout=timeout)
+        # A daemon's stderr goes to /dev/null: sanitizer reports go to files
+        # (mount(8) and mount.fuse3 pass the environment on, PATH aside).
+        env = dict(os.environ)
+        for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
+            opts = env.get(var, "")
+            env[var] = (opts + ":" if opts else "") + "log_path=" + \
+                os.path.join(self.sanlog_dir, var.split("_")[0].lower())
+        return run(["nsenter", "-t", str(self.pid), "-m", "--"] + list(argv), timeout=timeout,
+                   env=env)
+
+    def sanitizer_reports(self):
+        out = ""
+        for n in sorted(os.listdir(self.sanlog_dir)):
+            with open(os.path.join(self.sanlog_dir, n), errors="replace") as f:
+                out += f.read()
+        return out
 
     def mountpoint(self, name):
         mp = os.path.join(self.dir, name)
@@ -108,6 +125,9 @@ class Namespace:
                 os.kill(pid, signal.SIGKILL)
         self.holder.kill()
         self.holder.wait()
+        reports = self.sanitizer_reports()
+        if reports:
+            left.append("daemon reported an error:\n" + reports[:4000])
         return left
 
 
