@@ -696,10 +696,16 @@ static int check_reachable(const struct ef_settings *s, GBytes *root)
 	return rc;
 }
 
+/* source: the ENDPOINTS argument, or NULL when the endpoints came from an
+ * option or the environment. */
 static void add_default_opts(struct fuse_args *args, const struct ef_settings *s,
-			     const char *prefix)
+			     const char *prefix, const char *source)
 {
-	g_autofree char *fsname = g_strdup_printf("-ofsname=etcd:%s%s", s->endpoints[0], prefix);
+	/* mount -a tells a mounted fstab line by its first field, compared
+	 * with the mount's source: the argument shown as given keeps a second
+	 * mount -a from mounting it again on top. */
+	g_autofree char *fsname = source ? g_strdup_printf("-ofsname=%s", source)
+		: g_strdup_printf("-ofsname=etcd:%s%s", s->endpoints[0], prefix);
 	g_autofree char *esc = NULL;
 	GString *e = g_string_new(NULL);
 
@@ -833,7 +839,7 @@ int main(int argc, char *argv[])
 
 	prefix = keymap_root_prefix(o.prefix ? o.prefix : "/");
 	root = g_bytes_new(prefix, strlen(prefix));
-	add_default_opts(&args, &s, prefix);
+	add_default_opts(&args, &s, prefix, o.n_positional == 2 ? o.positional[0] : NULL);
 	revclock_init();
 	cache_init(s.cache_size);
 	fs = fs_new(&(struct ef_fs_config){
