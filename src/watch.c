@@ -797,13 +797,12 @@ static gpointer watch_main(gpointer unused)
 	return NULL;
 }
 
-void watch_start(struct ef_etcd *etcd, GBytes *root, struct fuse_session *se)
+/* What watch_start and watch_start_frozen both set up (watch_free's). */
+static void watch_init(GBytes *root)
 {
 	gsize len;
 	const char *r = g_bytes_get_data(root, &len);
 
-	w.etcd = etcd;
-	w.se = se;
 	w.root = g_bytes_ref(root);
 	/* An empty root watches everything: key "\0" to end "\0" (etcd
 	 * rejects an empty key). */
@@ -814,6 +813,13 @@ void watch_start(struct ef_etcd *etcd, GBytes *root, struct fuse_session *se)
 	w.local = g_ptr_array_new();
 	w.created = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
 					  (GDestroyNotify)g_bytes_unref, g_free);
+}
+
+void watch_start(struct ef_etcd *etcd, GBytes *root, struct fuse_session *se)
+{
+	w.etcd = etcd;
+	w.se = se;
+	watch_init(root);
 	w.notifier = g_thread_new("notify", notifier_main, NULL);
 	prober_init();
 	w.thread = g_thread_new("watch", watch_main, NULL);
@@ -822,17 +828,7 @@ void watch_start(struct ef_etcd *etcd, GBytes *root, struct fuse_session *se)
 
 void watch_start_frozen(GBytes *root)
 {
-	gsize len;
-	const char *r = g_bytes_get_data(root, &len);
-
-	w.root = g_bytes_ref(root);
-	w.key = len ? g_bytes_ref(root) : g_bytes_new("", 1);
-	w.end = keymap_prefix_end(r, len);
-	w.q = g_async_queue_new();
-	w.nq = g_async_queue_new();
-	w.local = g_ptr_array_new();
-	w.created = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
-					  (GDestroyNotify)g_bytes_unref, g_free);
+	watch_init(root);
 	g_mutex_lock(&w.lock);
 	w.trusted = true;
 	w.frozen = true;
