@@ -7,7 +7,9 @@
  * streams that went out on it and the next request connects again, to
  * another member first (bumping the generation counter).
  * Other threads talk to the I/O thread through a locked queue and an eventfd;
- * the I/O thread never blocks on anything but poll().
+ * the I/O thread blocks on nothing but poll() (and, before a new TLS
+ * connection, a stat of the certificate files and, when they changed, a
+ * read of them: tls.h).
  */
 #pragma once
 
