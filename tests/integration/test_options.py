@@ -402,6 +402,9 @@ def test_help_and_version():
     assert p.returncode == 0 and b"--endpoints" in p.stdout + p.stderr
     p = run([harness.ETCDFS_BIN, "--version"], timeout=10)
     assert p.returncode == 0 and b"etcdfs" in p.stdout
+    # the libraries in use, as the man page says
+    for lib in (b"FUSE library version", b"nghttp2 ", b"OpenSSL ", b"protobuf-c ", b"GLib "):
+        assert lib in p.stdout, p.stdout
 
 
 def test_missing_mountpoint():
