@@ -34,6 +34,7 @@
 #include "revclock.h"
 #include "session.h"
 #include "watch.h"
+#include "watchfile.h"
 
 #define DEFAULT_ENDPOINT "127.0.0.1:2379"
 #define DEFAULT_DIAL "2s"
@@ -758,10 +759,12 @@ static int serve(struct fuse_session *se, struct ef_fs *fs, const struct fuse_cm
 	locks = locks_new(etcd, s->lock_prefix, s->lock_ttl);
 	sessions = sessions_new(etcd);
 	fs_set_etcd(fs, etcd, locks, sessions);
-	if (s->revision)
+	if (s->revision) {
 		watch_start_frozen(fs->root);
-	else
+	} else {
+		watchfile_start(etcd, s->command_ms);
 		watch_start(etcd, fs->root, se);
+	}
 	if (co->singlethread) {
 		rc = fuse_session_loop(se);
 	} else {
@@ -778,6 +781,7 @@ static int serve(struct fuse_session *se, struct ef_fs *fs, const struct fuse_cm
 	}
 	/* Parked lock requests are answered while the session exists. */
 	locks_free(locks);
+	watchfile_stop();
 	watch_stop();
 	fs_set_etcd(fs, NULL, NULL, NULL);
 	sessions_free(sessions);
@@ -852,7 +856,7 @@ int main(int argc, char *argv[])
 	});
 	/* Before connecting: libfuse refuses options it does not know here,
 	 * and a typo must not be reported as an unreachable etcd. */
-	se = fuse_session_new(&args, clusterfs_ops(), sizeof(struct fuse_lowlevel_ops), fs);
+	se = fuse_session_new(&args, watchfile_ops(clusterfs_ops()), sizeof(struct fuse_lowlevel_ops), fs);
 	if (!se)
 		goto out_fs;
 	if (check_reachable(&s, root) < 0)

@@ -70,6 +70,7 @@ static struct {
 	uint64_t token_gen;        /* watch thread only: the auth token the
 				    * stream was opened with */
 	char refused[160];         /* watch thread only: the last refusal logged */
+	const struct watch_listener *listener; /* set before the thread starts */
 
 	gint doubt_queued;         /* an ITEM_DOUBT is in the queue */
 
@@ -658,6 +659,8 @@ static bool handle_msg(const struct ef_watch_msg *m, int64_t *next, bool *create
 		w.refused[0] = '\0';
 		if (*next == 0)
 			*next = m->revision + 1;
+		if (w.listener)
+			w.listener->delivered(NULL, 0, *next - 1);
 		/* Trusted once a probe has vouched for the member too. */
 		*created = true;
 		return true;
@@ -665,8 +668,11 @@ static bool handle_msg(const struct ef_watch_msg *m, int64_t *next, bool *create
 	if (m->canceled) {
 		/* Compacted past our resume point: events are lost, so start
 		 * from now on caches that are about to be dropped. */
-		if (m->compact_revision)
+		if (m->compact_revision) {
 			*next = 0;
+			if (w.listener)
+				w.listener->lost(m->compact_revision);
+		}
 		return false;
 	}
 	for (size_t i = 0; i < m->n_events; i++) {
@@ -675,6 +681,8 @@ static bool handle_msg(const struct ef_watch_msg *m, int64_t *next, bool *create
 	}
 	if (m->n_events == 0 && m->watch_id >= 0 && m->revision)
 		*next = MAX(*next, m->revision + 1);
+	if (w.listener)
+		w.listener->delivered(m->events, m->n_events, *next - 1);
 	return true;
 }
 
@@ -813,6 +821,11 @@ static void watch_init(GBytes *root)
 	w.local = g_ptr_array_new();
 	w.created = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
 					  (GDestroyNotify)g_bytes_unref, g_free);
+}
+
+void watch_set_listener(const struct watch_listener *l)
+{
+	w.listener = l;
 }
 
 void watch_start(struct ef_etcd *etcd, GBytes *root, struct fuse_session *se)

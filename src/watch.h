@@ -22,6 +22,21 @@
 #include <glib.h>
 
 struct ef_etcd;
+struct ef_watch_event;
+
+/* Told, on the watch thread, what the stream delivers (the %watch files). */
+struct watch_listener {
+	/* The n events of one message (n may be 0), applied, in etcd's
+	 * order: every event up to revision through has now been delivered. */
+	void (*delivered)(const struct ef_watch_event *ev, size_t n, int64_t through);
+	/* Events were lost: the stream resumed past a compaction at
+	 * compact_revision and starts over from now; the next delivered()
+	 * gives its new position. */
+	void (*lost)(int64_t compact_revision);
+};
+
+/* Before watch_start; l is borrowed until watch_stop. */
+void watch_set_listener(const struct watch_listener *l);
 
 /* Starts the watch thread on [root, prefix_end(root)). Borrows etcd and se
  * until watch_stop. */
