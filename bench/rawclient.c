@@ -10,6 +10,7 @@
  *   rawclient ENDPOINT fill PREFIX N PER_DIR VLEN  populate keys (16 threads)
  *   rawclient ENDPOINT get KEY                     value to stdout, raw
  *   rawclient ENDPOINT visible KEY PATH N          put -> visible on a mount
+ *   rawclient ENDPOINT stream KEY N FILE...        put -> its line read from each FILE
  *   rawclient ENDPOINT lock-seq NAME N             uncontended Lock + Unlock
  *   rawclient ENDPOINT lock-handover NAME N PARK   Unlock -> the waiter's Lock
  *
@@ -607,6 +608,128 @@ static int cmd_visible(const char *key, const char *path, long n)
 	return 0;
 }
 
+/* ---- put -> a line on a stream ---- */
+
+#define STREAM_MARK "stream-latency "
+#define STREAM_GIVE_UP_S 5.0
+
+/* One stream read by a thread of its own: a %watch file, or a FIFO that
+ * etcdctl watch writes to. */
+struct reader {
+	int fd;
+	long n;
+	double *seen;               /* per put: when its line arrived, or 0 */
+	GMutex *lock;
+	GCond *cond;
+};
+
+/* Finds every mark in p[0, len) and stamps its put. */
+static void stamp_marks(struct reader *r, const char *p, size_t len, double t)
+{
+	size_t ml = strlen(STREAM_MARK);
+
+	for (const char *q = p; (q = g_strstr_len(q, (gssize)(p + len - q), STREAM_MARK));) {
+		long i;
+
+		q += ml;
+		if (p + len - q < 10)
+			break;
+		i = strtol(q, NULL, 10);
+		g_mutex_lock(r->lock);
+		if (i >= 0 && i < r->n && r->seen[i] == 0) {
+			r->seen[i] = t;
+			g_cond_broadcast(r->cond);
+		}
+		g_mutex_unlock(r->lock);
+	}
+}
+
+static gpointer reader_main(gpointer p)
+{
+	struct reader *r = p;
+	char buf[65536 + 64];
+	size_t carry = 0;
+
+	for (;;) {
+		ssize_t got = read(r->fd, buf + carry, sizeof(buf) - 64 - carry);
+		double t = now_s();
+
+		if (got <= 0)
+			return NULL;
+		size_t total = carry + (size_t)got;
+
+		stamp_marks(r, buf, total, t);
+		/* A mark cut in two by the read is found whole next time (one
+		 * found twice is stamped once). */
+		carry = MIN(total, (size_t)40);
+		memmove(buf, buf + total - carry, carry);
+	}
+}
+
+static bool all_seen(struct reader *rs, int nr, long i)
+{
+	for (int k = 0; k < nr; k++)
+		if (rs[k].seen[i] == 0)
+			return false;
+	return true;
+}
+
+/*
+ * stream KEY N FILE...: N Puts of KEY, one at a time, each after every
+ * FILE has shown the line of the one before. Prints, per FILE, "p50_ms
+ * p99_ms max_ms misses": the time from the Put's answer to the arrival of
+ * its line (negative when the line came first; a line not seen within
+ * STREAM_GIVE_UP_S is a miss).
+ */
+static int cmd_stream(const char *key, long n, char **files, int nr)
+{
+	g_autofree struct reader *rs = g_new0(struct reader, nr);
+	g_autofree double *sent = g_new0(double, n);
+	g_autofree double *lat = g_new(double, n);
+	GMutex lock;
+	GCond cond;
+
+	g_mutex_init(&lock);
+	g_cond_init(&cond);
+	for (int k = 0; k < nr; k++) {
+		rs[k] = (struct reader){ .n = n, .seen = g_new0(double, n), .lock = &lock,
+					 .cond = &cond };
+		rs[k].fd = open(files[k], O_RDONLY);
+		if (rs[k].fd < 0)
+			die("%s: %s", files[k], g_strerror(errno));
+		g_thread_unref(g_thread_new("reader", reader_main, &rs[k]));
+	}
+	for (long i = 0; i < n; i++) {
+		char val[64];
+		gint64 deadline;
+
+		snprintf(val, sizeof(val), STREAM_MARK "%010ld", i);
+		put(key, strlen(key), val, strlen(val));
+		g_mutex_lock(&lock);
+		sent[i] = now_s();
+		deadline = g_get_monotonic_time() + (gint64)(STREAM_GIVE_UP_S * G_USEC_PER_SEC);
+		while (!all_seen(rs, nr, i))
+			if (!g_cond_wait_until(&cond, &lock, deadline))
+				break;
+		g_mutex_unlock(&lock);
+	}
+	g_mutex_lock(&lock);
+	for (int k = 0; k < nr; k++) {
+		long misses = 0;
+
+		for (long i = 0; i < n; i++) {
+			misses += rs[k].seen[i] == 0;
+			lat[i] = rs[k].seen[i] ? rs[k].seen[i] - sent[i] : STREAM_GIVE_UP_S;
+		}
+		qsort(lat, n, sizeof(*lat), cmp_double);
+		printf("%.3f %.3f %.3f %ld\n", lat[(n - 1) / 2] * 1e3,
+		       lat[(size_t)((n - 1) * 0.99 + 0.5)] * 1e3, lat[n - 1] * 1e3, misses);
+	}
+	g_mutex_unlock(&lock);
+	/* The readers block in read: the process ends them. */
+	return 0;
+}
+
 /* ---- lock handover ---- */
 
 #define WAITING_GIVE_UP_S 10.0
@@ -800,7 +923,8 @@ static void usage(void)
 	      "       rawclient ENDPOINT get KEY\n"
 	      "       rawclient ENDPOINT lock-seq NAME N\n"
 	      "       rawclient ENDPOINT lock-handover NAME N PARK_MS\n"
-	      "       rawclient ENDPOINT visible KEY PATH N\n", stderr);
+	      "       rawclient ENDPOINT visible KEY PATH N\n"
+	      "       rawclient ENDPOINT stream KEY N FILE...\n", stderr);
 	exit(2);
 }
 
@@ -833,6 +957,8 @@ int main(int argc, char **argv)
 		rc = cmd_get(argv[3]);
 	else if (strcmp(cmd, "visible") == 0 && argc == 6)
 		rc = cmd_visible(argv[3], argv[4], arg_long(argv[5], 1));
+	else if (strcmp(cmd, "stream") == 0 && argc >= 6)
+		rc = cmd_stream(argv[3], arg_long(argv[4], 1), argv + 5, argc - 5);
 	else
 		usage();
 	fflush(stdout);
