@@ -649,6 +649,8 @@ static bool handle_msg(const struct ef_watch_msg *m, int64_t *next, bool *create
 			if (strncmp(why, w.refused, sizeof(w.refused) - 1) != 0)
 				g_message("etcdfs: watch refused: %s", why);
 			g_strlcpy(w.refused, why, sizeof(w.refused));
+			if (w.listener)
+				w.listener->refused(why);
 			/* A token etcd forgot, or one made before a change of
 			 * users or roles: log in again before the next try. */
 			if (strstr(why, "invalid auth token") ||

@@ -33,6 +33,9 @@ struct watch_listener {
 	 * compact_revision and starts over from now; the next delivered()
 	 * gives its new position. */
 	void (*lost)(int64_t compact_revision);
+	/* etcd refused to create the watch, for this reason; it is tried
+	 * again. */
+	void (*refused)(const char *why);
 };
 
 /* Before watch_start; l is borrowed until watch_stop. */

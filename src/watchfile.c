@@ -73,9 +73,10 @@ struct stream {
 	size_t req_size;           /* protected by lock */
 	uint64_t req_off;          /* protected by lock */
 	bool armed;                /* protected by lock: its callback is registered */
-	uint64_t parks;            /* protected by lock: reads parked so far */
 
 	bool registered;           /* protected by wf.lock: fed by delivered() */
+	bool awaiting;             /* protected by wf.lock: registered while the
+				    * position was unknown; no START line yet */
 	bool catching;             /* protected by wf.lock: history not replayed yet */
 	int64_t joined;            /* protected by wf.lock: the position it joined at */
 	int64_t min_rev;           /* protected by wf.lock: events older are not its */
@@ -87,6 +88,7 @@ struct stream {
 	uint64_t hist_gen;         /* which Watch the messages are from */
 	int64_t hist_next;         /* the revision to resume at */
 	gint64 retry_at;           /* 0, or when to open it again */
+	uint64_t token_gen;        /* the auth token it was opened with */
 	int retry_ms;
 };
 
@@ -100,7 +102,7 @@ struct node {
 };
 
 /* A message for the history thread. */
-enum hist_kind { H_START, H_MSG, H_CLOSED, H_RELEASE, H_STOP };
+enum hist_kind { H_START, H_MSG, H_CLOSED, H_ENDED, H_RELEASE, H_STOP };
 
 struct hist_item {
 	enum hist_kind kind;
@@ -131,9 +133,10 @@ static struct {
 	GAsyncQueue *q;            /* struct hist_item */
 
 	GMutex lock;
-	GCond known;               /* position became known */
 	bool running;              /* protected by lock */
 	int64_t position;          /* protected by lock: -1 until known */
+	bool denied;               /* protected by lock: etcd refused the mount's
+				    * watch (permission), not created since */
 	GPtrArray *streams;        /* protected by lock: the registered ones */
 	GPtrArray *open;           /* protected by lock: every open stream; the
 				    * reference its file handle holds */
@@ -159,6 +162,9 @@ static void stream_unref(struct stream *s)
 	g_free(s);
 }
 
+static void hist_push(enum hist_kind kind, struct stream *s, uint64_t gen,
+		      struct ef_watch_msg *m);
+
 /* ---- the log ---- */
 
 static void append_locked(struct stream *s, const char *p, size_t len)
@@ -179,20 +185,29 @@ static uint64_t end_locked(struct stream *s)
  */
 static int take_locked(struct stream *s, uint64_t off, size_t size, GBytes **data)
 {
-	uint64_t end = end_locked(s);
+	uint64_t end = end_locked(s), upto = MIN(off, end);
+	size_t n;
 
 	if (off < s->base)
 		return -ESPIPE;
-	s->read_off = off;
-	if (off - s->base > KEEP_BEHIND) {
-		uint64_t drop = off - s->base - KEEP_BEHIND;
+	s->read_off = upto;
+	/* In steps of KEEP_BEHIND: each moves what is left of the log. */
+	if (upto - s->base >= 2 * (uint64_t)KEEP_BEHIND) {
+		guint drop = (guint)(upto - s->base - KEEP_BEHIND);
 
-		g_byte_array_remove_range(s->log, 0, (guint)drop);
+		g_byte_array_remove_range(s->log, 0, drop);
 		s->base += drop;
 	}
 	if (off >= end)
 		return s->ended ? -EIO : -EAGAIN;
-	*data = g_bytes_new(s->log->data + (off - s->base), MIN(size, end - off));
+	n = (size_t)MIN(size, end - off);
+	/* The kernel splits a large direct read into requests and asks for
+	 * the next as long as each comes back full: one that ends exactly
+	 * where the stream ends would make the next wait for an event, with
+	 * these bytes held back. One byte short, the read ends here. */
+	if (n == size && off + n == end && n > 1 && !s->ended)
+		n--;
+	*data = g_bytes_new(s->log->data + (off - s->base), n);
 	return 0;
 }
 
@@ -248,6 +263,9 @@ static bool end_stream_wf_locked(struct stream *s, GString *line, struct answer 
 	if (s->held)
 		g_ptr_array_set_size(s->held, 0);
 	s->held_bytes = 0;
+	/* Its history Watch, if any, is closed at once. */
+	if (s->catching)
+		hist_push(H_ENDED, s, 0, NULL);
 	s->catching = false;
 	g_mutex_lock(&s->lock);
 	if (!s->ended) {
@@ -290,6 +308,29 @@ static void answers_send(GArray *answers)
 	g_array_set_size(answers, 0);
 }
 
+/*
+ * s starts at position: its START line, and from REV at or before it, a
+ * history Watch of its own. Called with wf.lock held, s registered; no
+ * event has been fed to it yet.
+ */
+static void begin_wf_locked(struct stream *s, int64_t position)
+{
+	g_autoptr(GString) first = watchfmt_start(s->from ? s->from - 1 : position);
+
+	s->awaiting = false;
+	s->joined = position;
+	s->min_rev = s->from;
+	s->catching = s->from && s->from <= position;
+	if (s->catching) {
+		s->held = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
+		s->hist_next = s->from;
+		hist_push(H_START, s, 0, NULL);
+	}
+	g_mutex_lock(&s->lock);
+	append_locked(s, first->str, first->len);
+	g_mutex_unlock(&s->lock);
+}
+
 /* ---- fed by the mount's watch ---- */
 
 static bool key_in(GBytes *key, GBytes *dir)
@@ -317,7 +358,7 @@ static void delivered(const struct ef_watch_event *ev, size_t n, int64_t through
 		struct answer a = { 0 };
 		bool fed = false;
 
-		for (size_t i = 0; i < n && s->registered; i++) {
+		for (size_t i = 0; i < n && s->registered && !s->awaiting; i++) {
 			if (ev[i].kv->mod_revision < s->min_rev || !key_in(ev[i].kv->key, s->dir))
 				continue;
 			if (!lines[i]) {
@@ -335,9 +376,22 @@ static void delivered(const struct ef_watch_event *ev, size_t n, int64_t through
 			g_array_append_val(answers, a);
 		g_mutex_unlock(&s->lock);
 	}
-	if (through > wf.position) {
+	if (through > wf.position)
 		wf.position = through;
-		g_cond_broadcast(&wf.known);
+	wf.denied = false;
+	/* Those that waited for a position start at this one: its events
+	 * were not theirs. */
+	for (guint j = 0; j < wf.streams->len; j++) {
+		struct stream *s = wf.streams->pdata[j];
+		struct answer a = { 0 };
+
+		if (!s->awaiting || wf.position < 0)
+			continue;
+		begin_wf_locked(s, wf.position);
+		g_mutex_lock(&s->lock);
+		if (answer_parked_locked(s, &a))
+			g_array_append_val(answers, a);
+		g_mutex_unlock(&s->lock);
 	}
 	g_mutex_unlock(&wf.lock);
 	answers_send(answers);
@@ -351,11 +405,18 @@ static void lost(int64_t compact_revision)
 	g_autoptr(GArray) answers = g_array_new(FALSE, FALSE, sizeof(struct answer));
 
 	g_mutex_lock(&wf.lock);
-	while (wf.streams->len) {
+	if (!wf.running) {
+		g_mutex_unlock(&wf.lock);
+		return;
+	}
+	for (guint j = wf.streams->len; j-- > 0;) {
+		struct stream *s = wf.streams->pdata[j];
 		struct answer a = { 0 };
 
-		if (end_stream_wf_locked(wf.streams->pdata[0],
-					 watchfmt_error("compacted", compact_revision, NULL), &a))
+		if (s->awaiting)
+			continue;
+		if (end_stream_wf_locked(s, watchfmt_error("compacted", compact_revision, NULL),
+					 &a))
 			g_array_append_val(answers, a);
 	}
 	/* Unknown until the new stream is created: a stream opened meanwhile
@@ -365,7 +426,35 @@ static void lost(int64_t compact_revision)
 	answers_send(answers);
 }
 
-static const struct watch_listener listener = { .delivered = delivered, .lost = lost };
+/* etcd refused the mount's watch. Refused for good (permission): streams
+ * waiting for it end, and opens fail, until it is created. Otherwise the
+ * watch retries (a token renewed) and they wait on. */
+static void refused(const char *why)
+{
+	g_autoptr(GArray) answers = g_array_new(FALSE, FALSE, sizeof(struct answer));
+
+	if (!strstr(why, "permission denied"))
+		return;
+	g_mutex_lock(&wf.lock);
+	if (!wf.running) {
+		g_mutex_unlock(&wf.lock);
+		return;
+	}
+	wf.denied = true;
+	for (guint j = wf.streams->len; j-- > 0;) {
+		struct stream *s = wf.streams->pdata[j];
+		struct answer a = { 0 };
+
+		if (s->awaiting && end_stream_wf_locked(s, watchfmt_error("refused", 0, why), &a))
+			g_array_append_val(answers, a);
+	}
+	g_mutex_unlock(&wf.lock);
+	answers_send(answers);
+}
+
+static const struct watch_listener listener = {
+	.delivered = delivered, .lost = lost, .refused = refused,
+};
 
 /* ---- the history thread ---- */
 
@@ -421,6 +510,7 @@ static void hist_open(struct stream *s)
 
 	s->hist_gen++;
 	s->retry_at = 0;
+	s->token_gen = etcd_auth_generation(wf.etcd);
 	c->s = stream_ref(s);
 	c->gen = s->hist_gen;
 	/* A failure comes back as H_CLOSED, and is retried. */
@@ -475,6 +565,15 @@ static void hist_msg(struct stream *s, const struct ef_watch_msg *m)
 {
 	int64_t joined;
 
+	const char *why = m && m->cancel_reason ? m->cancel_reason : "";
+
+	/* A token etcd forgot, or one made before a change of users or
+	 * roles: log in again, and open it again. */
+	if (m && m->canceled &&
+	    (strstr(why, "invalid auth token") || strstr(why, "revision of auth store is old"))) {
+		etcd_auth_renew(wf.etcd, s->token_gen);
+		m = NULL;
+	}
 	if (!m || (m->canceled && !m->compact_revision && !m->created)) {
 		/* Refused, or cancelled without a word: open it again. */
 		hist_close(s);
@@ -492,6 +591,13 @@ static void hist_msg(struct stream *s, const struct ef_watch_msg *m)
 	g_mutex_lock(&wf.lock);
 	joined = s->joined;
 	g_mutex_unlock(&wf.lock);
+	/* A timed progress notification (etcd sends them only to a watcher
+	 * that has caught up; a requested one may come early, and none is
+	 * requested): every event up to its revision has been sent. */
+	if (!m->created && m->n_events == 0 && m->watch_id >= 0 && m->revision >= joined) {
+		hist_join(s);
+		return;
+	}
 	for (size_t i = 0; i < m->n_events; i++) {
 		const struct ef_watch_event *ev = &m->events[i];
 		g_autoptr(GString) line = NULL;
@@ -504,6 +610,10 @@ static void hist_msg(struct stream *s, const struct ef_watch_msg *m)
 		}
 		line = watchfmt_event(ev);
 		g_mutex_lock(&s->lock);
+		if (s->ended) {
+			g_mutex_unlock(&s->lock);
+			return;
+		}
 		over = behind_locked(s) + line->len > MAX_BEHIND;
 		if (!over)
 			append_locked(s, line->str, line->len);
@@ -532,6 +642,14 @@ static void hist_retry(GPtrArray *catching)
 			hist_open(s);
 		}
 	}
+}
+
+static bool retry_due(GPtrArray *catching)
+{
+	for (guint i = 0; i < catching->len; i++)
+		if (((struct stream *)catching->pdata[i])->retry_at)
+			return true;
+	return false;
 }
 
 static bool still_catching(struct stream *s)
@@ -564,6 +682,8 @@ static void hist_item(GPtrArray *catching, struct hist_item *it)
 			s->retry_at = g_get_monotonic_time() + (gint64)s->retry_ms * 1000;
 		}
 		break;
+	case H_ENDED:             /* the check below does it */
+		break;
 	case H_RELEASE:
 		hist_close(s);
 		if (g_ptr_array_remove(catching, s))
@@ -592,7 +712,9 @@ static gpointer hist_main(gpointer unused)
 
 	(void)unused;
 	for (;;) {
-		struct hist_item *it = g_async_queue_timeout_pop(wf.q, RETRY_MIN_MS * 1000);
+		struct hist_item *it = retry_due(catching)
+					       ? g_async_queue_timeout_pop(wf.q, RETRY_MIN_MS * 1000)
+					       : g_async_queue_pop(wf.q);
 		bool stop = it && it->kind == H_STOP;
 
 		if (it) {
@@ -636,10 +758,9 @@ static bool ours(fuse_ino_t ino)
 	return ino >= INO_FIRST && ino <= INO_LAST;
 }
 
-static void fill_attr(struct ef_fs *fs, struct node *nd, struct stat *st)
+/* s: the stream whose size and time it shows, or NULL. */
+static void fill_attr(struct ef_fs *fs, struct node *nd, struct stream *s, struct stat *st)
 {
-	struct stream *s;
-
 	*st = (struct stat){ 0 };
 	st->st_ino = nd->ino;
 	st->st_mode = S_IFREG | 0444;
@@ -648,7 +769,6 @@ static void fill_attr(struct ef_fs *fs, struct node *nd, struct stat *st)
 	st->st_gid = fs->gid;
 	st->st_blksize = 4096;
 	st->st_atim = st->st_mtim = st->st_ctim = fs->mount_time;
-	s = nd->s;
 	if (s) {
 		g_mutex_lock(&s->lock);
 		st->st_size = (off_t)end_locked(s);
@@ -698,7 +818,7 @@ static void wf_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	nd->ino = wf.next_ino++;
 	g_hash_table_insert(wf.nodes, &nd->ino, nd);
 	e.ino = nd->ino;
-	fill_attr(fuse_req_userdata(req), nd, &e.attr);
+	fill_attr(fuse_req_userdata(req), nd, NULL, &e.attr);
 	g_mutex_unlock(&wf.lock);
 	/* No timeouts: every path walk looks the name up again and gets an
 	 * inode (and a size in stat) of its own. */
@@ -755,7 +875,8 @@ static void wf_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	g_mutex_lock(&wf.lock);
 	nd = g_hash_table_lookup(wf.nodes, &ino);
 	if (nd)
-		fill_attr(fuse_req_userdata(req), nd, &st);
+		fill_attr(fuse_req_userdata(req), nd,
+			  fi ? (struct stream *)(uintptr_t)fi->fh : nd->s, &st);
 	g_mutex_unlock(&wf.lock);
 	if (nd)
 		fuse_reply_attr(req, &st, 0);
@@ -765,29 +886,22 @@ static void wf_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 /* ---- open, read, release ---- */
 
-/* Registers s as of the current position; waits for one if none is known
- * yet (the mount's watch is being created). Returns 0 or -ETIMEDOUT. */
-static int stream_register(struct stream *s, int64_t *start, bool *catching)
+/* Registers s: it starts now, or once the mount's watch knows where it
+ * stands. Returns 0, or -EACCES when etcd refused that watch outright. */
+static int stream_register(struct stream *s)
 {
-	gint64 deadline = g_get_monotonic_time() + (gint64)wf.command_ms * 1000;
-
 	g_mutex_lock(&wf.lock);
-	while (wf.running && wf.position < 0)
-		if (!g_cond_wait_until(&wf.known, &wf.lock, deadline))
-			break;
-	if (!wf.running || wf.position < 0) {
+	if (!wf.running || (wf.position < 0 && wf.denied)) {
 		g_mutex_unlock(&wf.lock);
-		return -ETIMEDOUT;
+		return wf.running ? -EACCES : -ENOTCONN;
 	}
-	s->joined = wf.position;
-	s->min_rev = s->from;
-	*catching = s->catching = s->from && s->from <= wf.position;
-	*start = s->from ? s->from - 1 : wf.position;
-	if (s->catching)
-		s->held = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
 	s->registered = true;
 	g_ptr_array_add(wf.streams, stream_ref(s));
 	g_ptr_array_add(wf.open, s);
+	if (wf.position >= 0)
+		begin_wf_locked(s, wf.position);
+	else
+		s->awaiting = true;
 	g_mutex_unlock(&wf.lock);
 	return 0;
 }
@@ -819,6 +933,14 @@ static void stream_close(struct stream *s)
 	}
 	was_open = g_ptr_array_remove(wf.open, s);
 	s->catching = false;
+	if (s->held)
+		g_ptr_array_set_size(s->held, 0);
+	s->held_bytes = 0;
+	/* Its inode may stay for stat long after: only the size stays. */
+	g_mutex_lock(&s->lock);
+	s->base = end_locked(s);
+	g_byte_array_set_size(s->log, 0);
+	g_mutex_unlock(&s->lock);
 	g_mutex_unlock(&wf.lock);
 	hist_push(H_RELEASE, s, 0, NULL);
 	if (was_open)
@@ -828,10 +950,7 @@ static void stream_close(struct stream *s)
 static void wf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct stream *s = NULL;
-	g_autoptr(GString) first = NULL;
 	struct node *nd;
-	bool catching;
-	int64_t start;
 	int rc;
 
 	if (!ours(ino)) {
@@ -851,20 +970,11 @@ static void wf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ESTALE);
 		return;
 	}
-	rc = stream_register(s, &start, &catching);
+	rc = stream_register(s);
 	if (rc < 0) {
 		stream_unref(s);
 		fuse_reply_err(req, -rc);
 		return;
-	}
-	/* Before any event can come: delivered() takes this lock too. */
-	first = watchfmt_start(start);
-	g_mutex_lock(&s->lock);
-	g_byte_array_prepend(s->log, (const guint8 *)first->str, (guint)first->len);
-	g_mutex_unlock(&s->lock);
-	if (catching) {
-		s->hist_next = s->from;
-		hist_push(H_START, s, 0, NULL);
 	}
 	g_mutex_lock(&wf.lock);
 	nd = g_hash_table_lookup(wf.nodes, &ino);
@@ -874,21 +984,28 @@ static void wf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	g_mutex_unlock(&wf.lock);
 	fi->fh = (uint64_t)(uintptr_t)s;
-	/* Reads reach the stream at their offsets, never a page cache. */
+	/* Reads reach the stream at their offsets, never a page cache; a
+	 * close has nothing to flush (and must not fail once unmounted). */
 	fi->direct_io = 1;
+	fi->noflush = 1;
 	if (fuse_reply_open(req, fi) != 0)
 		stream_close(s);
 }
 
-/* libfuse's interrupt callback, under the request's lock: a parked read
- * that nobody has taken yet is answered EINTR here. */
+/*
+ * libfuse's interrupt callback, under the request's lock: an armed read
+ * that nobody has taken yet is answered EINTR here. Only an armed one: run
+ * from inside fuse_req_interrupt_func (the interrupt came first), a reply
+ * would free the request under the lock that call still holds; wf_read
+ * looks for that interrupt itself once it has armed the read.
+ */
 static void interrupted(fuse_req_t req, void *data)
 {
 	struct stream *s = data;
 	bool mine;
 
 	g_mutex_lock(&s->lock);
-	mine = s->req == req;
+	mine = s->req == req && s->armed;
 	if (mine)
 		s->req = NULL;
 	g_mutex_unlock(&s->lock);
@@ -911,25 +1028,25 @@ static void wf_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	g_mutex_lock(&s->lock);
 	rc = take_locked(s, (uint64_t)off, size, &data);
-	if (rc == -EAGAIN && s->req)
+	if (rc == -EAGAIN && !(fi->flags & O_NONBLOCK) && s->req)
 		rc = -EBUSY;          /* one read at a time waits */
 	if (rc == -EAGAIN && !(fi->flags & O_NONBLOCK)) {
-		uint64_t park = ++s->parks;
-
 		s->req = req;
 		s->req_size = size;
 		s->req_off = (uint64_t)off;
 		s->armed = false;
 		g_mutex_unlock(&s->lock);
-		/* May answer it (EINTR) at once, from here. */
+		/* Unarmed, nobody answers it meanwhile: req and s stay. */
 		fuse_req_interrupt_func(req, interrupted, s);
 		g_mutex_lock(&s->lock);
-		answered = false;
-		/* Unless the callback answered it (and another read parked
-		 * since, whatever its address). */
-		if (s->req == req && s->parks == park) {
-			s->armed = true;
-			answered = answer_parked_locked(s, &a);
+		s->armed = true;
+		answered = answer_parked_locked(s, &a);
+		/* An interrupt that came before the callback was registered
+		 * found it armed by nobody: answered here. */
+		if (!answered && fuse_req_interrupted(req)) {
+			s->req = NULL;
+			a = (struct answer){ .req = req, .err = EINTR };
+			answered = true;
 		}
 		g_mutex_unlock(&s->lock);
 		if (answered)
@@ -1126,7 +1243,6 @@ void watchfile_stop(void)
 		return;
 	g_mutex_lock(&wf.lock);
 	wf.running = false;
-	g_cond_broadcast(&wf.known);
 	for (guint i = 0; i < wf.open->len; i++) {
 		struct stream *s = wf.open->pdata[i];
 		struct answer a = { 0 };
