@@ -762,7 +762,7 @@ static int serve(struct fuse_session *se, struct ef_fs *fs, const struct fuse_cm
 	if (s->revision) {
 		watch_start_frozen(fs->root);
 	} else {
-		watchfile_start(etcd, s->command_ms);
+		watchfile_start(etcd);
 		watch_start(etcd, fs->root, se);
 	}
 	if (co->singlethread) {
