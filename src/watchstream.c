@@ -318,16 +318,24 @@ static bool key_in(GBytes *key, GBytes *dir)
 	return klen >= dlen && (dlen == 0 || memcmp(k, d, dlen) == 0);
 }
 
+/* Takes ws.lock, unless the streams are stopped (the watch thread runs a
+ * little longer). */
+static bool lock_running(void)
+{
+	g_mutex_lock(&ws.lock);
+	if (ws.running)
+		return true;
+	g_mutex_unlock(&ws.lock);
+	return false;
+}
+
 static void delivered(const struct ef_watch_event *ev, size_t n, int64_t through)
 {
 	g_autoptr(GArray) answers = g_array_new(FALSE, FALSE, sizeof(struct answer));
 	g_autofree GBytes **lines = g_new0(GBytes *, n + 1);
 
-	g_mutex_lock(&ws.lock);
-	if (!ws.running) {
-		g_mutex_unlock(&ws.lock);
+	if (!lock_running())
 		return;
-	}
 	/* Backwards: a stream that falls too far behind leaves the array. */
 	for (guint j = ws.streams->len; j-- > 0;) {
 		struct ef_wstream *s = ws.streams->pdata[j];
@@ -380,11 +388,8 @@ static void lost(int64_t compact_revision)
 {
 	g_autoptr(GArray) answers = g_array_new(FALSE, FALSE, sizeof(struct answer));
 
-	g_mutex_lock(&ws.lock);
-	if (!ws.running) {
-		g_mutex_unlock(&ws.lock);
+	if (!lock_running())
 		return;
-	}
 	for (guint j = ws.streams->len; j-- > 0;) {
 		struct ef_wstream *s = ws.streams->pdata[j];
 		struct answer a = { 0 };
@@ -411,11 +416,8 @@ static void refused(const char *why)
 
 	if (!strstr(why, "permission denied"))
 		return;
-	g_mutex_lock(&ws.lock);
-	if (!ws.running) {
-		g_mutex_unlock(&ws.lock);
+	if (!lock_running())
 		return;
-	}
 	ws.denied = true;
 	for (guint j = ws.streams->len; j-- > 0;) {
 		struct ef_wstream *s = ws.streams->pdata[j];
