@@ -40,9 +40,16 @@
 #include "watch.h"
 #include "watchfmt.h"
 
-/* Unread bytes (held ones included) beyond which a stream ends: a reader
- * that stopped reading must not hold the daemon's memory. */
-#define MAX_BEHIND (64u << 20)
+/* Backpressure: a stream whose reader is PAUSE_BEHIND bytes behind takes
+ * no more lines until it is RESUME_BEHIND behind; what comes meanwhile it
+ * gets later from a history Watch. A stream catching up holds at most
+ * HELD_MAX bytes of the mount's lines (then it lets them go, and joins
+ * later). So a reader never loses events for being slow, only once etcd
+ * has compacted what it has not read yet; and a stream's memory is
+ * bounded. */
+#define PAUSE_BEHIND (8u << 20)
+#define RESUME_BEHIND (2u << 20)
+#define HELD_MAX (8u << 20)
 #define KEEP_BEHIND (1u << 20)
 #define RETRY_MIN_MS 100
 #define RETRY_MAX_MS 2000
@@ -63,6 +70,9 @@ struct ef_wstream {
 	size_t req_size;           /* protected by lock */
 	uint64_t req_off;          /* protected by lock */
 	bool armed;                /* protected by lock: its callback is registered */
+	bool paused;               /* protected by lock: its history Watch waits for
+				    * the reader (PAUSE_BEHIND) */
+	bool resume_asked;         /* protected by lock */
 
 	bool registered;           /* protected by ws.lock: fed by delivered() */
 	bool awaiting;             /* protected by ws.lock: registered while the
@@ -83,12 +93,13 @@ struct ef_wstream {
 };
 
 /* A message for the history thread. */
-enum hist_kind { H_START, H_MSG, H_CLOSED, H_ENDED, H_RELEASE, H_STOP };
+enum hist_kind { H_START, H_MSG, H_CLOSED, H_ENDED, H_RESUME, H_RELEASE, H_STOP };
 
 struct hist_item {
 	enum hist_kind kind;
 	struct ef_wstream *s;          /* a reference */
 	uint64_t gen;              /* H_MSG, H_CLOSED */
+	int64_t from;              /* H_START: the first revision it needs */
 	struct ef_watch_msg *m;    /* H_MSG */
 };
 
@@ -216,10 +227,10 @@ static void answer_send(struct answer *a)
 		g_bytes_unref(a->data);
 }
 
-/* The bytes the reader has not read yet, held ones included. */
+/* The bytes the reader has not read yet. */
 static size_t behind_locked(struct ef_wstream *s)
 {
-	return (size_t)(end_locked(s) - MIN(s->read_off, end_locked(s))) + s->held_bytes;
+	return (size_t)(end_locked(s) - MIN(s->read_off, end_locked(s)));
 }
 
 /*
@@ -254,27 +265,54 @@ static bool end_stream_ws_locked(struct ef_wstream *s, GString *line, struct ans
 	return answered;
 }
 
-/* Adds line to a fed stream, or to what it holds while catching up, unless
- * the reader is too far behind. Called with ws.lock held. */
-static void feed_ws_locked(struct ef_wstream *s, GBytes *line, GArray *answers)
+/* Adds line to a fed stream, or to what it holds while catching up.
+ * Called with ws.lock held. */
+static void feed_ws_locked(struct ef_wstream *s, GBytes *line)
 {
-	struct answer a = { 0 };
-	bool over;
-
-	g_mutex_lock(&s->lock);
-	over = behind_locked(s) + g_bytes_get_size(line) > MAX_BEHIND;
-	if (!over && !s->catching)
-		append_locked(s, g_bytes_get_data(line, NULL), g_bytes_get_size(line));
-	g_mutex_unlock(&s->lock);
-	if (over) {
-		if (end_stream_ws_locked(s, watchfmt_error("overflow", 0, NULL), &a))
-			g_array_append_val(answers, a);
-		return;
-	}
 	if (s->catching) {
 		g_ptr_array_add(s->held, g_bytes_ref(line));
 		s->held_bytes += g_bytes_get_size(line);
+		return;
 	}
+	g_mutex_lock(&s->lock);
+	append_locked(s, g_bytes_get_data(line, NULL), g_bytes_get_size(line));
+	g_mutex_unlock(&s->lock);
+}
+
+static void hist_push_start(struct ef_wstream *s, int64_t from);
+
+/*
+ * Before a message's events (all newer than ws.position). A fed stream
+ * whose reader is PAUSE_BEHIND behind takes them no more: it catches up
+ * from the revision after the position, by a history Watch that waits
+ * for the reader. One catching up that holds more than HELD_MAX lets them
+ * go: joining at the position instead, it gets them from history too.
+ * Called with ws.lock held.
+ */
+static void before_message_ws_locked(struct ef_wstream *s)
+{
+	bool behind;
+
+	if (s->awaiting || !s->registered)
+		return;
+	if (s->catching) {
+		if (s->held_bytes > HELD_MAX) {
+			g_ptr_array_set_size(s->held, 0);
+			s->held_bytes = 0;
+			s->joined = ws.position;
+		}
+		return;
+	}
+	g_mutex_lock(&s->lock);
+	behind = behind_locked(s) > PAUSE_BEHIND;
+	g_mutex_unlock(&s->lock);
+	if (!behind)
+		return;
+	s->catching = true;
+	s->joined = ws.position;
+	if (!s->held)
+		s->held = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
+	hist_push_start(s, MAX(ws.position + 1, s->min_rev));
 }
 
 static void answers_send(GArray *answers)
@@ -299,8 +337,7 @@ static void begin_ws_locked(struct ef_wstream *s, int64_t position)
 	s->catching = s->from && s->from <= position;
 	if (s->catching) {
 		s->held = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
-		s->hist_next = s->from;
-		hist_push(H_START, s, 0, NULL);
+		hist_push_start(s, s->from);
 	}
 	g_mutex_lock(&s->lock);
 	append_locked(s, first->str, first->len);
@@ -336,12 +373,13 @@ static void delivered(const struct ef_watch_event *ev, size_t n, int64_t through
 
 	if (!lock_running())
 		return;
-	/* Backwards: a stream that falls too far behind leaves the array. */
 	for (guint j = ws.streams->len; j-- > 0;) {
 		struct ef_wstream *s = ws.streams->pdata[j];
 		struct answer a = { 0 };
 		bool fed = false;
 
+		if (n)
+			before_message_ws_locked(s);
 		for (size_t i = 0; i < n && s->registered && !s->awaiting; i++) {
 			if (ev[i].kv->mod_revision < s->min_rev || !key_in(ev[i].kv->key, s->dir))
 				continue;
@@ -350,7 +388,7 @@ static void delivered(const struct ef_watch_event *ev, size_t n, int64_t through
 
 				lines[i] = g_string_free_to_bytes(l);
 			}
-			feed_ws_locked(s, lines[i], answers);
+			feed_ws_locked(s, lines[i]);
 			fed = true;
 		}
 		if (!fed || !s->registered)
@@ -447,6 +485,16 @@ static void hist_push(enum hist_kind kind, struct ef_wstream *s, uint64_t gen, s
 	g_async_queue_push(ws.q, it);
 }
 
+static void hist_push_start(struct ef_wstream *s, int64_t from)
+{
+	struct hist_item *it = g_new0(struct hist_item, 1);
+
+	it->kind = H_START;
+	it->s = wstream_ref(s);
+	it->from = from;
+	g_async_queue_push(ws.q, it);
+}
+
 static void hist_on_msg(void *ud, struct ef_watch_msg *m)
 {
 	struct hist_ctx *c = ud;
@@ -477,6 +525,22 @@ static void hist_close(struct ef_wstream *s)
 		etcd_watch_close(h);
 }
 
+/* Whether s's reader is too far behind for more history: then it waits
+ * until a read asks for it again (H_RESUME). */
+static bool pause_if_behind(struct ef_wstream *s)
+{
+	bool pause;
+
+	g_mutex_lock(&s->lock);
+	pause = behind_locked(s) > PAUSE_BEHIND;
+	if (pause) {
+		s->paused = true;
+		s->resume_asked = false;
+	}
+	g_mutex_unlock(&s->lock);
+	return pause;
+}
+
 static void hist_open(struct ef_wstream *s)
 {
 	struct hist_ctx *c = g_new(struct hist_ctx, 1);
@@ -484,10 +548,15 @@ static void hist_open(struct ef_wstream *s)
 	const char *d = g_bytes_get_data(s->dir, &len);
 	/* The whole keyspace is "\0" up to "\0" (etcd refuses an empty key). */
 	g_autoptr(GBytes) key = len ? g_bytes_ref(s->dir) : g_bytes_new("", 1);
-	g_autoptr(GBytes) end = keymap_prefix_end(d, len);
+	g_autoptr(GBytes) end = NULL;
 
-	s->hist_gen++;
 	s->retry_at = 0;
+	if (pause_if_behind(s)) {
+		g_free(c);
+		return;
+	}
+	end = keymap_prefix_end(d, len);
+	s->hist_gen++;
 	s->token_gen = etcd_auth_generation(ws.etcd);
 	c->s = wstream_ref(s);
 	c->gen = s->hist_gen;
@@ -580,7 +649,7 @@ static void hist_msg(struct ef_wstream *s, const struct ef_watch_msg *m)
 		const struct ef_watch_event *ev = &m->events[i];
 		g_autoptr(GString) line = NULL;
 		struct answer a = { 0 };
-		bool answered, over;
+		bool answered;
 
 		if (ev->kv->mod_revision > joined) {
 			hist_join(s);
@@ -592,19 +661,17 @@ static void hist_msg(struct ef_wstream *s, const struct ef_watch_msg *m)
 			g_mutex_unlock(&s->lock);
 			return;
 		}
-		over = behind_locked(s) + line->len > MAX_BEHIND;
-		if (!over)
-			append_locked(s, line->str, line->len);
+		append_locked(s, line->str, line->len);
 		answered = answer_parked_locked(s, &a);
 		g_mutex_unlock(&s->lock);
 		if (answered)
 			answer_send(&a);
-		if (over) {
-			hist_fail(s, watchfmt_error("overflow", 0, NULL));
-			return;
-		}
 		s->hist_next = ev->kv->mod_revision + 1;
 	}
+	/* Between messages, which never split a revision: the Watch goes
+	 * on from hist_next once the reader has caught up. */
+	if (m->n_events && pause_if_behind(s))
+		hist_close(s);
 }
 
 /* Opens again, at their time, the history Watches that closed. */
@@ -646,9 +713,20 @@ static void hist_item(GPtrArray *catching, struct hist_item *it)
 
 	switch (it->kind) {
 	case H_START:
-		g_ptr_array_add(catching, wstream_ref(s));
+		/* Again for one that caught up and fell behind since. */
+		if (!g_ptr_array_find(catching, s, NULL))
+			g_ptr_array_add(catching, wstream_ref(s));
+		hist_close(s);
+		s->hist_next = it->from;
 		s->retry_ms = RETRY_MIN_MS;
 		hist_open(s);
+		break;
+	case H_RESUME:
+		g_mutex_lock(&s->lock);
+		s->paused = false;
+		g_mutex_unlock(&s->lock);
+		if (!s->hist && still_catching(s))
+			hist_open(s);
 		break;
 	case H_MSG:
 		if (it->gen == s->hist_gen && s->hist && still_catching(s))
@@ -816,6 +894,11 @@ void wstream_read(struct ef_wstream *s, fuse_req_t req, size_t size, off_t off, 
 
 	g_mutex_lock(&s->lock);
 	rc = take_locked(s, (uint64_t)off, size, &data);
+	/* The reader has caught up: its history Watch goes on. */
+	if (s->paused && !s->resume_asked && behind_locked(s) <= RESUME_BEHIND) {
+		s->resume_asked = true;
+		hist_push(H_RESUME, s, 0, NULL);
+	}
 	if (rc == -EAGAIN && !nonblock && s->req)
 		rc = -EBUSY;          /* one read at a time waits */
 	if (rc == -EAGAIN && !nonblock) {
