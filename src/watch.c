@@ -714,6 +714,12 @@ static bool run_stream(int64_t *next)
 			item_free(it);
 			break;
 		}
+		/* Whatever else comes: the prober's items keep coming while
+		 * the stream says nothing. */
+		if (now - heard > SILENCE_US) {
+			item_free(it);
+			break;
+		}
 		if (it && it->kind == ITEM_DOUBT) {
 			/* Serve nothing from the caches until this stream
 			 * answers again: a progress request makes it. */
@@ -744,8 +750,6 @@ static bool run_stream(int64_t *next)
 			continue;
 		}
 		if (!it) {
-			if (now - heard > SILENCE_US)
-				break;
 			if (created && now - asked > PROGRESS_EVERY_US) {
 				etcd_watch_request_progress(s);
 				asked = now;
@@ -788,6 +792,7 @@ static gpointer watch_main(gpointer unused)
 
 	while (!g_atomic_int_get(&w.stop)) {
 		struct item *it;
+		gint64 deadline, left;
 
 		if (run_stream(&next))
 			backoff = BACKOFF_MIN_MS;
@@ -795,8 +800,12 @@ static gpointer watch_main(gpointer unused)
 			backoff = MIN(backoff * 2, BACKOFF_MAX_MS);
 		if (g_atomic_int_get(&w.stop))
 			break;
-		/* Sleep, but wake for stop; drop what old streams left. */
-		while ((it = g_async_queue_timeout_pop(w.q, (guint64)backoff * 1000))) {
+		/* Sleep, but wake for stop; drop what old streams left. Until
+		 * a deadline: the prober's items keep coming once the member
+		 * answers again, and each must not start the wait over. */
+		deadline = g_get_monotonic_time() + (gint64)backoff * 1000;
+		while ((left = deadline - g_get_monotonic_time()) > 0 &&
+		       (it = g_async_queue_timeout_pop(w.q, (guint64)left))) {
 			bool stop = it->kind == ITEM_STOP;
 
 			item_free(it);

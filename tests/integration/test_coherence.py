@@ -345,6 +345,36 @@ def test_compaction_while_cut_off_refreshes_everything(own_etcd, proxy, mounter)
     converge(("read cp/c", lambda: read(m.p("cp/c")), [b"c1", b"c2"]))
 
 
+def test_the_watch_comes_back_after_a_long_cut(own_etcd, proxy, mounter):
+    """A cut longer than the watch's backoff (2 s): once etcd answers again
+    the prober's items come every 250 ms, and the watch's wait between two
+    tries must end all the same (each item started it over: the watch never
+    came back, and the mount served nothing from its caches again)."""
+    own_etcd.put("/lc/k", "before")
+    m = mounter("--endpoints=" + proxy.endpoint, "--pin-endpoints", "--command-timeout=2s",
+                allowed_stderr=CUT_STDERR)
+    assert read(m.p("lc/k")) == b"before"
+    assert own_etcd.metrics()["etcd_debugging_mvcc_watch_stream_total"] == 1
+    proxy.cut()
+    time.sleep(8)
+    own_etcd.put("/lc/k", "during the cut")
+    proxy.resume()
+    assert read_when_back(m.p("lc/k")) == b"during the cut"
+    deadline = time.monotonic() + 10
+    while own_etcd.metrics()["etcd_debugging_mvcc_watch_stream_total"] < 1:
+        assert time.monotonic() < deadline, "the watch did not come back"
+        time.sleep(0.2)
+    # trusted again: reads come from the cache, kept current by the watch
+    read(m.p("lc/k"))
+    time.sleep(0.5)
+    before = own_etcd.kv_requests()
+    for _ in range(20):
+        assert read(m.p("lc/k")) == b"during the cut"
+    assert own_etcd.kv_requests() == before
+    own_etcd.put("/lc/k", "after")
+    converge(("read lc/k", lambda: read(m.p("lc/k")), [b"during the cut", b"after"]))
+
+
 # --------------------------------------------------- directories made here
 
 def test_new_directory_answers_absent_names_itself(etcd, mnt):
