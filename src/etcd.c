@@ -1315,17 +1315,46 @@ struct ef_watch_msg *etcd_watch_msg_parse(const uint8_t *data, size_t len)
 	return m;
 }
 
+/* Beyond this, a response etcd sent in fragments is refused: a bound on
+ * what one message may cost (etcd's batches hold up to 1,000 revisions). */
+#define WATCH_MAX_ASSEMBLED (1024u << 20)
+
 struct watch_adapter {
 	struct ef_etcd *e;
 	const struct ef_watch_ops *ops;
 	void *ud;
 	struct ef_watch_check chk; /* I/O thread only */
 	bool broken;               /* I/O thread only: a message was refused */
+	struct ef_watch_msg *partial; /* I/O thread only: the fragments so far */
+	size_t partial_bytes;      /* I/O thread only */
 };
 
+/* Adds m's events to a->partial (taking m). Returns false past the bound. */
+static bool watch_gather(struct watch_adapter *a, struct ef_watch_msg *m)
+{
+	struct ef_watch_msg *p = a->partial;
+
+	for (size_t i = 0; i < m->n_events; i++)
+		a->partial_bytes += g_bytes_get_size(m->events[i].kv->key) +
+				    (m->events[i].kv->value ? m->events[i].kv->size : 0);
+	if (!p) {
+		a->partial = m;
+	} else {
+		p->events = g_renew(struct ef_watch_event, p->events, p->n_events + m->n_events);
+		memcpy(p->events + p->n_events, m->events, m->n_events * sizeof(*m->events));
+		p->n_events += m->n_events;
+		p->revision = m->revision;
+		m->n_events = 0;
+		etcd_watch_msg_free(m);
+	}
+	return a->partial_bytes <= WATCH_MAX_ASSEMBLED;
+}
+
 /* The stream's next message, checked (reply.h); NULL: it must not be
- * used, and neither may anything after it on this stream. */
-static struct ef_watch_msg *watch_decode(struct watch_adapter *a, const uint8_t *msg, size_t len)
+ * used, and neither may anything after it on this stream, unless *more
+ * (a fragment, kept until its response is whole). */
+static struct ef_watch_msg *watch_decode(struct watch_adapter *a, const uint8_t *msg, size_t len,
+				       bool *more)
 {
 	Etcdserverpb__WatchResponse *r = etcdserverpb__watch_response__unpack(NULL, len, msg);
 	struct ef_watch_msg *m = NULL;
@@ -1344,6 +1373,22 @@ static struct ef_watch_msg *watch_decode(struct watch_adapter *a, const uint8_t 
 		else
 			m = watch_msg_from_pb(r);
 	}
+	/* A response in fragments goes up whole: a revision's events may
+	 * span two of them, and a watcher resumes after whole revisions. */
+	if (m && (r->fragment || a->partial)) {
+		if (!watch_gather(a, m)) {
+			refuse(a->e, "Watch", "a response of more than 1 GiB in fragments");
+			m = NULL;
+		} else if (r->fragment) {
+			m = NULL;
+			etcdserverpb__watch_response__free_unpacked(r, NULL);
+			*more = true;
+			return NULL;
+		} else {
+			m = g_steal_pointer(&a->partial);
+			a->partial_bytes = 0;
+		}
+	}
 	etcdserverpb__watch_response__free_unpacked(r, NULL);
 	return m;
 }
@@ -1359,10 +1404,13 @@ static void watch_on_message(void *ud, const uint8_t *msg, size_t len)
 {
 	struct watch_adapter *a = ud;
 	struct ef_watch_msg *m;
+	bool more = false;
 
 	if (a->broken)
 		return;
-	m = watch_decode(a, msg, len);
+	m = watch_decode(a, msg, len, &more);
+	if (more)
+		return;
 	if (!m)
 		a->broken = true;
 	else if (m->revision)
@@ -1372,6 +1420,7 @@ static void watch_on_message(void *ud, const uint8_t *msg, size_t len)
 
 static void watch_adapter_free(struct watch_adapter *a)
 {
+	etcd_watch_msg_free(a->partial);
 	reply_watch_clear(&a->chk);
 	g_free(a);
 }
@@ -1427,6 +1476,9 @@ int etcd_watch_open(struct ef_etcd *e, GBytes *key, GBytes *end, int64_t start_r
 	cr.range_end = bin_bytes(end);
 	cr.start_revision = start_rev;
 	cr.progress_notify = true;
+	/* Else a response over the message size limit (a batch of big
+	 * values after an outage) could never be taken. */
+	cr.fragment = true;
 	req.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CREATE_REQUEST;
 	req.create_request = &cr;
 	rc = watch_send(*out, &req);

@@ -286,6 +286,7 @@ void reply_watch_init(struct ef_watch_check *w, GBytes *key, GBytes *end, int64_
 		.key = key ? g_bytes_ref(key) : g_bytes_new(NULL, 0),
 		.end = end ? g_bytes_ref(end) : g_bytes_new(NULL, 0),
 		.start_rev = start_rev,
+		.fragments = true,
 	};
 }
 
@@ -360,8 +361,14 @@ int reply_check_watch(struct ef_watch_check *w, const Etcdserverpb__WatchRespons
 		return fail(f, "a watch header revision of %" PRId64, rev);
 	if (!rev_ok(r->compact_revision))
 		return fail(f, "a watch compact_revision of %" PRId64, r->compact_revision);
-	if (r->fragment)
+	if (r->fragment && !w->fragments)
 		return fail(f, "a watch fragment, never asked for");
+	/* etcd cuts one response's events into fragments sent in a row,
+	 * each with the response's header. */
+	if (r->fragment && (r->n_events == 0 || r->created || r->canceled))
+		return fail(f, "a watch fragment without events");
+	if (w->in_fragment && (r->n_events == 0 || rev != w->last_batch))
+		return fail(f, "a watch fragment not followed by the rest of its response");
 	if (other_watcher(w, r))
 		return fail(f, "a watch answer for watcher %" PRId64 ", not %s", r->watch_id,
 			    w->created ? "this stream's" : "created yet");
@@ -375,7 +382,8 @@ int reply_check_watch(struct ef_watch_check *w, const Etcdserverpb__WatchRespons
 		return fail(f, "watch events at header revision %" PRId64 " after %" PRId64, rev,
 			    w->last_batch);
 	for (size_t i = 0; i < r->n_events; i++) {
-		rc = check_event(w, r->events[i], i, rev, prev, i == 0, f);
+		/* A fragment's continuation may go on with the same revision. */
+		rc = check_event(w, r->events[i], i, rev, prev, i == 0 && !w->in_fragment, f);
 		if (rc < 0)
 			return rc;
 		prev = r->events[i]->kv->mod_revision;
@@ -388,5 +396,6 @@ int reply_check_watch(struct ef_watch_check *w, const Etcdserverpb__WatchRespons
 		w->last_event = prev;
 		w->last_batch = rev;
 	}
+	w->in_fragment = r->fragment;
 	return 0;
 }

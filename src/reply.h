@@ -68,9 +68,13 @@ struct ef_watch_check {
 	int64_t last_event;        /* the newest event's mod_revision */
 	int64_t last_batch;        /* the header revision of the last message
 				    * with events */
+	bool fragments;            /* fragments were asked for */
+	bool in_fragment;          /* the last message was a fragment: its
+				    * response goes on in the next */
 };
 
-/* Starts checking a stream on [key, end) from start_rev. Takes refs. */
+/* Starts checking a stream on [key, end) from start_rev, whose create
+ * request asked for fragments. Takes refs. */
 void reply_watch_init(struct ef_watch_check *w, GBytes *key, GBytes *end, int64_t start_rev);
 void reply_watch_clear(struct ef_watch_check *w);
 

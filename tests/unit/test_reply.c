@@ -579,6 +579,38 @@ static void test_watch_events(void)
 	reply_watch_clear(&w);
 }
 
+/* A response in fragments: events in each, the rest right after. */
+static void test_watch_fragments(void)
+{
+	struct ef_watch_check w;
+	struct wmsg m;
+
+	watch_begin(&w, 0);
+	wmsg_init(&m, 3, 12);
+	wmsg_event(&m, false, "/w/a", 11, 11);
+	m.r.fragment = true;
+	wexpect(&w, &m, NULL);
+	/* A progress answer in the middle is not the rest. */
+	wmsg_init(&m, -1, 12);
+	wexpect(&w, &m, "not followed by the rest");
+	/* Nor is a response at another header revision. */
+	wmsg_init(&m, 3, 13);
+	wmsg_event(&m, false, "/w/b", 12, 12);
+	wexpect(&w, &m, "not followed by the rest");
+	/* The last fragment: the same revision may go on in it. */
+	wmsg_init(&m, 3, 12);
+	wmsg_event(&m, false, "/w/b", 11, 11);
+	wmsg_event(&m, false, "/w/c", 12, 12);
+	wexpect(&w, &m, NULL);
+	/* Then anything may come again. */
+	wmsg_init(&m, -1, 12);
+	wexpect(&w, &m, NULL);
+	wmsg_init(&m, 3, 12);
+	m.r.fragment = true;
+	wexpect(&w, &m, "fragment without events");
+	reply_watch_clear(&w);
+}
+
 static void test_watch_not_created(void)
 {
 	g_autoptr(GBytes) key = g_bytes_new_static("\0", 1);
@@ -619,6 +651,7 @@ int main(int argc, char **argv)
 	g_test_add_func("/reply/other", test_other_answers);
 	g_test_add_func("/reply/watch/order", test_watch_order);
 	g_test_add_func("/reply/watch/events", test_watch_events);
+	g_test_add_func("/reply/watch/fragments", test_watch_fragments);
 	g_test_add_func("/reply/watch/not_created", test_watch_not_created);
 	return g_test_run();
 }
