@@ -1409,8 +1409,15 @@ static void watch_on_message(void *ud, const uint8_t *msg, size_t len)
 	if (a->broken)
 		return;
 	m = watch_decode(a, msg, len, &more);
-	if (more)
+	if (more) {
+		/* A response of many fragments may take long to arrive: the
+		 * watcher must not take the wait for silence. */
+		m = g_new0(struct ef_watch_msg, 1);
+		m->fragment = true;
+		m->events = g_new0(struct ef_watch_event, 1);
+		a->ops->on_msg(a->ud, m);
 		return;
+	}
 	if (!m)
 		a->broken = true;
 	else if (m->revision)

@@ -243,6 +243,9 @@ struct ef_watch_msg {
 	uint64_t cluster_id;       /* header cluster_id; 0 when absent */
 	bool created;
 	bool canceled;
+	/* Only a sign of life: a response is arriving in fragments, and
+	 * comes whole in a later message; nothing else is set. */
+	bool fragment;
 	int64_t compact_revision;
 	char *cancel_reason;       /* NULL when none */
 	size_t n_events;

@@ -757,6 +757,11 @@ static bool run_stream(int64_t *next)
 			continue;
 		}
 		heard = now;
+		/* Part of a response still arriving: alive, nothing yet. */
+		if (it->kind == ITEM_MSG && it->m && it->m->fragment) {
+			item_free(it);
+			continue;
+		}
 		if (it->kind == ITEM_CLOSE || !it->m || !handle_msg(it->m, next, &created)) {
 			item_free(it);
 			break;

@@ -178,8 +178,11 @@ static int take_locked(struct ef_wstream *s, uint64_t off, size_t size, GBytes *
 	if (off < s->base)
 		return -ESPIPE;
 	s->read_off = upto;
-	/* In steps of KEEP_BEHIND: each moves what is left of the log. */
-	if (upto - s->base >= 2 * (uint64_t)KEEP_BEHIND) {
+	/* Each trim moves what is left of the log: only once what goes is
+	 * as much as what stays, so that the moving costs, spread over the
+	 * bytes read, stays constant. */
+	if (upto - s->base >= 2 * (uint64_t)KEEP_BEHIND &&
+	    2 * (upto - s->base - KEEP_BEHIND) >= s->log->len) {
 		guint drop = (guint)(upto - s->base - KEEP_BEHIND);
 
 		g_byte_array_remove_range(s->log, 0, drop);
@@ -641,7 +644,8 @@ static void hist_msg(struct ef_wstream *s, const struct ef_watch_msg *m)
 	/* A timed progress notification (etcd sends them only to a watcher
 	 * that has caught up; a requested one may come early, and none is
 	 * requested): every event up to its revision has been sent. */
-	if (!m->created && m->n_events == 0 && m->watch_id >= 0 && m->revision >= joined) {
+	if (!m->created && !m->fragment && m->n_events == 0 && m->watch_id >= 0 &&
+	    m->revision >= joined) {
 		hist_join(s);
 		return;
 	}
