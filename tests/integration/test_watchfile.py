@@ -383,11 +383,14 @@ class Reader:
         assert not more, "%r: unexpected output %r" % (self, self.out[before:before + 500])
 
     def wait_exit(self, timeout):
-        """The exit status, or None if still running after timeout."""
+        """The exit status, or None if still running after timeout; once it
+        has exited, its output is all in (up to the end of its pipes)."""
         try:
-            return self.proc.wait(timeout)
+            status = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
+        self._wait(lambda: self.ended[1] and self.ended[2], 5)
+        return status
 
     def send(self, data):
         self.proc.stdin.write(data)
