@@ -779,6 +779,10 @@ static int serve(struct fuse_session *se, struct ef_fs *fs, const struct fuse_cm
 		rc = fuse_session_loop_mt(se, lc);
 		fuse_loop_cfg_destroy(lc);
 	}
+	/* libfuse returns the signal that ended the loop: a stop asked for
+	 * (systemd's SIGTERM, ^C, SIGHUP) is a clean end, as an unmount is. */
+	if (rc == SIGTERM || rc == SIGINT || rc == SIGHUP)
+		rc = 0;
 	/* Parked lock requests are answered while the session exists. */
 	locks_free(locks);
 	watchfile_stop();
