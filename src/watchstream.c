@@ -20,6 +20,14 @@
  * progress notification past it, shows that history has caught up, so the
  * held events follow and the stream is fed like the others.
  *
+ * Backpressure. A fed stream whose reader is PAUSE_BEHIND behind starts
+ * catching up the same way, from the revision after the position, and its
+ * history Watch is closed whenever the reader falls that far behind and
+ * opened again (H_RESUME) once a read brings it within RESUME_BEHIND. A
+ * stream catching up that holds HELD_MAX lets its held lines go and joins
+ * at the current position instead: history brings them. So nothing is
+ * dropped for slowness, and only a compaction ends a stream.
+ *
  * Parked reads. A read that must wait registers an interrupt callback
  * first and is "armed" after: until then nothing answers it but the
  * handler itself, so the request is never used after another thread
