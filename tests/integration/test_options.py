@@ -6,6 +6,7 @@ import re
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -319,6 +320,10 @@ def test_create_costs_four_requests(etcd, mounter):
     are enforced: test_allow_other)."""
     etcd.put_many([("/cr/k%d" % i, "v") for i in range(20)])
     m = mounter("-d", etcd=etcd, stderr_free=True)
+    # the steady state: entries get long timeouts once the mount's watch is
+    # up and vouched for, which a loaded machine may take a moment to do
+    # (until then the kernel looks cr up again at the first create)
+    time.sleep(1)
     assert len(os.listdir(m.p("cr"))) == 20
     code = ("import os, sys\n"
             "for i in range(5):\n"
