@@ -714,11 +714,15 @@ static bool run_stream(int64_t *next)
 			item_free(it);
 			break;
 		}
-		/* Whatever else comes: the prober's items keep coming while
-		 * the stream says nothing. */
+		/* Whatever else comes: the prober's items (every probe) keep
+		 * coming while the stream says nothing. */
 		if (now - heard > SILENCE_US) {
 			item_free(it);
 			break;
+		}
+		if (created && now - asked > PROGRESS_EVERY_US) {
+			etcd_watch_request_progress(s);
+			asked = now;
 		}
 		if (it && it->kind == ITEM_DOUBT) {
 			/* Serve nothing from the caches until this stream
@@ -749,13 +753,8 @@ static bool run_stream(int64_t *next)
 			item_free(it);
 			continue;
 		}
-		if (!it) {
-			if (created && now - asked > PROGRESS_EVERY_US) {
-				etcd_watch_request_progress(s);
-				asked = now;
-			}
+		if (!it)
 			continue;
-		}
 		heard = now;
 		/* Part of a response still arriving: alive, nothing yet. */
 		if (it->kind == ITEM_MSG && it->m && it->m->fragment) {

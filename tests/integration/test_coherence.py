@@ -376,6 +376,27 @@ def test_the_watch_comes_back_after_a_long_cut(own_etcd, proxy, mounter):
     converge(("read lc/k", lambda: read(m.p("lc/k")), [b"during the cut", b"after"]))
 
 
+def test_a_quiet_mount_keeps_its_watch(etcd, mnt):
+    """Nothing changes for longer than the watch's silence limit (15 s): the
+    progress it asks for every 5 s keeps it alive, whatever else its thread
+    is told meanwhile (the prober's items, every probe, kept it from asking,
+    so a quiet mount restarted its watch every 15 s and its cached reads
+    went to etcd until trust came back)."""
+    etcd.put("/quiet/k", "v")
+    def reads_are_cached():
+        before = etcd.kv_requests()
+        for _ in range(5):
+            assert read(mnt.p("quiet/k")) == b"v"
+        return etcd.kv_requests() == before
+    assert wait_until(reads_are_cached, timeout=10, interval=0.2)
+    deadline = time.monotonic() + 20
+    before = etcd.kv_requests()
+    while time.monotonic() < deadline:
+        assert read(mnt.p("quiet/k")) == b"v"
+        time.sleep(0.25)
+    assert etcd.kv_requests() == before
+
+
 # --------------------------------------------------- directories made here
 
 def test_new_directory_answers_absent_names_itself(etcd, mnt):
