@@ -585,7 +585,6 @@ static void hist_fail(struct ef_wstream *s, GString *line)
 	hist_close(s);
 	g_mutex_lock(&ws.lock);
 	answered = end_stream_ws_locked(s, line, &a);
-	s->catching = false;
 	g_mutex_unlock(&ws.lock);
 	if (answered)
 		answer_send(&a);
